@@ -1,0 +1,21 @@
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Model, Output
+
+from inspectflow.components import COMPONENT_IMAGE
+
+
+@dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
+def train(dataset: Input[Dataset], config: dict, mlflow_run_id: str, model: Output[Model]) -> None:
+    """Trains the configured model, with per-epoch metrics and checkpoints in MLflow.
+
+    Args:
+        dataset: The validated dataset.
+        config: Pipeline configuration.
+        mlflow_run_id: The pipeline's MLflow run.
+        model: The trained model (state dict and spec).
+    """
+    from pathlib import Path
+
+    from inspectflow.steps.train import train_step
+
+    train_step(Path(dataset.path), config, mlflow_run_id, Path(model.path))

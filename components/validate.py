@@ -1,0 +1,21 @@
+from kfp import dsl
+from kfp.dsl import HTML, Dataset, Input, Output
+
+from inspectflow.components import COMPONENT_IMAGE
+
+
+@dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
+def validate(dataset: Input[Dataset], config: dict, mlflow_run_id: str, report: Output[HTML]) -> None:
+    """Checks the dataset against the data-quality suite; fails, naming the bad files, when it does not pass.
+
+    Args:
+        dataset: The ingested dataset.
+        config: Pipeline configuration.
+        mlflow_run_id: The pipeline's MLflow run.
+        report: The HTML validation report.
+    """
+    from pathlib import Path
+
+    from inspectflow.steps.validate import validate_step
+
+    validate_step(Path(dataset.path), config, mlflow_run_id, Path(report.path))

@@ -1,0 +1,1 @@
+"""kfp pipeline definitions composing the components."""

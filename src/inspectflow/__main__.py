@@ -1,0 +1,3 @@
+from inspectflow.cli import main
+
+main()

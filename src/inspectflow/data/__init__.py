@@ -1,0 +1,1 @@
+"""Dataset readers (one module per on-disk layout) and the ingested-dataset artifact."""

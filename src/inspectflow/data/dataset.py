@@ -1,0 +1,123 @@
+"""The ingested dataset: the artifact the ingest step writes and every later step reads.
+
+A dataset directory holds:
+
+* ``images.npy``: uint8 array ``(N, H, W, C)``, every image decoded once and resized to the workload's side,
+  so later steps never decode again (DataLoader workers do not pay off on 2 cores; a decoded cache does).
+* ``manifest.csv``: one row per image, in the same order as ``images.npy``, with the columns of
+  :data:`MANIFEST_COLUMNS`.
+* ``dataset.json``: the class names and where the data came from.
+
+Images that cannot be decoded keep their row (``decode_error`` says why, pixels are zero) so that the
+validate step can report every bad file at once instead of ingest stopping at the first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+IMAGES_FILE = "images.npy"
+MANIFEST_FILE = "manifest.csv"
+INFO_FILE = "dataset.json"
+
+#: Manifest columns. ``source`` is the file relative to the data root and ``index`` the row inside it (0 for
+#: single-image files); ``width``/``height``/``dtype`` describe the image as stored in the source, before
+#: resizing; ``pixel_std`` is the standard deviation of the cached pixels (0 for a constant image).
+MANIFEST_COLUMNS = [
+    "source",
+    "index",
+    "label",
+    "split",
+    "sha256",
+    "width",
+    "height",
+    "dtype",
+    "pixel_std",
+    "decode_error",
+]
+SPLITS = ("train", "test")
+
+
+@dataclass
+class DatasetInfo:
+    """Facts about an ingested dataset kept beside the manifest."""
+
+    classes: list[str]
+    source: str
+    format: str
+    image_side: int
+    channels: int
+    split_origin: str  # "source" when the source defines train/test, else "seeded"
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Dataset:
+    """An ingested dataset held in memory."""
+
+    images: np.ndarray
+    manifest: pd.DataFrame
+    info: DatasetInfo
+
+    def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """Returns the images and integer labels of one split.
+
+        Args:
+            name: ``"train"`` or ``"test"``.
+
+        Returns:
+            ``(images, labels)`` with images ``(n, H, W, C)`` uint8 and labels ``(n,)`` int64 indices into
+            ``info.classes``.
+        """
+        mask = (self.manifest["split"] == name).to_numpy()
+        index = {c: i for i, c in enumerate(self.info.classes)}
+        labels = self.manifest.loc[mask, "label"].map(index).to_numpy(dtype=np.int64)
+        return self.images[mask], labels
+
+    def file_names(self, name: str) -> list[str]:
+        """Returns the display names (:func:`file_name`) of one split's images, in order."""
+        rows = self.manifest[self.manifest["split"] == name]
+        return [file_name(s, i) for s, i in zip(rows["source"], rows["index"], strict=True)]
+
+
+def file_name(source: str, index: int) -> str:
+    """Names one image for messages: ``hole/0003.png`` for a file, ``train64.h5[17]`` for an array row."""
+    return source if source.lower().endswith((".png", ".jpg", ".jpeg", ".bmp")) else f"{source}[{index}]"
+
+
+def pixel_sha256(pixels: np.ndarray) -> str:
+    """Hashes decoded pixels with their shape, so equal images match across file formats."""
+    digest = hashlib.sha256(str(pixels.shape).encode())
+    digest.update(np.ascontiguousarray(pixels).tobytes())
+    return digest.hexdigest()
+
+
+def save_dataset(dataset: Dataset, out_dir: Path) -> None:
+    """Writes a dataset directory (see the module docstring)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    np.save(out_dir / IMAGES_FILE, dataset.images)
+    dataset.manifest[MANIFEST_COLUMNS].to_csv(out_dir / MANIFEST_FILE, index=False)
+    (out_dir / INFO_FILE).write_text(json.dumps(asdict(dataset.info), indent=2))
+
+
+def load_dataset(path: Path) -> Dataset:
+    """Reads a dataset directory written by :func:`save_dataset`."""
+    info = DatasetInfo(**json.loads((path / INFO_FILE).read_text()))
+    manifest = pd.read_csv(path / MANIFEST_FILE, dtype={"decode_error": "string", "label": "string"})
+    images = np.load(path / IMAGES_FILE)
+    return Dataset(images=images, manifest=manifest, info=info)
+
+
+def dataset_digest(manifest: pd.DataFrame) -> str:
+    """Content hash of a dataset: its images' pixel hashes with their labels and splits, order-independent."""
+    rows = sorted(
+        f"{sha}\t{label}\t{split}"
+        for sha, label, split in zip(manifest["sha256"], manifest["label"], manifest["split"], strict=True)
+    )
+    return hashlib.sha256("\n".join(rows).encode()).hexdigest()

@@ -1,0 +1,66 @@
+"""Runs the kfp pipeline on this machine: ``kfp.local.SubprocessRunner`` and the embedded MLflow store.
+
+Each step runs as a subprocess of this interpreter (``use_venv=False``: nothing is installed per task), so
+the environment inspectflow is installed in is the one the steps use.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from inspectflow.config import PipelineConfig
+from inspectflow.errors import ERROR_FILE_ENV, InspectflowError
+from inspectflow.tracking import configure_tracking
+
+LOCAL_OUTPUTS = "local_outputs"
+
+
+@dataclass
+class PipelineResult:
+    """What a successful pipeline run reports."""
+
+    tracking_uri: str
+    summary: dict[str, Any]
+
+
+class PipelineFailed(InspectflowError):
+    """A pipeline step failed; the message names the step and its error."""
+
+
+def run_local(source: Path, config: PipelineConfig, workdir: Path) -> PipelineResult:
+    """Runs the inspection pipeline locally and returns the register step's summary.
+
+    Args:
+        source: Data root.
+        config: Validated configuration.
+        workdir: Holds the MLflow store (unless ``MLFLOW_TRACKING_URI`` is set) and the kfp task outputs.
+
+    Raises:
+        PipelineFailed: A step failed.
+    """
+    from kfp import local
+
+    from inspectflow.pipelines.inspection import inspection_pipeline
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    tracking_uri = configure_tracking(workdir)
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=str((workdir / LOCAL_OUTPUTS).resolve()),
+        raise_on_error=True,
+    )
+    with tempfile.NamedTemporaryFile("r", suffix=".log", encoding="utf-8") as errors:
+        os.environ[ERROR_FILE_ENV] = errors.name
+        try:
+            task = inspection_pipeline(source=str(source.resolve()), config=config.to_dict())
+        except RuntimeError as exc:
+            step_errors = errors.read().strip()
+            raise PipelineFailed(step_errors or str(exc)) from None
+        finally:
+            os.environ.pop(ERROR_FILE_ENV, None)
+    return PipelineResult(tracking_uri=tracking_uri, summary=json.loads(task.output))

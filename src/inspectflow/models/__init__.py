@@ -1,0 +1,1 @@
+"""Model architectures and their construction from the training configuration."""

@@ -1,0 +1,79 @@
+"""Pretrained weights: torchvision enums cached in ``TORCH_HOME``, or a local state dict."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import torch
+
+from inspectflow.errors import ConfigError
+
+_PROBE_TIMEOUT_S = 3.0
+
+
+def load_pretrained_state(weights: str, enum_member: Any) -> dict[str, torch.Tensor] | None:
+    """Resolves a ``weights`` setting to a state dict.
+
+    Args:
+        weights: ``none`` (random initialisation), ``imagenet`` (the torchvision enum's file, read from the
+            torch hub cache under ``TORCH_HOME`` or downloaded into it) or a path to a state dict.
+        enum_member: The torchvision weights enum member used for ``imagenet``, such as
+            ``ResNet18_Weights.IMAGENET1K_V1``.
+
+    Returns:
+        The state dict, or ``None`` for ``none``.
+
+    Raises:
+        ConfigError: The file is missing, unreadable or not a state dict, or ImageNet weights are neither
+            cached nor downloadable.
+    """
+    if weights == "none":
+        return None
+    if weights == "imagenet":
+        return _load_imagenet(enum_member)
+    return _load_file(Path(weights))
+
+
+def _load_file(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise ConfigError(f"{path}: weights file not found (train.weights takes none, imagenet or a path)")
+    try:
+        # weights_only: a state dict never needs to run code when it loads.
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ConfigError(f"{path}: not a readable PyTorch state dict ({exc})") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ConfigError(f"{path}: expected a state dict of tensors")
+    return state
+
+
+def _load_imagenet(enum_member: Any) -> dict[str, torch.Tensor]:
+    url: str = enum_member.url
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(url).path).name
+    if cached.is_file():
+        return _load_file(cached)
+    if not _reachable(url):
+        raise ConfigError(
+            f"ImageNet weights {enum_member} are not cached and cannot be downloaded (no network). "
+            f"Download {url} on a machine with network access and put it at {cached} "
+            "(set TORCH_HOME to change the cache folder), or pass train.weights=PATH."
+        )
+    state: dict[str, torch.Tensor] = torch.hub.load_state_dict_from_url(
+        url, map_location="cpu", progress=False, check_hash=True
+    )
+    return state
+
+
+def _reachable(url: str) -> bool:
+    """Probes the download host so that an offline machine fails in seconds, not after a long hang."""
+    host = urlparse(url).hostname or ""
+    try:
+        with socket.create_connection((host, 443), timeout=_PROBE_TIMEOUT_S):
+            return True
+    except OSError:
+        return False

@@ -1,0 +1,160 @@
+"""Ingest: read a source layout into the cached, manifest-described dataset every later step uses."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from inspectflow.config import DataConfig, PipelineConfig
+from inspectflow.data.dataset import (
+    Dataset,
+    DatasetInfo,
+    dataset_digest,
+    pixel_sha256,
+    save_dataset,
+)
+from inspectflow.data.sources import SourceImage, detect_format, read_source
+from inspectflow.data.splits import stratified_holdout
+from inspectflow.errors import DataError, pipeline_step
+
+log = logging.getLogger(__name__)
+
+
+def ingest(root: Path, config: DataConfig) -> Dataset:
+    """Reads a dataset from ``root`` and caches it at the configured size.
+
+    The source's own train/test split is kept when it has one; otherwise a seeded stratified split is made.
+
+    Args:
+        root: Data root in one of the supported layouts.
+        config: Data settings.
+
+    Returns:
+        The dataset, images resized to ``config.image_side`` with ``config.channels`` channels.
+
+    Raises:
+        DataError: ``root`` is missing, empty or structurally broken.
+    """
+    layout = detect_format(root) if config.format == "auto" else config.format
+    records = read_source(root, layout, config.classes)
+    if not records:
+        raise DataError(f"{root}: no images found")
+    side, channels = config.image_side, config.channels
+    images = np.zeros((len(records), side, side, channels), dtype=np.uint8)
+    rows = []
+    for i, record in enumerate(records):
+        row = {
+            "source": record.source,
+            "index": record.index,
+            "label": record.label,
+            "split": record.split,
+            "sha256": None,
+            "width": None,
+            "height": None,
+            "dtype": record.dtype,
+            "pixel_std": None,
+            "decode_error": record.decode_error,
+        }
+        if record.pixels is not None:
+            images[i] = _to_cache(record.pixels, side, channels)
+            row.update(
+                sha256=pixel_sha256(record.pixels),
+                height=record.pixels.shape[0],
+                width=record.pixels.shape[1],
+                pixel_std=float(images[i].std()),
+            )
+        rows.append(row)
+    manifest = pd.DataFrame(rows)
+    split_origin = "source" if _source_has_split(records) else "seeded"
+    if split_origin == "seeded":
+        test = stratified_holdout(manifest["label"].to_numpy(), config.test_fraction, config.split_seed)
+        manifest["split"] = np.where(test, "test", "train")
+    info = DatasetInfo(
+        classes=list(config.classes),
+        source=str(root),
+        format=layout,
+        image_side=side,
+        channels=channels,
+        split_origin=split_origin,
+    )
+    return Dataset(images=images, manifest=manifest, info=info)
+
+
+def _source_has_split(records: list[SourceImage]) -> bool:
+    return any(record.split is not None for record in records)
+
+
+def _to_cache(pixels: np.ndarray, side: int, channels: int) -> np.ndarray:
+    """Converts stored pixels to the cache's uint8 ``(side, side, channels)``.
+
+    Samples that are not uint8 are clipped only so that the row can be cached; validation rejects them.
+    """
+    if pixels.dtype != np.uint8:
+        pixels = np.clip(pixels, 0, 255).astype(np.uint8)
+    mode = {1: "L", 3: "RGB", 4: "RGBA"}[pixels.shape[2]] if pixels.shape[2] in (1, 3, 4) else None
+    if mode is None:
+        raise DataError(f"unsupported channel count {pixels.shape[2]}")
+    image = Image.fromarray(pixels[..., 0] if mode == "L" else pixels, mode=mode)
+    image = image.convert("L" if channels == 1 else "RGB")
+    if image.size != (side, side):
+        image = image.resize((side, side), Image.Resampling.BILINEAR)
+    array = np.asarray(image)
+    return array[..., np.newaxis] if channels == 1 else array
+
+
+@pipeline_step("ingest")
+def ingest_step(
+    source: Path, raw_config: dict[str, object], out_dir: Path, kfp_run_name: str, kfp_run_id: str
+) -> str:
+    """Runs ingest as the pipeline's first step: opens the MLflow run and writes the dataset artifact.
+
+    Args:
+        source: Data root.
+        raw_config: The pipeline configuration as a dict.
+        out_dir: Where the dataset artifact goes.
+        kfp_run_name: The kfp pipeline run's name, tagged on the MLflow run.
+        kfp_run_id: The kfp pipeline run's id, tagged on the MLflow run.
+
+    Returns:
+        The MLflow run id every later step logs to.
+    """
+    import mlflow
+    import mlflow.data.pandas_dataset
+
+    from inspectflow.config import validate_config
+    from inspectflow.tracking import resume_run, start_pipeline_run
+
+    config: PipelineConfig = validate_config(raw_config)
+    tags = {
+        "inspectflow.workload": config.workload,
+        "kfp.pipeline_run_name": kfp_run_name,
+        "kfp.pipeline_run_id": kfp_run_id,
+        "data.source": str(source),
+    }
+    run_id = start_pipeline_run(config.tracking.experiment, kfp_run_name, config.flat(), tags)
+    with resume_run(run_id):
+        dataset = ingest(source, config.data)
+        save_dataset(dataset, out_dir)
+        digest = dataset_digest(dataset.manifest)
+        counts = dataset.manifest.groupby(["split", "label"]).size()
+        log.info("ingested %d images from %s (%s layout)", len(dataset.manifest), source, dataset.info.format)
+        mlflow.set_tags(
+            {
+                "data.digest": digest,
+                "data.format": dataset.info.format,
+                "data.split_origin": dataset.info.split_origin,
+            }
+        )
+        mlflow.log_metrics({f"data.{split}.{label}": int(n) for (split, label), n in counts.items()})
+        mlflow.log_input(
+            mlflow.data.pandas_dataset.from_pandas(
+                dataset.manifest, source=str(source), name=f"{config.workload}-{digest[:12]}"
+            ),
+            context="ingest",
+        )
+        mlflow.log_artifact(str(out_dir / "manifest.csv"), artifact_path="data")
+    return run_id

@@ -1,0 +1,191 @@
+"""Register: log the model to the MLflow Model Registry and decide, with a gate, whether it becomes champion.
+
+The gate scores the current champion on the same test split as the new model, so the comparison is fair
+even when the data changed since the champion was trained. The new version becomes ``champion`` when there
+is none yet, or when it beats the champion's primary metric by more than ``min_improvement`` and no class's
+F1 drops by more than ``max_class_drop``; otherwise it becomes ``challenger``. The decision and its reason
+are tags on the version.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from inspectflow.config import PipelineConfig, RegisterConfig
+from inspectflow.errors import pipeline_step
+from inspectflow.steps.evaluate import ClassificationScores
+
+log = logging.getLogger(__name__)
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+# Scores are ratios of counts: 0.86 - 0.85 is 0.0100000000000001 in floating point, which must not count as
+# beating a 0.01 margin.
+_FLOAT_TOLERANCE = 1e-9
+
+
+@dataclass
+class GateDecision:
+    """The gate's verdict on a new model version."""
+
+    promote: bool
+    reason: str
+    new_score: float
+    champion_score: float | None = None
+
+
+def decide(
+    new: ClassificationScores, champion: ClassificationScores | None, config: RegisterConfig
+) -> GateDecision:
+    """Decides whether a new model replaces the champion; both must be scored on the same test set.
+
+    Args:
+        new: The new model's scores.
+        champion: The champion's scores on the same data, or ``None`` when there is no champion.
+        config: Gate settings.
+
+    Returns:
+        The decision with a one-line reason.
+    """
+    metric = config.primary_metric
+    new_score = float(getattr(new, metric))
+    if champion is None:
+        return GateDecision(True, f"no champion yet; {metric}={new_score:.4f}", new_score)
+    champion_score = float(getattr(champion, metric))
+    if new.classes != champion.classes:
+        return GateDecision(
+            False,
+            f"classes differ from the champion's ({champion.classes}); promote manually if intended",
+            new_score,
+            champion_score,
+        )
+    gain = new_score - champion_score
+    drops = {
+        c: champion.f1[c] - new.f1[c]
+        for c in new.classes
+        if champion.f1[c] - new.f1[c] > config.max_class_drop + _FLOAT_TOLERANCE
+    }
+    if gain <= config.min_improvement + _FLOAT_TOLERANCE:
+        reason = (
+            f"{metric} {new_score:.4f} vs champion {champion_score:.4f}: gain {gain:+.4f} "
+            f"is not above the required {config.min_improvement:.4f}"
+        )
+        return GateDecision(False, reason, new_score, champion_score)
+    if drops:
+        worst = ", ".join(f"{c} F1 -{d:.4f}" for c, d in sorted(drops.items()))
+        reason = (
+            f"{metric} {new_score:.4f} beats champion {champion_score:.4f} ({gain:+.4f}) but per-class F1 "
+            f"drops beyond {config.max_class_drop:.4f}: {worst}"
+        )
+        return GateDecision(False, reason, new_score, champion_score)
+    reason = (
+        f"{metric} {new_score:.4f} beats champion {champion_score:.4f} by {gain:+.4f} "
+        f"(> {config.min_improvement:.4f}), no class F1 drops more than {config.max_class_drop:.4f}"
+    )
+    return GateDecision(True, reason, new_score, champion_score)
+
+
+@pipeline_step("register")
+def register_step(
+    dataset_dir: Path, model_dir: Path, evaluation_dir: Path, raw_config: dict[str, object], run_id: str
+) -> dict[str, Any]:
+    """Registers the trained model, applies the gate and moves the aliases.
+
+    Returns:
+        A summary: MLflow run id, model name and version, alias, gate decision and reason, test metrics.
+    """
+    import mlflow
+    import numpy as np
+    import torch
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+    from mlflow.models import infer_signature
+
+    from inspectflow.config import validate_config
+    from inspectflow.data.dataset import dataset_digest, load_dataset
+    from inspectflow.models.artifact import load_trained_model
+    from inspectflow.steps.evaluate import SCORES_FILE, evaluate
+    from inspectflow.steps.train import to_tensor
+    from inspectflow.tracking import resume_run
+
+    config: PipelineConfig = validate_config(raw_config)
+    gate_config = config.register_
+    name = gate_config.model_name
+    dataset = load_dataset(dataset_dir)
+    model, spec = load_trained_model(model_dir)
+    new_scores = ClassificationScores.load(evaluation_dir / SCORES_FILE)
+    client = MlflowClient()
+
+    try:
+        champion_version = client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        champion_version = None  # no registered model or no champion yet
+    champion_scores = None
+    if champion_version is not None:
+        champion = mlflow.pytorch.load_model(f"models:/{name}/{champion_version.version}")
+        champion_classes = json.loads(champion_version.tags.get("inspectflow.classes", "[]"))
+        if champion_classes == spec.classes:
+            champion_scores = evaluate(champion, dataset, config.evaluate.batch_size)
+        else:  # a champion for other classes cannot be scored on this data; the gate refuses
+            champion_scores = ClassificationScores(champion_classes, 0.0, 0.0, {}, {}, {}, {}, [])
+    decision = decide(new_scores, champion_scores, gate_config)
+
+    test_images, _ = dataset.split("test")
+    example = to_tensor(test_images[:2])
+    with torch.no_grad():
+        signature = infer_signature(example.numpy(), model(example).numpy())
+    digest = dataset_digest(dataset.manifest)
+    with resume_run(run_id) as run:
+        model_info = mlflow.pytorch.log_model(
+            model,
+            name="model",
+            input_example=example.numpy(),
+            signature=signature,
+            # The +cpu local tag of the installed torch is not installable from PyPI: name the release.
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}"],
+            metadata={"classes": spec.classes, "image_side": spec.image_side, "channels": spec.channels},
+        )
+        version = mlflow.register_model(model_info.model_uri, name).version
+        alias = CHAMPION if decision.promote else CHALLENGER
+        tags = {
+            "inspectflow.classes": json.dumps(spec.classes),
+            "inspectflow.architecture": spec.architecture,
+            "data.digest": digest,
+            "inspectflow.mlflow_run_id": run.info.run_id,
+            "kfp.pipeline_run_name": run.data.tags.get("kfp.pipeline_run_name", ""),
+            "gate.decision": "promoted" if decision.promote else "rejected",
+            "gate.reason": decision.reason,
+            "gate.primary_metric": gate_config.primary_metric,
+            "gate.new_score": f"{decision.new_score:.6f}",
+            "gate.champion_version": champion_version.version if champion_version else "",
+            "gate.champion_score": ""
+            if decision.champion_score is None
+            else f"{decision.champion_score:.6f}",
+        }
+        for key, value in tags.items():
+            client.set_model_version_tag(name, version, key, value)
+        client.set_registered_model_alias(name, alias, version)
+        mlflow.set_tags(
+            {
+                "registered_model.name": name,
+                "registered_model.version": version,
+                "gate.decision": tags["gate.decision"],
+                "gate.reason": decision.reason,
+            }
+        )
+        summary = {
+            "mlflow_run_id": run.info.run_id,
+            "model_name": name,
+            "version": str(version),
+            "alias": alias,
+            "decision": tags["gate.decision"],
+            "reason": decision.reason,
+            "metrics": new_scores.metrics(),
+            "gate": asdict(decision),
+        }
+        mlflow.log_dict(summary, "registry/summary.json")
+    log.info("%s version %s -> %s: %s", name, version, alias, decision.reason)
+    return summary

@@ -1,0 +1,1 @@
+"""Synthetic stand-ins for the public datasets, written in their real on-disk layouts."""

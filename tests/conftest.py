@@ -1,0 +1,74 @@
+"""Shared fixtures: tiny generated datasets in each supported layout and an isolated MLflow store."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+from PIL import Image
+
+from inspectflow.config import TEXTILE_CLASSES, PipelineConfig, build_config
+from inspectflow.synth.textile import synthesize_textile
+
+TINY_SIDE = 16
+
+
+@pytest.fixture(scope="session")
+def kaggle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic textile set in the Kaggle h5+csv layout (48 images)."""
+    root = tmp_path_factory.mktemp("kaggle")
+    synthesize_textile(root, n=48, seed=3)
+    return root
+
+
+def write_class_folders(root: Path, per_class: int = 4, side: int = TINY_SIDE, seed: int = 0) -> Path:
+    """Writes ``<root>/<class>/NNNN.png`` random non-constant grayscale images."""
+    rng = np.random.default_rng(seed)
+    for label in TEXTILE_CLASSES:
+        (root / label).mkdir(parents=True, exist_ok=True)
+        for number in range(per_class):
+            pixels = rng.integers(0, 256, size=(side, side), dtype=np.uint8)
+            Image.fromarray(pixels, mode="L").save(root / label / f"{number:04d}.png")
+    return root
+
+
+@pytest.fixture
+def folders_dir(tmp_path: Path) -> Path:
+    """Class folders of random 16x16 PNGs, 4 per class."""
+    return write_class_folders(tmp_path / "folders")
+
+
+@pytest.fixture
+def npy_dir(tmp_path: Path) -> Path:
+    """An ``X.npy``/``Y.npy`` pair: 10 random 16x16 images per class, integer labels."""
+    rng = np.random.default_rng(1)
+    root = tmp_path / "npy"
+    root.mkdir()
+    labels = np.repeat(np.arange(len(TEXTILE_CLASSES)), 10)
+    np.save(root / "X.npy", rng.integers(0, 256, size=(len(labels), TINY_SIDE, TINY_SIDE, 1), dtype=np.uint8))
+    np.save(root / "Y.npy", labels)
+    return root
+
+
+def tiny_config(*overrides: str) -> PipelineConfig:
+    """Textile config for 16x16 test images and one quick epoch."""
+    base = [
+        f"data.image_side={TINY_SIDE}",
+        f"validate.expected_side={TINY_SIDE}",
+        "train.epochs=1",
+        "train.batch_size=8",
+    ]
+    return build_config("textile", [*base, *overrides])
+
+
+@pytest.fixture
+def tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """An isolated sqlite MLflow store, exported so step subprocesses use it too."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    yield uri
+    mlflow.set_tracking_uri(None)

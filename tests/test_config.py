@@ -1,0 +1,43 @@
+import pytest
+
+from inspectflow.config import build_config, parse_overrides, validate_config
+from inspectflow.errors import ConfigError
+
+
+def test_defaults_validate_and_round_trip_through_a_dict() -> None:
+    config = build_config("textile")
+    assert config.train.model == "residual_cnn"
+    assert config.register_.primary_metric == "macro_f1"
+    assert validate_config(config.to_dict()) == config
+    assert "register" in config.to_dict() and "validate" in config.to_dict()
+
+
+def test_overrides_are_typed_yaml_scalars() -> None:
+    parsed = parse_overrides(["train.epochs=3", "train.augment=false", "validate.expected_side=null"])
+    assert parsed == {"train": {"epochs": 3, "augment": False}, "validate": {"expected_side": None}}
+    config = build_config("textile", ["train.epochs=3", "data.classes=[a, b]"])
+    assert config.train.epochs == 3
+    assert config.data.classes == ["a", "b"]
+
+
+def test_flat_names_every_setting() -> None:
+    flat = build_config("textile").flat()
+    assert flat["train.epochs"] == 5
+    assert flat["register.model_name"] == "textile-classifier"
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.epoch=3", "train.epoch"),
+        ("train.epochs=zero", "train.epochs"),
+        ("train.epochs=0", "train.epochs"),
+        ("data.format=tiff", "data.format"),
+        ("train.freeze_backbone=true", "resnet18"),
+        ("train.weights=imagenet", "resnet18"),
+        ("epochs", "key=value"),
+    ],
+)
+def test_bad_overrides_fail_with_the_setting_named(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        build_config("textile", [override])

@@ -1,0 +1,50 @@
+import pytest
+
+from inspectflow.config import RegisterConfig
+from inspectflow.steps.evaluate import ClassificationScores
+from inspectflow.steps.register import decide
+
+CLASSES = ["good", "hole"]
+
+
+def scores(macro_f1: float, good: float, hole: float, accuracy: float = 0.9) -> ClassificationScores:
+    f1 = {"good": good, "hole": hole}
+    return ClassificationScores(CLASSES, accuracy, macro_f1, f1, f1, f1, {"good": 5, "hole": 5}, [])
+
+
+GATE = RegisterConfig(min_improvement=0.01, max_class_drop=0.05)
+
+
+def test_first_model_becomes_champion() -> None:
+    decision = decide(scores(0.5, 0.5, 0.5), None, GATE)
+    assert decision.promote and "no champion yet" in decision.reason
+
+
+def test_a_clear_improvement_is_promoted() -> None:
+    decision = decide(scores(0.90, 0.90, 0.90), scores(0.85, 0.88, 0.82), GATE)
+    assert decision.promote
+    assert "beats champion 0.8500" in decision.reason
+
+
+@pytest.mark.parametrize("new_score", [0.85, 0.855, 0.86])
+def test_no_or_too_small_improvement_is_rejected(new_score: float) -> None:
+    decision = decide(scores(new_score, 0.85, 0.85), scores(0.85, 0.85, 0.85), GATE)
+    assert not decision.promote
+    assert "is not above the required 0.0100" in decision.reason
+
+
+def test_a_per_class_regression_blocks_promotion() -> None:
+    decision = decide(scores(0.92, 0.99, 0.85), scores(0.88, 0.85, 0.91), GATE)
+    assert not decision.promote
+    assert "hole F1 -0.0600" in decision.reason
+
+
+def test_accuracy_can_be_the_primary_metric() -> None:
+    gate = RegisterConfig(primary_metric="accuracy", min_improvement=0.0)
+    assert decide(scores(0.5, 0.9, 0.9, accuracy=0.95), scores(0.9, 0.9, 0.9, accuracy=0.9), gate).promote
+
+
+def test_a_champion_for_other_classes_is_not_replaced_automatically() -> None:
+    other = ClassificationScores(["a", "b"], 0.1, 0.1, {}, {}, {}, {}, [])
+    decision = decide(scores(0.9, 0.9, 0.9), other, GATE)
+    assert not decision.promote and "classes differ" in decision.reason

@@ -1,0 +1,67 @@
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from inspectflow.config import TrainConfig
+from inspectflow.errors import ConfigError
+from inspectflow.models import weights
+from inspectflow.models.factory import build_classifier
+from inspectflow.models.residual_cnn import ResidualBlock, ResidualCNN
+from inspectflow.models.resnet import build_resnet18
+
+
+def test_residual_cnn_has_three_additive_blocks_and_a_dense_head() -> None:
+    model = ResidualCNN(num_classes=6, in_channels=1)
+    assert sum(isinstance(m, ResidualBlock) for m in model.modules()) == 3
+    assert model(torch.rand(2, 1, 64, 64)).shape == (2, 6)
+    assert model.eval()(torch.rand(1, 1, 32, 32)).shape == (1, 6)  # any size: global pooling
+
+
+def test_resnet18_takes_grayscale_and_freezes_all_but_the_head() -> None:
+    model = build_resnet18(num_classes=4, in_channels=1, weights="none", freeze_backbone=True)
+    assert model(torch.rand(2, 1, 64, 64)).shape == (2, 4)
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"fc.weight", "fc.bias"}
+
+
+def test_weights_load_from_a_local_state_dict(tmp_path: Path) -> None:
+    source = build_resnet18(num_classes=3, in_channels=3, weights="none", freeze_backbone=False)
+    path = tmp_path / "resnet18.pt"
+    torch.save(source.state_dict(), path)
+    model = build_resnet18(num_classes=5, in_channels=3, weights=str(path), freeze_backbone=False)
+    assert torch.equal(model.conv1.weight, source.conv1.weight)
+    gray = build_resnet18(num_classes=5, in_channels=1, weights=str(path), freeze_backbone=False)
+    assert torch.allclose(gray.conv1.weight[:, 0], source.conv1.weight.sum(dim=1))
+
+
+def test_bad_weight_files_fail_naming_the_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="missing.pt: weights file not found"):
+        build_classifier(TrainConfig(weights=str(tmp_path / "missing.pt")), 6, 1)
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(ConfigError, match="junk.pt: not a readable PyTorch state dict"):
+        build_classifier(TrainConfig(weights=str(junk)), 6, 1)
+
+
+def test_imagenet_weights_read_from_the_torch_home_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    cached = tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    cached.parent.mkdir(parents=True)
+    reference = build_resnet18(num_classes=1000, in_channels=3, weights="none", freeze_backbone=False)
+    torch.save(reference.state_dict(), cached)
+    model = build_resnet18(num_classes=6, in_channels=3, weights="imagenet", freeze_backbone=False)
+    assert torch.equal(model.layer4[0].conv1.weight, reference.layer4[0].conv1.weight)
+
+
+def test_missing_imagenet_weights_fail_fast_saying_where_to_put_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    # This machine has no route to the download host; pin that so the test never downloads 45 MB.
+    monkeypatch.setattr(weights, "_reachable", lambda url: False)
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match=r"hub/checkpoints/resnet18-f37072fd.pth"):
+        build_resnet18(num_classes=6, in_channels=1, weights="imagenet", freeze_backbone=False)
+    assert time.monotonic() - started < 30

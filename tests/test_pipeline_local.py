@@ -1,0 +1,101 @@
+"""End to end: the ``inspectflow`` CLI runs the kfp pipeline with ``kfp.local.SubprocessRunner``."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from conftest import TINY_SIDE, write_class_folders
+
+pytestmark = pytest.mark.slow
+TINY = [f"data.image_side={TINY_SIDE}", f"validate.expected_side={TINY_SIDE}", "train.epochs=1"]
+
+
+def inspectflow(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}  # the embedded default
+    command = [sys.executable, "-m", "inspectflow", *args]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=900, check=False)
+
+
+def run_textile(data: Path, workdir: Path, overrides: list[str]) -> subprocess.CompletedProcess[str]:
+    sets = [arg for item in overrides for arg in ("--set", item)]
+    return inspectflow("run", "textile", "--data", str(data), "--workdir", str(workdir), *sets)
+
+
+def registry(workdir: Path) -> MlflowClient:
+    return MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
+
+
+def tree_digest(root: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(root)).encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
+def test_the_pipeline_runs_and_registers_a_champion(tmp_path: Path) -> None:
+    data = write_class_folders(tmp_path / "data", per_class=10, side=TINY_SIDE)
+    result = run_textile(data, tmp_path / "work", TINY)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "textile-classifier version 1 -> @champion" in result.stdout
+    assert re.search(r"MLflow run:\s+[0-9a-f]{32}", result.stdout)
+    client = registry(tmp_path / "work")
+    version = client.get_model_version_by_alias("textile-classifier", "champion")
+    run = client.get_run(version.run_id)
+    assert run.data.tags["kfp.pipeline_run_name"].startswith("inspectflow-inspection-")
+    assert run.data.tags["gate.decision"] == "promoted"
+
+
+def test_a_corrupt_image_fails_the_run_naming_the_file(tmp_path: Path) -> None:
+    data = write_class_folders(tmp_path / "data", per_class=10, side=TINY_SIDE)
+    (data / "hole" / "0003.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    before = tree_digest(data)
+    result = run_textile(data, tmp_path / "work", TINY)
+    assert result.returncode != 0
+    assert "hole/0003.png" in result.stderr and "cannot be decoded" in result.stderr
+    with pytest.raises(MlflowException):
+        registry(tmp_path / "work").get_registered_model("textile-classifier")
+    assert tree_digest(data) == before
+
+
+def test_a_label_outside_the_class_set_fails_naming_the_row(kaggle_dir: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(kaggle_dir, data)
+    table = pd.read_csv(data / "train64.csv")
+    table.loc[3, "indication_type"] = "stain"
+    table.to_csv(data / "train64.csv", index=False)
+    result = run_textile(data, tmp_path / "work", ["train.epochs=1"])
+    assert result.returncode != 0
+    assert f"train64.h5[{table.loc[3, 'index']}]" in result.stderr and "stain" in result.stderr
+    with pytest.raises(MlflowException):
+        registry(tmp_path / "work").get_registered_model("textile-classifier")
+
+
+def test_acceptance_demo_data_reaches_090_and_a_rerun_is_not_promoted(tmp_path: Path) -> None:
+    """The issue's 'done when': synth 600 images, 3 epochs, champion with accuracy >= 0.9; rerun gated."""
+    data, work = tmp_path / "demo", tmp_path / "work"
+    synth = inspectflow("synth", "textile", "--out", str(data), "--n", "600", "--seed", "1")
+    assert synth.returncode == 0, synth.stderr
+    first = run_textile(data, work, ["train.epochs=3"])
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    accuracy = float(re.search(r"test_accuracy:\s+([0-9.]+)", first.stdout).group(1))
+    assert accuracy >= 0.9, first.stdout[-2000:]
+    assert "-> @champion" in first.stdout
+
+    second = run_textile(data, work, ["train.epochs=3"])
+    assert second.returncode == 0, second.stderr[-3000:]
+    client = registry(work)
+    assert str(client.get_model_version_by_alias("textile-classifier", "champion").version) == "1"
+    latest = client.get_model_version("textile-classifier", "2")
+    assert latest.aliases == ["challenger"]
+    assert latest.tags["gate.decision"] == "rejected" and latest.tags["gate.reason"]

@@ -1,0 +1,70 @@
+"""The step functions against a real (sqlite) MLflow store, in-process: one MLflow run per pipeline run."""
+
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow import MlflowClient
+
+from conftest import tiny_config
+from inspectflow.errors import DataError
+from inspectflow.steps.evaluate import evaluate_step
+from inspectflow.steps.ingest import ingest_step
+from inspectflow.steps.register import register_step
+from inspectflow.steps.train import train_step
+from inspectflow.steps.validate import validate_step
+
+
+def run_steps(source: Path, work: Path, config: dict) -> dict:
+    run_id = ingest_step(source, config, work / "dataset", "test-run", "test-run-id")
+    validate_step(work / "dataset", config, run_id, work / "report.html")
+    train_step(work / "dataset", config, run_id, work / "model")
+    evaluate_step(work / "dataset", work / "model", config, run_id, work / "evaluation")
+    return register_step(work / "dataset", work / "model", work / "evaluation", config, run_id)
+
+
+@pytest.mark.usefixtures("tracking")
+def test_first_version_is_champion_and_an_equal_rerun_is_challenger(npy_dir: Path, tmp_path: Path) -> None:
+    config = tiny_config().to_dict()
+    first = run_steps(npy_dir, tmp_path / "one", config)
+    assert first["alias"] == "champion" and first["version"] == "1"
+
+    second = run_steps(npy_dir, tmp_path / "two", config)
+    assert second["alias"] == "challenger" and second["decision"] == "rejected"
+    assert "is not above the required" in second["reason"]  # same seed and data: identical scores
+
+    client = MlflowClient()
+    champion = client.get_model_version_by_alias("textile-classifier", "champion")
+    challenger = client.get_model_version_by_alias("textile-classifier", "challenger")
+    assert (str(champion.version), str(challenger.version)) == ("1", "2")
+    assert challenger.tags["gate.reason"] == second["reason"]
+    assert challenger.tags["gate.champion_version"] == "1"
+    assert challenger.tags["data.digest"] == champion.tags["data.digest"]
+
+    run = client.get_run(second["mlflow_run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["train.epochs"] == "1"
+    assert run.data.tags["kfp.pipeline_run_name"] == "test-run"
+    assert "test_macro_f1" in run.data.metrics and "train_loss" in run.data.metrics
+    history = client.get_metric_history(run.info.run_id, "train_loss")
+    assert [m.step for m in history] == [1]
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"checkpoints", "evaluation", "validation", "data", "registry", "training"} <= artifacts
+    evaluation = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
+    assert {"evaluation/confusion_matrix.png", "evaluation/confusion_matrix.json"} <= evaluation
+
+    model = mlflow.pytorch.load_model("models:/textile-classifier@champion")
+    assert model is not None
+
+
+@pytest.mark.usefixtures("tracking")
+def test_failed_validation_marks_the_run_failed_and_trains_nothing(folders_dir: Path, tmp_path: Path) -> None:
+    (folders_dir / "stain").mkdir()
+    (folders_dir / "good" / "0001.png").rename(folders_dir / "stain" / "0001.png")
+    config = tiny_config().to_dict()
+    with pytest.raises(DataError, match=r"stain/0001.png"):
+        run_steps(folders_dir, tmp_path / "bad", config)
+    (run,) = MlflowClient().search_runs([mlflow.get_experiment_by_name("textile").experiment_id])
+    assert run.info.status == "FAILED"
+    assert run.data.tags["validation.success"] == "false"
+    assert not (tmp_path / "bad" / "model").exists()

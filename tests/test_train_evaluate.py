@@ -1,0 +1,71 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import tiny_config
+from inspectflow.models.artifact import load_trained_model, save_trained_model
+from inspectflow.steps.evaluate import ClassificationScores, evaluate, plot_confusion, score_predictions
+from inspectflow.steps.ingest import ingest
+from inspectflow.steps.train import augment, train
+
+
+@pytest.fixture
+def tiny_dataset(npy_dir: Path):
+    return ingest(npy_dir, tiny_config().data)
+
+
+def test_training_logs_every_epoch_and_checkpoints(tiny_dataset, tmp_path: Path) -> None:
+    seen = []
+    config = tiny_config("train.epochs=2").train
+    result = train(tiny_dataset, config, tmp_path / "ckpt", lambda epoch, m, path: seen.append((epoch, m, path)))
+    assert [epoch for epoch, _, _ in seen] == [1, 2]
+    assert {"train_loss", "train_accuracy", "val_loss", "val_accuracy"} <= set(seen[0][1])
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["epoch_001.pt", "epoch_002.pt"]
+    checkpoint = torch.load(seen[-1][2], weights_only=True)
+    assert checkpoint["epoch"] == 2 and "optimizer" in checkpoint
+    assert result.spec.classes == tiny_dataset.info.classes
+
+
+def test_training_is_seeded(tiny_dataset, tmp_path: Path) -> None:
+    config = tiny_config().train
+    first = train(tiny_dataset, config, tmp_path / "a").model.state_dict()
+    second = train(tiny_dataset, config, tmp_path / "b").model.state_dict()
+    assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_trained_model_round_trips(tiny_dataset, tmp_path: Path) -> None:
+    result = train(tiny_dataset, tiny_config("train.channels_last=false").train, tmp_path / "ckpt")
+    save_trained_model(result.model, result.spec, tmp_path / "model")
+    model, spec = load_trained_model(tmp_path / "model")
+    batch = torch.rand(3, 1, 16, 16)
+    assert spec == result.spec
+    assert torch.allclose(model(batch), result.model(batch))
+
+
+def test_augment_keeps_pixels_and_shape() -> None:
+    batch = torch.arange(2 * 16, dtype=torch.float32).reshape(2, 1, 4, 4)
+    out = augment(batch.clone(), torch.Generator().manual_seed(0))
+    assert out.shape == batch.shape
+    assert torch.equal(out.flatten(1).sort().values, batch.flatten(1).sort().values)
+
+
+def test_scores_match_hand_computed_values() -> None:
+    scores = score_predictions(np.array([0, 0, 1, 1]), np.array([0, 1, 1, 1]), ["a", "b"])
+    assert scores.accuracy == 0.75
+    assert scores.precision == {"a": 1.0, "b": pytest.approx(2 / 3)}
+    assert scores.recall == {"a": 0.5, "b": 1.0}
+    assert scores.macro_f1 == pytest.approx((2 / 3 + 0.8) / 2)
+    assert scores.confusion == [[1, 1], [0, 2]]
+    assert scores.metrics()["test_f1_b"] == pytest.approx(0.8)
+
+
+def test_evaluate_scores_the_test_split_and_plots(tiny_dataset, tmp_path: Path) -> None:
+    result = train(tiny_dataset, tiny_config().train, tmp_path / "ckpt")
+    scores = evaluate(result.model, tiny_dataset, batch_size=4)
+    assert sum(scores.support.values()) == (tiny_dataset.manifest["split"] == "test").sum()
+    plot_confusion(scores, tmp_path / "cm.png")
+    assert (tmp_path / "cm.png").stat().st_size > 1000
+    scores.save(tmp_path / "scores.json")
+    assert ClassificationScores.load(tmp_path / "scores.json") == scores
