@@ -74,7 +74,7 @@ def test_a_corrupt_image_is_recorded_not_fatal(folders_dir: Path) -> None:
 
 
 def test_forced_format_and_broken_structure_fail_naming_the_file(kaggle_dir: Path, tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="X.npy"):
+    with pytest.raises(DataError, match=r"X\.npy"):
         ingest(kaggle_dir, tiny_config("data.format=npy").data)
     broken = tmp_path / "broken"
     shutil.copytree(kaggle_dir, broken)

@@ -37,15 +37,17 @@ def test_weights_load_from_a_local_state_dict(tmp_path: Path) -> None:
 
 
 def test_bad_weight_files_fail_naming_the_file(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="missing.pt: weights file not found"):
+    with pytest.raises(ConfigError, match=r"missing\.pt: weights file not found"):
         build_classifier(TrainConfig(weights=str(tmp_path / "missing.pt")), 6, 1)
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint")
-    with pytest.raises(ConfigError, match="junk.pt: not a readable PyTorch state dict"):
+    with pytest.raises(ConfigError, match=r"junk\.pt: not a readable PyTorch state dict"):
         build_classifier(TrainConfig(weights=str(junk)), 6, 1)
 
 
-def test_imagenet_weights_read_from_the_torch_home_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_imagenet_weights_read_from_the_torch_home_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     cached = tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
     cached.parent.mkdir(parents=True)

@@ -1,0 +1,132 @@
+"""Metrics for binary defect segmentation on boolean masks ``(N, H, W)`` (numpy only, no torch).
+
+Conventions: a set in which both the prediction and the truth are empty scores 1.0 for Dice and IoU
+(nothing to find, nothing found), and detection rates with no image to count are 0.0, with the counts
+returned alongside so that callers can tell such a 0.0 from a real one.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+
+def _as_masks(pred: npt.ArrayLike, truth: npt.ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    """Returns both masks as boolean arrays of shape ``(N, H, W)``, checking that the shapes agree."""
+    pred_mask = np.asarray(pred, dtype=bool)
+    truth_mask = np.asarray(truth, dtype=bool)
+    if pred_mask.shape != truth_mask.shape:
+        raise ValueError(f"predicted masks {pred_mask.shape} and truth masks {truth_mask.shape} differ in shape")
+    if pred_mask.ndim != 3:
+        raise ValueError(f"masks must have shape (N, H, W), got {pred_mask.shape}")
+    return pred_mask, truth_mask
+
+
+def foreground_dice(pred: npt.ArrayLike, truth: npt.ArrayLike) -> float:
+    """Dice of the defect class pooled over all pixels of the set: ``2 * |P & T| / (|P| + |T|)``.
+
+    Pooling (rather than averaging per image) weights images by their defect area and keeps clean
+    images, whose per-image Dice is 0/0, from dominating.
+
+    Args:
+        pred: Predicted masks, boolean ``(N, H, W)``.
+        truth: Ground-truth masks, same shape.
+
+    Returns:
+        Dice in ``[0, 1]``; 1.0 when both are empty everywhere.
+
+    Raises:
+        ValueError: If the shapes differ or are not ``(N, H, W)``.
+    """
+    pred_mask, truth_mask = _as_masks(pred, truth)
+    total = int(pred_mask.sum()) + int(truth_mask.sum())
+    if total == 0:
+        return 1.0
+    return 2.0 * int(np.logical_and(pred_mask, truth_mask).sum()) / total
+
+
+def foreground_iou(pred: npt.ArrayLike, truth: npt.ArrayLike) -> float:
+    """IoU of the defect class pooled over all pixels of the set: sum of intersections / sum of unions.
+
+    Args:
+        pred: Predicted masks, boolean ``(N, H, W)``.
+        truth: Ground-truth masks, same shape.
+
+    Returns:
+        IoU in ``[0, 1]``; 1.0 when both are empty everywhere.
+
+    Raises:
+        ValueError: If the shapes differ or are not ``(N, H, W)``.
+    """
+    pred_mask, truth_mask = _as_masks(pred, truth)
+    union = int(np.logical_or(pred_mask, truth_mask).sum())
+    if union == 0:
+        return 1.0
+    return int(np.logical_and(pred_mask, truth_mask).sum()) / union
+
+
+def per_image_iou(pred: npt.ArrayLike, truth: npt.ArrayLike) -> np.ndarray:
+    """IoU of the defect class for each image.
+
+    Args:
+        pred: Predicted masks, boolean ``(N, H, W)``.
+        truth: Ground-truth masks, same shape.
+
+    Returns:
+        Float array ``(N,)``; 1.0 for an image whose prediction and truth are both empty.
+
+    Raises:
+        ValueError: If the shapes differ or are not ``(N, H, W)``.
+    """
+    pred_mask, truth_mask = _as_masks(pred, truth)
+    intersection = np.logical_and(pred_mask, truth_mask).sum(axis=(1, 2))
+    union = np.logical_or(pred_mask, truth_mask).sum(axis=(1, 2))
+    # Divide only where the union is non-empty; the rest keeps the empty-empty value 1.0.
+    iou = np.ones(pred_mask.shape[0], dtype=np.float64)
+    np.divide(intersection, union, out=iou, where=union > 0)
+    return iou
+
+
+def detection_rates(
+    pred_area_fraction: npt.ArrayLike, is_defective: npt.ArrayLike, threshold: float
+) -> dict[str, int | float]:
+    """Image-level detection: an image is declared defective when its predicted defect area exceeds a fraction.
+
+    Args:
+        pred_area_fraction: Fraction of each image's pixels predicted as defect, shape ``(N,)``.
+        is_defective: Whether each image truly contains a defect, boolean ``(N,)``.
+        threshold: An image is declared defective when its fraction is strictly greater than this.
+
+    Returns:
+        ``true_positive_rate`` (defective images declared defective / defective images) and
+        ``false_positive_rate`` (clean images declared defective / clean images), both 0.0 when their
+        denominator is zero, and the integer counts ``true_positives``, ``false_negatives``,
+        ``false_positives``, ``true_negatives``, ``n_defective`` and ``n_clean`` that tell those cases
+        apart.
+
+    Raises:
+        ValueError: If the two arrays are not one-dimensional of the same length.
+    """
+    fraction = np.asarray(pred_area_fraction, dtype=np.float64)
+    defective = np.asarray(is_defective, dtype=bool)
+    if fraction.ndim != 1 or fraction.shape != defective.shape:
+        raise ValueError(
+            f"pred_area_fraction {fraction.shape} and is_defective {defective.shape} must both be (N,)"
+        )
+    declared = fraction > threshold
+    true_positives = int(np.sum(declared & defective))
+    false_negatives = int(np.sum(~declared & defective))
+    false_positives = int(np.sum(declared & ~defective))
+    true_negatives = int(np.sum(~declared & ~defective))
+    n_defective = true_positives + false_negatives
+    n_clean = false_positives + true_negatives
+    return {
+        "true_positive_rate": true_positives / n_defective if n_defective else 0.0,
+        "false_positive_rate": false_positives / n_clean if n_clean else 0.0,
+        "true_positives": true_positives,
+        "false_negatives": false_negatives,
+        "false_positives": false_positives,
+        "true_negatives": true_negatives,
+        "n_defective": n_defective,
+        "n_clean": n_clean,
+    }

@@ -1,0 +1,170 @@
+"""U-Net, segmentation losses and segmentation metrics on tiny hand-made inputs."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from inspectflow.models.losses import bce_dice_loss, bce_loss, segmentation_loss, soft_dice_loss
+from inspectflow.models.unet import UNet
+from inspectflow.segmentation_metrics import (
+    detection_rates,
+    foreground_dice,
+    foreground_iou,
+    per_image_iou,
+)
+
+
+@pytest.mark.parametrize(("height", "width"), [(32, 32), (64, 48)])
+def test_unet_returns_one_logit_channel_at_input_resolution(height: int, width: int) -> None:
+    model = UNet()
+    assert model(torch.rand(2, 1, height, width)).shape == (2, 1, height, width)
+
+
+def test_unet_has_four_poolings_four_upsamplings_and_a_256_channel_bottleneck() -> None:
+    model = UNet()
+    assert sum(isinstance(m, nn.MaxPool2d) for m in model.modules()) == 4
+    assert sum(isinstance(m, nn.ConvTranspose2d) for m in model.modules()) == 4
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d) and not isinstance(m, nn.ConvTranspose2d)]
+    assert convs[0].out_channels == 16
+    assert [block[0].out_channels for block in model.encoders] == [16, 32, 64, 128]
+    assert model.bottleneck[0].out_channels == 256
+    assert convs[-1].kernel_size == (1, 1) and convs[-1].out_channels == 1
+    assert model.required_multiple == 16 and UNet(depth=3).required_multiple == 8
+
+
+def test_unet_skip_connections_concatenate() -> None:
+    model = UNet()
+    # The top decoder's first conv sees 16 upsampled + 16 skip channels.
+    assert model.decoders[-1].conv[0].in_channels == 32
+    assert model.decoders[0].conv[0].in_channels == 256
+
+
+def test_unet_rejects_sides_that_are_not_multiples_of_16() -> None:
+    with pytest.raises(ValueError, match=r"multiples of 16.*30x30"):
+        UNet()(torch.rand(1, 1, 30, 30))
+    with pytest.raises(ValueError, match="positive"):
+        UNet(depth=0)
+
+
+def _square_target() -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    image = 0.2 * torch.rand(1, 1, 32, 32, generator=generator)
+    target = torch.zeros(1, 1, 32, 32)
+    target[..., 10:20, 12:24] = 1.0
+    image = image + 0.6 * target  # a brighter rectangle on a noisy background
+    return image, target
+
+
+@pytest.mark.parametrize("name", ["dice", "bce", "bce+dice"])
+def test_unet_overfits_one_tiny_image_with_each_loss(name: str) -> None:
+    torch.manual_seed(0)
+    image, target = _square_target()
+    model = UNet()
+    loss_fn = segmentation_loss(name)  # type: ignore[arg-type]
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(100):
+        optimizer.zero_grad()
+        loss = loss_fn(model(image), target)
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        predicted = torch.sigmoid(model.eval()(image)) > 0.5
+    dice = foreground_dice(predicted[:, 0].numpy(), target[:, 0].bool().numpy())
+    assert dice > 0.9
+
+
+def test_dice_loss_is_zero_for_perfect_logits_and_for_empty_on_empty() -> None:
+    target = torch.zeros(2, 1, 8, 8)
+    target[0, 0, 2:6, 2:6] = 1.0
+    perfect = (2 * target - 1) * 50  # sigmoid = 0 or 1 to float precision
+    assert soft_dice_loss(perfect, target).item() == pytest.approx(0.0, abs=1e-6)
+
+    empty = torch.zeros(1, 1, 8, 8)
+    assert soft_dice_loss(torch.full_like(empty, -50.0), empty).item() == pytest.approx(0.0, abs=1e-6)
+    # Without a defect, predicting one is penalized, and the penalty grows with its area.
+    one_pixel = torch.full_like(empty, -50.0)
+    one_pixel[..., 0, 0] = 50.0
+    assert soft_dice_loss(one_pixel, empty).item() == pytest.approx(0.5)  # 1 - 1 / (1 + 1)
+    assert soft_dice_loss(torch.full_like(empty, 50.0), empty).item() == pytest.approx(1 - 1 / 65)
+
+
+def test_dice_loss_is_averaged_per_image() -> None:
+    target = torch.zeros(2, 1, 4, 4)
+    target[0, 0, :2, :2] = 1.0  # 4 defect pixels in image 0, image 1 clean
+    logits = torch.full_like(target, -50.0)  # predicts nothing anywhere
+    # Image 0: 1 - 1 / (4 + 1) = 0.8; image 1: 1 - 1 / 1 = 0.
+    assert soft_dice_loss(logits, target).item() == pytest.approx(0.4)
+
+
+def test_bce_decreases_toward_the_correct_logits() -> None:
+    target = torch.zeros(1, 1, 4, 4)
+    target[..., :2, :] = 1.0
+    direction = 2 * target - 1
+    losses = [bce_loss(scale * direction, target).item() for scale in (-2.0, 0.0, 1.0, 3.0, 10.0)]
+    assert losses == sorted(losses, reverse=True)
+    assert losses[1] == pytest.approx(math.log(2))
+    assert losses[-1] < 1e-4
+
+
+def test_bce_dice_is_the_sum_and_names_resolve() -> None:
+    logits = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    target = (torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(2)) > 0.7).float()
+    expected = bce_loss(logits, target) + soft_dice_loss(logits, target)
+    assert bce_dice_loss(logits, target).item() == pytest.approx(expected.item())
+    assert segmentation_loss("dice") is soft_dice_loss
+    assert segmentation_loss("bce") is bce_loss
+    assert segmentation_loss("bce+dice") is bce_dice_loss
+    with pytest.raises(ValueError, match="unknown segmentation loss 'focal'"):
+        segmentation_loss("focal")  # type: ignore[arg-type]
+
+
+def _masks() -> tuple[np.ndarray, np.ndarray]:
+    """Three 4x4 images: a partial overlap, an empty-empty image and a missed defect."""
+    pred = np.zeros((3, 4, 4), dtype=bool)
+    truth = np.zeros((3, 4, 4), dtype=bool)
+    pred[0, 0, 0:3] = True  # 3 pixels
+    truth[0, 0, 1:4] = True  # 3 pixels, 2 shared: intersection 2, union 4
+    truth[2, 3, 3] = True  # 1 pixel, not predicted: intersection 0, union 1
+    return pred, truth
+
+
+def test_pooled_dice_and_iou_on_hand_made_masks() -> None:
+    pred, truth = _masks()
+    # Pooled: intersection 2, |P| = 3, |T| = 4, union 5.
+    assert foreground_dice(pred, truth) == pytest.approx(2 * 2 / 7)
+    assert foreground_iou(pred, truth) == pytest.approx(2 / 5)
+    empty = np.zeros((2, 4, 4), dtype=bool)
+    assert foreground_dice(empty, empty) == 1.0
+    assert foreground_iou(empty, empty) == 1.0
+    assert foreground_dice(pred, pred) == 1.0 and foreground_iou(truth, truth) == 1.0
+    with pytest.raises(ValueError, match="differ in shape"):
+        foreground_iou(pred, truth[:2])
+
+
+def test_per_image_iou_on_hand_made_masks() -> None:
+    pred, truth = _masks()
+    np.testing.assert_allclose(per_image_iou(pred, truth), [0.5, 1.0, 0.0])
+
+
+def test_detection_rates_with_a_threshold() -> None:
+    fraction = np.array([0.0, 0.01, 0.05, 0.2, 0.0, 0.03, 0.02])
+    defective = np.array([False, False, False, True, True, True, True])
+    rates = detection_rates(fraction, defective, threshold=0.02)
+    # Declared (> 0.02): images 2, 3, 5. Defective 3..6 -> TP 3, 5; FN 4, 6. Clean 0..2 -> FP 2.
+    assert rates == {
+        "true_positive_rate": pytest.approx(0.5),
+        "false_positive_rate": pytest.approx(1 / 3),
+        "true_positives": 2,
+        "false_negatives": 2,
+        "false_positives": 1,
+        "true_negatives": 2,
+        "n_defective": 4,
+        "n_clean": 3,
+    }
+    # No clean image: the false positive rate is 0.0 and n_clean says why.
+    only_defective = detection_rates(np.array([0.5]), np.array([True]), threshold=0.1)
+    assert only_defective["false_positive_rate"] == 0.0 and only_defective["n_clean"] == 0
+    assert only_defective["true_positive_rate"] == 1.0
