@@ -76,12 +76,12 @@ def run(workload: str, data_dir: Path | None, overrides: tuple[str, ...], workdi
     result = run_local(data_dir, config, workdir)
     summary = result.summary
     click.echo("")
-    click.echo(f"MLflow run:   {summary['mlflow_run_id']}  ({result.tracking_uri})")
+    click.echo(f"{'MLflow run:':<16}{summary['mlflow_run_id']}  ({result.tracking_uri})")
     for name, value in summary["metrics"].items():
         if name in ("test_accuracy", "test_macro_f1"):
-            click.echo(f"{name + ':':<14}{value:.4f}")
-    click.echo(f"model:        {summary['model_name']} version {summary['version']} -> @{summary['alias']}")
-    click.echo(f"gate:         {summary['decision']}: {summary['reason']}")
+            click.echo(f"{name + ':':<16}{value:.4f}")
+    click.echo(f"{'model:':<16}{summary['model_name']} version {summary['version']} -> @{summary['alias']}")
+    click.echo(f"{'gate:':<16}{summary['decision']}: {summary['reason']}")
 
 
 def _demo_data(workload: str, workdir: Path) -> Path:

@@ -16,7 +16,9 @@ def _as_masks(pred: npt.ArrayLike, truth: npt.ArrayLike) -> tuple[np.ndarray, np
     pred_mask = np.asarray(pred, dtype=bool)
     truth_mask = np.asarray(truth, dtype=bool)
     if pred_mask.shape != truth_mask.shape:
-        raise ValueError(f"predicted masks {pred_mask.shape} and truth masks {truth_mask.shape} differ in shape")
+        raise ValueError(
+            f"predicted masks {pred_mask.shape} and truth masks {truth_mask.shape} differ in shape"
+        )
     if pred_mask.ndim != 3:
         raise ValueError(f"masks must have shape (N, H, W), got {pred_mask.shape}")
     return pred_mask, truth_mask
@@ -90,7 +92,7 @@ def per_image_iou(pred: npt.ArrayLike, truth: npt.ArrayLike) -> np.ndarray:
 def detection_rates(
     pred_area_fraction: npt.ArrayLike, is_defective: npt.ArrayLike, threshold: float
 ) -> dict[str, int | float]:
-    """Image-level detection: an image is declared defective when its predicted defect area exceeds a fraction.
+    """Image-level detection: an image is declared defective when its predicted defect area is too large.
 
     Args:
         pred_area_fraction: Fraction of each image's pixels predicted as defect, shape ``(N,)``.
