@@ -8,7 +8,7 @@ from inspectflow.components import COMPONENT_IMAGE
 def evaluate(
     dataset: Input[Dataset],
     model: Input[Model],
-    config: dict,
+    config: str,
     mlflow_run_id: str,
     evaluation: Output[Artifact],
     metrics: Output[Metrics],
@@ -19,17 +19,21 @@ def evaluate(
     Args:
         dataset: The validated dataset.
         model: The trained model.
-        config: Pipeline configuration.
+        config: Pipeline configuration as JSON.
         mlflow_run_id: The pipeline's MLflow run.
         evaluation: Scores (JSON) and the confusion matrix (PNG, JSON).
         metrics: Test metrics for the KFP UI.
         confusion: Confusion matrix for the KFP UI.
     """
+    import json
     from pathlib import Path
 
     from inspectflow.steps.evaluate import evaluate_step
 
-    scores = evaluate_step(Path(dataset.path), Path(model.path), config, mlflow_run_id, Path(evaluation.path))
+    scores = evaluate_step(
+        Path(dataset.path), Path(model.path), json.loads(config), mlflow_run_id, Path(evaluation.path)
+    )
     for name, value in scores.metrics().items():
         metrics.log_metric(name, value)
-    confusion.log_confusion_matrix(scores.classes, scores.confusion)
+    if hasattr(scores, "confusion"):  # classifiers only
+        confusion.log_confusion_matrix(scores.classes, scores.confusion)

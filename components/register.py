@@ -9,7 +9,7 @@ def register(
     dataset: Input[Dataset],
     model: Input[Model],
     evaluation: Input[Artifact],
-    config: dict,
+    config: str,
     mlflow_run_id: str,
 ) -> str:
     """Registers the model in MLflow and moves ``champion`` only if the gate passes.
@@ -18,7 +18,7 @@ def register(
         dataset: The dataset the champion is re-scored on.
         model: The trained model.
         evaluation: The new model's scores.
-        config: Pipeline configuration.
+        config: Pipeline configuration as JSON.
         mlflow_run_id: The pipeline's MLflow run.
 
     Returns:
@@ -30,6 +30,6 @@ def register(
     from inspectflow.steps.register import register_step
 
     summary = register_step(
-        Path(dataset.path), Path(model.path), Path(evaluation.path), config, mlflow_run_id
+        Path(dataset.path), Path(model.path), Path(evaluation.path), json.loads(config), mlflow_run_id
     )
     return json.dumps(summary)

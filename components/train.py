@@ -5,17 +5,18 @@ from inspectflow.components import COMPONENT_IMAGE
 
 
 @dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
-def train(dataset: Input[Dataset], config: dict, mlflow_run_id: str, model: Output[Model]) -> None:
+def train(dataset: Input[Dataset], config: str, mlflow_run_id: str, model: Output[Model]) -> None:
     """Trains the configured model, with per-epoch metrics and checkpoints in MLflow.
 
     Args:
         dataset: The validated dataset.
-        config: Pipeline configuration.
+        config: Pipeline configuration as JSON.
         mlflow_run_id: The pipeline's MLflow run.
         model: The trained model (state dict and spec).
     """
+    import json
     from pathlib import Path
 
     from inspectflow.steps.train import train_step
 
-    train_step(Path(dataset.path), config, mlflow_run_id, Path(model.path))
+    train_step(Path(dataset.path), json.loads(config), mlflow_run_id, Path(model.path))

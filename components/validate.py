@@ -5,17 +5,18 @@ from inspectflow.components import COMPONENT_IMAGE
 
 
 @dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
-def validate(dataset: Input[Dataset], config: dict, mlflow_run_id: str, report: Output[HTML]) -> None:
+def validate(dataset: Input[Dataset], config: str, mlflow_run_id: str, report: Output[HTML]) -> None:
     """Checks the dataset against the data-quality suite; fails, naming the bad files, when it does not pass.
 
     Args:
         dataset: The ingested dataset.
-        config: Pipeline configuration.
+        config: Pipeline configuration as JSON.
         mlflow_run_id: The pipeline's MLflow run.
         report: The HTML validation report.
     """
+    import json
     from pathlib import Path
 
     from inspectflow.steps.validate import validate_step
 
-    validate_step(Path(dataset.path), config, mlflow_run_id, Path(report.path))
+    validate_step(Path(dataset.path), json.loads(config), mlflow_run_id, Path(report.path))

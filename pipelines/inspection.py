@@ -12,12 +12,13 @@ from inspectflow.components.validate import validate
 @dsl.pipeline(
     name="inspectflow-inspection", description="Train, evaluate and gate a visual-inspection model."
 )
-def inspection_pipeline(source: str, config: dict) -> str:
+def inspection_pipeline(source: str, config: str) -> str:
     """Runs the five steps on one dataset; returns the register step's JSON summary.
 
     Args:
         source: Data root the ingest step reads.
-        config: Pipeline configuration (``inspectflow.config.PipelineConfig`` as a dict).
+        config: Pipeline configuration as JSON (``inspectflow.config.PipelineConfig``); a string rather
+            than a kfp dict because kfp dicts cannot hold null settings.
     """
     ingest_task = ingest(
         source=source,

@@ -7,7 +7,7 @@ import torch
 from inspectflow.config import TrainConfig
 from inspectflow.errors import ConfigError
 from inspectflow.models import weights
-from inspectflow.models.factory import build_classifier
+from inspectflow.models.factory import build_model
 from inspectflow.models.residual_cnn import ResidualBlock, ResidualCNN
 from inspectflow.models.resnet import build_resnet18
 
@@ -38,11 +38,11 @@ def test_weights_load_from_a_local_state_dict(tmp_path: Path) -> None:
 
 def test_bad_weight_files_fail_naming_the_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"missing\.pt: weights file not found"):
-        build_classifier(TrainConfig(weights=str(tmp_path / "missing.pt")), 6, 1)
+        build_model(TrainConfig(weights=str(tmp_path / "missing.pt")), 6, 1)
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint")
     with pytest.raises(ConfigError, match=r"junk\.pt: not a readable PyTorch state dict"):
-        build_classifier(TrainConfig(weights=str(junk)), 6, 1)
+        build_model(TrainConfig(weights=str(junk)), 6, 1)
 
 
 def test_imagenet_weights_read_from_the_torch_home_cache(

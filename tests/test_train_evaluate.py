@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from conftest import tiny_config
+from inspectflow.config import EvaluateConfig
 from inspectflow.models.artifact import load_trained_model, save_trained_model
-from inspectflow.steps.evaluate import ClassificationScores, evaluate, plot_confusion, score_predictions
+from inspectflow.steps.evaluate import evaluate, load_scores, plot_confusion, save_scores, score_predictions
 from inspectflow.steps.ingest import ingest
 from inspectflow.steps.train import augment, train
 
@@ -48,7 +49,7 @@ def test_trained_model_round_trips(tiny_dataset, tmp_path: Path) -> None:
 
 def test_augment_keeps_pixels_and_shape() -> None:
     batch = torch.arange(2 * 16, dtype=torch.float32).reshape(2, 1, 4, 4)
-    out = augment(batch.clone(), torch.Generator().manual_seed(0))
+    (out,) = augment((batch.clone(),), torch.Generator().manual_seed(0))
     assert out.shape == batch.shape
     assert torch.equal(out.flatten(1).sort().values, batch.flatten(1).sort().values)
 
@@ -65,9 +66,9 @@ def test_scores_match_hand_computed_values() -> None:
 
 def test_evaluate_scores_the_test_split_and_plots(tiny_dataset, tmp_path: Path) -> None:
     result = train(tiny_dataset, tiny_config().train, tmp_path / "ckpt")
-    scores = evaluate(result.model, tiny_dataset, batch_size=4)
+    scores = evaluate(result.model, tiny_dataset, EvaluateConfig(batch_size=4))
     assert sum(scores.support.values()) == (tiny_dataset.manifest["split"] == "test").sum()
     plot_confusion(scores, tmp_path / "cm.png")
     assert (tmp_path / "cm.png").stat().st_size > 1000
-    scores.save(tmp_path / "scores.json")
-    assert ClassificationScores.load(tmp_path / "scores.json") == scores
+    save_scores(scores, tmp_path / "scores.json")
+    assert load_scores(tmp_path / "scores.json") == scores

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import click
 
+from inspectflow.config import WORKLOAD_DEFAULTS
 from inspectflow.errors import InspectflowError
 
-WORKLOADS = ["textile"]
-DEMO_SIZE, DEMO_SEED = 600, 0
+HEADLINE_METRICS = ("test_accuracy", "test_macro_f1", "test_iou", "test_dice", "test_detection_tpr")
+DEMO_SEED = 0
 
 
 @click.group()
@@ -32,7 +33,7 @@ def synth() -> None:
 @synth.command("textile")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True, help="Output folder.")
 @click.option(
-    "--n", "count", type=click.IntRange(min=12), default=DEMO_SIZE, show_default=True, help="Images in all."
+    "--n", "count", type=click.IntRange(min=12), default=600, show_default=True, help="Images in all."
 )
 @click.option("--seed", type=int, default=DEMO_SEED, show_default=True)
 def synth_textile(out_dir: Path, count: int, seed: int) -> None:
@@ -43,8 +44,32 @@ def synth_textile(out_dir: Path, count: int, seed: int) -> None:
     click.echo(f"wrote {sum(counts.values())} textile images to {out_dir} ({counts})")
 
 
+@synth.command("dagm")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True, help="Output folder.")
+@click.option("--classes", type=click.IntRange(1, 10), default=2, show_default=True, help="DAGM classes.")
+@click.option(
+    "--n",
+    "count",
+    type=click.IntRange(min=4),
+    default=200,
+    show_default=True,
+    help="Images per class (train and test).",
+)
+@click.option("--size", type=int, default=512, show_default=True, help="Image side, a multiple of 16.")
+@click.option("--seed", type=int, default=DEMO_SEED, show_default=True)
+def synth_dagm(out_dir: Path, classes: int, count: int, size: int, seed: int) -> None:
+    """Surface-defect images in the DAGM 2007 layout (ClassN/{Train,Test}, Label/, Labels.txt)."""
+    from inspectflow.synth.dagm import synthesize_dagm
+
+    try:
+        counts = synthesize_dagm(out_dir, classes=classes, n=count, size=size, seed=seed)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    click.echo(f"wrote {counts['train'] + counts['test']} DAGM images to {out_dir} ({counts})")
+
+
 @cli.command("run")
-@click.argument("workload", type=click.Choice(WORKLOADS))
+@click.argument("workload", type=click.Choice(sorted(WORKLOAD_DEFAULTS)))
 @click.option(
     "--data",
     "data_dir",
@@ -76,20 +101,25 @@ def run(workload: str, data_dir: Path | None, overrides: tuple[str, ...], workdi
     result = run_local(data_dir, config, workdir)
     summary = result.summary
     click.echo("")
-    click.echo(f"{'MLflow run:':<16}{summary['mlflow_run_id']}  ({result.tracking_uri})")
+    click.echo(f"{'MLflow run:':<20}{summary['mlflow_run_id']}  ({result.tracking_uri})")
     for name, value in summary["metrics"].items():
-        if name in ("test_accuracy", "test_macro_f1"):
-            click.echo(f"{name + ':':<16}{value:.4f}")
-    click.echo(f"{'model:':<16}{summary['model_name']} version {summary['version']} -> @{summary['alias']}")
-    click.echo(f"{'gate:':<16}{summary['decision']}: {summary['reason']}")
+        if name in HEADLINE_METRICS:
+            click.echo(f"{name + ':':<20}{value:.4f}")
+    click.echo(f"{'model:':<20}{summary['model_name']} version {summary['version']} -> @{summary['alias']}")
+    click.echo(f"{'gate:':<20}{summary['decision']}: {summary['reason']}")
 
 
 def _demo_data(workload: str, workdir: Path) -> Path:
+    """Synthesizes the workload's demo set once; later runs reuse it."""
+    from inspectflow.synth.dagm import synthesize_dagm
     from inspectflow.synth.textile import synthesize_textile
 
     out = workdir / "data" / f"{workload}-demo"
     if not out.exists():
-        synthesize_textile(out, n=DEMO_SIZE, seed=DEMO_SEED)
+        if workload == "dagm":
+            synthesize_dagm(out, classes=2, n=200, size=256, seed=DEMO_SEED)
+        else:
+            synthesize_textile(out, n=600, seed=DEMO_SEED)
         click.echo(f"synthesized the {workload} demo set into {out}")
     return out
 

@@ -17,6 +17,33 @@ from inspectflow.errors import ConfigError
 
 TEXTILE_CLASSES = ["good", "color", "cut", "hole", "thread", "metal_contamination"]
 
+Workload = Literal["textile", "dagm"]
+#: What each workload learns: a class per image, or a defect mask per image.
+TASKS: dict[str, Literal["classification", "segmentation"]] = {
+    "textile": "classification",
+    "dagm": "segmentation",
+}
+#: Each workload's defaults, applied under the user's ``--set`` overrides.
+WORKLOAD_DEFAULTS: dict[str, dict[str, Any]] = {
+    "textile": {},
+    "dagm": {
+        # classes: the DAGM classes to read, all found when empty; the side of the source images is kept
+        # (512 for DAGM), padded up to a multiple of 16 for the U-Net's four poolings.
+        "data": {"classes": [], "image_side": None},
+        "validate": {"expected_side": None, "min_per_class": 1},
+        "train": {
+            "model": "unet",
+            "loss": "bce+dice",
+            "batch_size": 4,
+            "lr": 5e-3,
+            "epochs": 10,
+            "crop": 128,
+        },
+        "register": {"model_name": "dagm-segmenter", "primary_metric": "iou"},
+        "tracking": {"experiment": "dagm"},
+    },
+}
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -27,16 +54,21 @@ class DataConfig(_Section):
 
     Attributes:
         format: Source layout; ``auto`` detects it from the files present.
-        classes: Class names, in label-index order. Labels outside this set fail validation.
-        image_side: Side of the cached square images (pixels).
+        classes: Class names, in label-index order; labels outside this set fail validation. For
+            segmentation, the groups to read (DAGM classes such as ``Class1``); empty reads all.
+        image_side: Side of the cached square images (pixels); ``None`` keeps the sources' side, padded up
+            to a multiple of 16 (segmentation only).
+        resize: ``resize`` scales images (and masks) to the side; ``pad`` centres them on a zero canvas,
+            cropping what is larger (no resampling: defect edges stay sharp).
         channels: Channels of the cached images (1 = grayscale).
         test_fraction: Test share of a seeded stratified split, used when the source defines no split.
         split_seed: Seed of that split.
     """
 
-    format: Literal["auto", "kaggle-h5", "npy", "folders"] = "auto"
-    classes: list[str] = Field(default_factory=lambda: list(TEXTILE_CLASSES), min_length=2)
-    image_side: int = Field(64, ge=8, le=4096)
+    format: Literal["auto", "kaggle-h5", "npy", "folders", "dagm", "images-masks"] = "auto"
+    classes: list[str] = Field(default_factory=lambda: list(TEXTILE_CLASSES))
+    image_side: int | None = Field(64, ge=8, le=4096)
+    resize: Literal["resize", "pad"] = "resize"
     channels: Literal[1, 3] = 1
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0)
     split_seed: int = 0
@@ -50,18 +82,27 @@ class ValidateConfig(_Section):
         expected_side: Width and height every source image must have; ``None`` accepts any size of at
             least ``min_side``.
         min_side: Smallest accepted source width or height.
+        min_defect_fraction: Smallest share of the image a defect mask may cover (segmentation).
+        max_defect_fraction: Largest share of the image a defect mask may cover (segmentation).
     """
 
     min_per_class: int = Field(2, ge=1)
     expected_side: int | None = 64
     min_side: int = Field(8, ge=1)
+    min_defect_fraction: float = Field(0.0, ge=0.0, le=1.0)
+    max_defect_fraction: float = Field(0.5, gt=0.0, le=1.0)
 
 
 class TrainConfig(_Section):
     """Model and optimisation.
 
     Attributes:
-        model: ``residual_cnn`` (the textile example's small ResNet) or ``resnet18`` (torchvision).
+        model: ``residual_cnn`` (the textile example's small ResNet) or ``resnet18`` (torchvision) for
+            classification; ``unet`` for segmentation.
+        loss: ``cross_entropy`` for classification; ``dice`` (smoothed soft Dice), ``bce`` (pixel-wise) or
+            ``bce+dice`` for segmentation.
+        crop: Segmentation trains on random square crops of this side (biased towards defects), a
+            multiple of 16; ``None`` trains on whole images. Evaluation always uses whole images.
         weights: ``none``, ``imagenet`` (torchvision enum, from ``TORCH_HOME``) or a path to a state dict.
         freeze_backbone: Train only the classification head (``resnet18``).
         epochs: Passes over the training split.
@@ -69,12 +110,16 @@ class TrainConfig(_Section):
         lr: Adam learning rate.
         weight_decay: Adam weight decay.
         val_fraction: Share of the training split held out (stratified, seeded) for per-epoch validation.
+        keep_best: Keep the epoch with the best validation score (accuracy, or IoU for segmentation)
+            rather than the last one.
         augment: Random flips and 90-degree rotations of training images.
         channels_last: Use the channels-last memory format (1.4-2.1x faster on CPU here).
         seed: Seed of initialisation, shuffling and augmentation.
     """
 
-    model: Literal["residual_cnn", "resnet18"] = "residual_cnn"
+    model: Literal["residual_cnn", "resnet18", "unet"] = "residual_cnn"
+    loss: Literal["cross_entropy", "dice", "bce", "bce+dice"] = "cross_entropy"
+    crop: int | None = Field(None, ge=16)
     weights: str = "none"
     freeze_backbone: bool = False
     epochs: int = Field(5, ge=1)
@@ -82,6 +127,7 @@ class TrainConfig(_Section):
     lr: float = Field(2e-3, gt=0.0)
     weight_decay: float = Field(1e-4, ge=0.0)
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    keep_best: bool = True
     augment: bool = True
     channels_last: bool = True
     seed: int = 0
@@ -92,9 +138,16 @@ class EvaluateConfig(_Section):
 
     Attributes:
         batch_size: Images per inference batch.
+        mask_threshold: Probability above which a pixel is predicted defective (segmentation).
+        detection_threshold: An image is declared defective when its predicted defect area exceeds this
+            share of the image (segmentation).
+        overlays: Best and worst test images drawn as overlays (image, truth, prediction) for MLflow.
     """
 
-    batch_size: int = Field(128, ge=1)
+    batch_size: int = Field(32, ge=1)
+    mask_threshold: float = Field(0.5, gt=0.0, lt=1.0)
+    detection_threshold: float = Field(0.001, ge=0.0, lt=1.0)
+    overlays: int = Field(4, ge=0)
 
 
 class RegisterConfig(_Section):
@@ -104,11 +157,12 @@ class RegisterConfig(_Section):
         model_name: Registered model name in the MLflow Model Registry.
         primary_metric: Metric the challenger must improve.
         min_improvement: The challenger must beat the champion's primary metric by more than this.
-        max_class_drop: Largest drop of any class's F1 the challenger may show against the champion.
+        max_class_drop: Largest drop of any class's score (F1 for classification, IoU for segmentation) the
+            challenger may show against the champion.
     """
 
     model_name: str = "textile-classifier"
-    primary_metric: Literal["macro_f1", "accuracy"] = "macro_f1"
+    primary_metric: Literal["macro_f1", "accuracy", "iou", "dice"] = "macro_f1"
     min_improvement: float = Field(0.0, ge=0.0)
     max_class_drop: float = Field(0.05, ge=0.0)
 
@@ -126,7 +180,7 @@ class TrackingConfig(_Section):
 class PipelineConfig(_Section):
     """The whole configuration of one pipeline run."""
 
-    workload: Literal["textile"] = "textile"
+    workload: Workload = "textile"
     data: DataConfig = Field(default_factory=DataConfig)
     # ``validate`` and ``register`` are BaseModel attributes, hence the trailing underscores and aliases.
     validate_: ValidateConfig = Field(default_factory=ValidateConfig, alias="validate")
@@ -139,11 +193,31 @@ class PipelineConfig(_Section):
 
     @model_validator(mode="after")
     def _check_model_fits_data(self) -> PipelineConfig:
+        segmentation = self.task == "segmentation"
+        if segmentation != (self.train.model == "unet"):
+            raise ValueError(f"train.model={self.train.model} does not fit the {self.task} workload")
+        if segmentation == (self.train.loss == "cross_entropy"):
+            raise ValueError(f"train.loss={self.train.loss} does not fit the {self.task} workload")
+        if segmentation != (self.register_.primary_metric in ("iou", "dice")):
+            metric = self.register_.primary_metric
+            raise ValueError(f"register.primary_metric={metric} does not fit the {self.task} workload")
+        if not segmentation and len(self.data.classes) < 2:
+            raise ValueError("data.classes needs at least two classes")
+        if not segmentation and self.data.image_side is None:
+            raise ValueError("data.image_side must be set for classification")
+        for name, side in (("data.image_side", self.data.image_side), ("train.crop", self.train.crop)):
+            if segmentation and side is not None and side % 16:
+                raise ValueError(f"{name}={side} must be a multiple of 16 (the U-Net pools four times)")
         if self.train.freeze_backbone and self.train.model != "resnet18":
             raise ValueError("train.freeze_backbone applies to train.model=resnet18 only")
         if self.train.weights == "imagenet" and self.train.model != "resnet18":
             raise ValueError("train.weights=imagenet applies to train.model=resnet18 only")
         return self
+
+    @property
+    def task(self) -> Literal["classification", "segmentation"]:
+        """``classification`` or ``segmentation``."""
+        return TASKS[self.workload]
 
     def to_dict(self) -> dict[str, Any]:
         """Returns the config as plain JSON-able data, section names as users write them."""
@@ -204,7 +278,9 @@ def build_config(workload: str, overrides: list[str] | None = None) -> PipelineC
     Raises:
         ConfigError: An override names an unknown setting or has a value of the wrong type.
     """
-    raw = _merge({"workload": workload}, parse_overrides(overrides or []))
+    if workload not in WORKLOAD_DEFAULTS:
+        raise ConfigError(f"unknown workload {workload!r}; choose from {sorted(WORKLOAD_DEFAULTS)}")
+    raw = _merge({"workload": workload, **WORKLOAD_DEFAULTS[workload]}, parse_overrides(overrides or []))
     return validate_config(raw)
 
 

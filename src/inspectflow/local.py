@@ -57,7 +57,7 @@ def run_local(source: Path, config: PipelineConfig, workdir: Path) -> PipelineRe
     with tempfile.NamedTemporaryFile("r", suffix=".log", encoding="utf-8") as errors:
         os.environ[ERROR_FILE_ENV] = errors.name
         try:
-            task = inspection_pipeline(source=str(source.resolve()), config=config.to_dict())
+            task = inspection_pipeline(source=str(source.resolve()), config=json.dumps(config.to_dict()))
         except RuntimeError as exc:
             step_errors = errors.read().strip()
             raise PipelineFailed(step_errors or str(exc)) from None

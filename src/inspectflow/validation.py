@@ -9,6 +9,10 @@ Checks that need pixels (sha256, width, height, dtype, pixel std, duplicates, le
 ``decode_error`` is set: such an image has no pixels to measure and is already reported as undecodable, so
 reporting it again as "constant" or "duplicate" (its placeholder pixels are zero) would be noise.
 
+Segmentation datasets (those with masks) get three more checks over the mask columns: every mask decodes and
+has its image's size, the source's defect flag (DAGM's Labels.txt) agrees with the mask's content, and a
+defect covers between ``min_defect_fraction`` and ``max_defect_fraction`` of its image.
+
 Great Expectations is imported only inside the functions that build and run the checks: importing it costs
 about 4 s, which no other command of the package should pay.
 """
@@ -25,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from inspectflow.config import ValidateConfig
-from inspectflow.data.dataset import MANIFEST_COLUMNS, SPLITS, Dataset, file_name
+from inspectflow.data.dataset import MANIFEST_COLUMNS, MASK_COLUMNS, SPLITS, Dataset, file_name
 from inspectflow.errors import DataError
 
 if TYPE_CHECKING:
@@ -40,6 +44,8 @@ MAX_LISTED = 20
 _FILE = "file"
 _GROUP = "group"
 _LEAK = "in_train_and_test"
+_MASK_OK = "mask_matches_image"
+_FLAG_OK = "flag_matches_mask"
 
 
 @dataclass
@@ -149,15 +155,19 @@ def validate_dataset(dataset: Dataset, classes: list[str], config: ValidateConfi
     Raises:
         DataError: The manifest lacks columns, so the checks cannot run.
     """
-    manifest = _manifest_frame(dataset.manifest)
+    segmentation = dataset.masks is not None
+    manifest = _manifest_frame(dataset.manifest, segmentation)
     counts = _count_frame(manifest, classes)
     where = {
         name: (str(split), str(sha))
         for name, split, sha in zip(manifest[_FILE], manifest["split"], manifest["sha256"], strict=True)
     }
+    checks = _manifest_checks(classes, config, where)
+    if segmentation:
+        checks += _mask_checks(config)
     outcomes = _run_suites(
         [
-            ("manifest", manifest, _manifest_checks(classes, config, where), _FILE),
+            ("manifest", manifest, checks, _FILE),
             ("class_counts", counts, _count_checks(config.min_per_class), _GROUP),
         ]
     )
@@ -183,18 +193,32 @@ def write_report(report: ValidationReport, out_dir: Path) -> tuple[Path, Path]:
     return json_path, html_path
 
 
-def _manifest_frame(manifest: pd.DataFrame) -> pd.DataFrame:
-    """Copies the manifest columns and adds ``file`` (the image's name) and the leakage flag."""
-    missing = [column for column in MANIFEST_COLUMNS if column not in manifest.columns]
+def _manifest_frame(manifest: pd.DataFrame, segmentation: bool = False) -> pd.DataFrame:
+    """Copies the manifest columns and adds the derived ones the checks read.
+
+    Derived: ``file`` (the image's name), the leakage flag and, for segmentation, whether each mask fits its
+    image and agrees with the source's defect flag.
+    """
+    columns = MANIFEST_COLUMNS + (MASK_COLUMNS if segmentation else [])
+    missing = [column for column in columns if column not in manifest.columns]
     if missing:
         raise DataError(f"manifest lacks the columns {missing}; re-run ingest")
-    frame = manifest[MANIFEST_COLUMNS].reset_index(drop=True)
+    frame = manifest[columns].reset_index(drop=True)
     frame[_FILE] = [file_name(str(s), i) for s, i in zip(frame["source"], frame["index"], strict=True)]
     # An in-memory manifest may mark "no error" as ""; a reloaded one reads that as missing. Treat both alike.
     frame["decode_error"] = frame["decode_error"].astype("string").replace("", pd.NA)
     decodable = frame["decode_error"].isna() & frame["sha256"].notna()
     hashes = [set(frame.loc[decodable & (frame["split"] == split), "sha256"]) for split in SPLITS]
     frame[_LEAK] = decodable & frame["sha256"].isin(set.intersection(*hashes))
+    if segmentation:
+        frame["mask_error"] = frame["mask_error"].astype("string").replace("", pd.NA)
+        # Rows whose image or mask cannot be decoded are reported by those checks; they pass these two.
+        judged = decodable & frame["mask_error"].isna()
+        same_size = (frame["mask_width"] == frame["width"]) & (frame["mask_height"] == frame["height"])
+        frame[_MASK_OK] = ~judged | same_size
+        flagged = frame["defect_flag"].notna()
+        agrees = frame["defect_flag"].fillna(0).astype(bool) == (frame["defect_fraction"].fillna(0) > 0)
+        frame[_FLAG_OK] = ~(judged & flagged) | agrees
     return frame
 
 
@@ -337,6 +361,59 @@ def _manifest_checks(
         ),
     ]
     return checks
+
+
+def _mask_checks(config: ValidateConfig) -> list[_Check]:
+    """Builds the checks of segmentation masks over the columns :func:`_manifest_frame` derives."""
+    from great_expectations.expectations.core.expect_column_values_to_be_between import (
+        ExpectColumnValuesToBeBetween,
+    )
+    from great_expectations.expectations.core.expect_column_values_to_be_in_set import (
+        ExpectColumnValuesToBeInSet,
+    )
+    from great_expectations.expectations.core.expect_column_values_to_be_null import (
+        ExpectColumnValuesToBeNull,
+    )
+    from great_expectations.expectations.row_conditions import Column
+
+    low, high = config.min_defect_fraction, config.max_defect_fraction
+    return [
+        _Check(
+            ExpectColumnValuesToBeNull(column="mask_error"),
+            "every mask decodes",
+            _per_file("image's mask cannot be read", "images' masks cannot be read", _value("mask_error")),
+        ),
+        _Check(
+            ExpectColumnValuesToBeInSet(column=_MASK_OK, value_set=[True]),
+            "every mask has its image's size",
+            _per_file("image's mask has another size", "images' masks have another size", None),
+        ),
+        _Check(
+            ExpectColumnValuesToBeInSet(column=_FLAG_OK, value_set=[True]),
+            "the defect flag (Labels.txt) agrees with the mask",
+            _per_file(
+                "image's Labels.txt defect flag contradicts its mask (defective with an empty mask, or clean "
+                "with defect pixels)",
+                "images' Labels.txt defect flags contradict their masks (defective with an empty mask, or "
+                "clean with defect pixels)",
+                None,
+            ),
+        ),
+        _Check(
+            ExpectColumnValuesToBeBetween(
+                column="defect_fraction",
+                min_value=low,
+                max_value=high,
+                row_condition=Column(name="defect_fraction") > 0,
+            ),
+            f"defect area between {low:.2%} and {high:.2%} of the image",
+            _per_file(
+                f"image's defect area is outside {low:.2%}..{high:.2%}",
+                f"images' defect areas are outside {low:.2%}..{high:.2%}",
+                _value("defect_fraction"),
+            ),
+        ),
+    ]
 
 
 def _count_checks(min_per_class: int) -> list[_Check]:

@@ -7,6 +7,7 @@ A dataset directory holds:
 * ``manifest.csv``: one row per image, in the same order as ``images.npy``, with the columns of
   :data:`MANIFEST_COLUMNS`.
 * ``dataset.json``: the class names and where the data came from.
+* ``masks.npy`` (segmentation only): uint8 ``(N, H, W)`` defect masks, 1 = defect, cached like the images.
 
 Images that cannot be decoded keep their row (``decode_error`` says why, pixels are zero) so that the
 validate step can report every bad file at once instead of ingest stopping at the first.
@@ -23,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 IMAGES_FILE = "images.npy"
+MASKS_FILE = "masks.npy"
 MANIFEST_FILE = "manifest.csv"
 INFO_FILE = "dataset.json"
 
@@ -41,6 +43,10 @@ MANIFEST_COLUMNS = [
     "pixel_std",
     "decode_error",
 ]
+#: Extra manifest columns of segmentation datasets: the mask file, its size as stored, its decoding error,
+#: the source's own defect flag (DAGM's Labels.txt; empty when the source has none) and the share of the
+#: image the mask covers.
+MASK_COLUMNS = ["mask_source", "mask_width", "mask_height", "mask_error", "defect_flag", "defect_fraction"]
 SPLITS = ("train", "test")
 
 
@@ -64,6 +70,7 @@ class Dataset:
     images: np.ndarray
     manifest: pd.DataFrame
     info: DatasetInfo
+    masks: np.ndarray | None = None
 
     def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """Returns the images and integer labels of one split.
@@ -79,6 +86,12 @@ class Dataset:
         index = {c: i for i, c in enumerate(self.info.classes)}
         labels = self.manifest.loc[mask, "label"].map(index).to_numpy(dtype=np.int64)
         return self.images[mask], labels
+
+    def split_masks(self, name: str) -> np.ndarray:
+        """Returns the defect masks ``(n, H, W)`` uint8 of one split (segmentation datasets)."""
+        if self.masks is None:
+            raise ValueError("this dataset has no masks")
+        return self.masks[(self.manifest["split"] == name).to_numpy()]
 
     def file_names(self, name: str) -> list[str]:
         """Returns the display names (:func:`file_name`) of one split's images, in order."""
@@ -102,16 +115,22 @@ def save_dataset(dataset: Dataset, out_dir: Path) -> None:
     """Writes a dataset directory (see the module docstring)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     np.save(out_dir / IMAGES_FILE, dataset.images)
-    dataset.manifest[MANIFEST_COLUMNS].to_csv(out_dir / MANIFEST_FILE, index=False)
+    columns = MANIFEST_COLUMNS
+    if dataset.masks is not None:
+        np.save(out_dir / MASKS_FILE, dataset.masks)
+        columns = MANIFEST_COLUMNS + MASK_COLUMNS
+    dataset.manifest[columns].to_csv(out_dir / MANIFEST_FILE, index=False)
     (out_dir / INFO_FILE).write_text(json.dumps(asdict(dataset.info), indent=2))
 
 
 def load_dataset(path: Path) -> Dataset:
     """Reads a dataset directory written by :func:`save_dataset`."""
     info = DatasetInfo(**json.loads((path / INFO_FILE).read_text()))
-    manifest = pd.read_csv(path / MANIFEST_FILE, dtype={"decode_error": "string", "label": "string"})
+    text_columns = {"decode_error", "label", "mask_source", "mask_error"}
+    manifest = pd.read_csv(path / MANIFEST_FILE, dtype=dict.fromkeys(text_columns, "string"))
     images = np.load(path / IMAGES_FILE)
-    return Dataset(images=images, manifest=manifest, info=info)
+    masks = np.load(path / MASKS_FILE) if (path / MASKS_FILE).is_file() else None
+    return Dataset(images=images, manifest=manifest, info=info, masks=masks)
 
 
 def dataset_digest(manifest: pd.DataFrame) -> str:

@@ -35,6 +35,11 @@ class SourceImage:
         pixels: ``(H, W, C)`` array as stored, or ``None`` when it cannot be decoded.
         dtype: Stored sample type, such as ``uint8``.
         decode_error: Why the image cannot be decoded, else ``None``.
+        mask: Segmentation only: the binarized defect mask ``(H, W)`` bool; all False for an image without a
+            mask file; ``None`` when the mask file cannot be decoded.
+        mask_source: Segmentation only: the mask file relative to the data root, else ``None``.
+        mask_error: Why the mask cannot be decoded, else ``None``.
+        defect_flag: The source's own defective/clean flag (DAGM's Labels.txt), when it has one.
     """
 
     source: str
@@ -44,16 +49,26 @@ class SourceImage:
     pixels: np.ndarray | None
     dtype: str
     decode_error: str | None = None
+    mask: np.ndarray | None = None
+    mask_source: str | None = None
+    mask_error: str | None = None
+    defect_flag: bool | None = None
 
 
 def detect_format(root: Path) -> str:
-    """Names the layout of ``root``: ``kaggle-h5``, ``npy`` or ``folders``.
+    """Names the layout of ``root``: ``dagm``, ``images-masks``, ``kaggle-h5``, ``npy`` or ``folders``.
 
     Raises:
         DataError: ``root`` is missing or holds none of the supported layouts.
     """
+    from inspectflow.data.segmentation import is_dagm, is_images_masks
+
     if not root.is_dir():
         raise DataError(f"{root}: data folder not found")
+    if is_dagm(root):
+        return "dagm"
+    if is_images_masks(root):
+        return "images-masks"
     if any(h5.with_suffix(".csv").is_file() for h5 in root.glob("*.h5")):
         return "kaggle-h5"
     if (root / "X.npy").is_file() and (root / "Y.npy").is_file():
@@ -62,7 +77,7 @@ def detect_format(root: Path) -> str:
         return "folders"
     raise DataError(
         f"{root}: no supported layout found (expected *.h5 with a same-named *.csv, X.npy with Y.npy, "
-        "or one folder of images per class)"
+        "one folder of images per class, DAGM's ClassN/{Train,Test} folders, or images/ with masks/)"
     )
 
 
@@ -71,16 +86,23 @@ def read_source(root: Path, layout: str, classes: list[str]) -> list[SourceImage
 
     Args:
         root: Data root.
-        layout: ``auto``, ``kaggle-h5``, ``npy`` or ``folders``.
-        classes: Class names, used to turn integer labels of ``Y.npy`` into names.
+        layout: ``auto``, ``kaggle-h5``, ``npy``, ``folders``, ``dagm`` or ``images-masks``.
+        classes: Class names, used to turn integer labels of ``Y.npy`` into names; for ``dagm``, the
+            classes to read (all when empty).
 
     Returns:
         The images in a stable order.
     """
+    from inspectflow.data.segmentation import read_dagm, read_images_masks
+
     if layout == "auto":
         layout = detect_format(root)
     if not root.is_dir():
         raise DataError(f"{root}: data folder not found")
+    if layout == "dagm":
+        return read_dagm(root, classes)
+    if layout == "images-masks":
+        return read_images_masks(root)
     if layout == "kaggle-h5":
         return list(_read_kaggle_h5(root))
     if layout == "npy":
@@ -190,14 +212,19 @@ def _class_dirs(root: Path) -> list[Path]:
 def read_image_file(path: Path, root: Path, label: str, split: str | None) -> SourceImage:
     """Decodes one image file with Pillow, recording a decode failure instead of raising it."""
     source = path.relative_to(root).as_posix()
-    try:
-        with Image.open(path) as image:
-            image.load()
-            pixels = np.asarray(image)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        return SourceImage(
-            source, 0, label, split, None, "unknown", decode_error=f"{type(exc).__name__}: {exc}"
-        )
+    pixels, error = decode(path)
+    if pixels is None:
+        return SourceImage(source, 0, label, split, None, "unknown", decode_error=error)
     if pixels.ndim == 2:
         pixels = pixels[..., np.newaxis]
     return SourceImage(source, 0, label, split, pixels, str(pixels.dtype))
+
+
+def decode(path: Path) -> tuple[np.ndarray | None, str | None]:
+    """Decodes an image file with Pillow: ``(pixels, None)``, or ``(None, why)`` when it cannot."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return np.asarray(image), None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        return None, f"{type(exc).__name__}: {exc}"

@@ -24,9 +24,10 @@ class ModelSpec:
     """How to rebuild a trained model and interpret its outputs."""
 
     architecture: str
-    classes: list[str]
+    classes: list[str]  # output classes of a classifier; the image groups (DAGM classes) of a segmenter
     image_side: int
     channels: int
+    task: str = "classification"
 
 
 def save_trained_model(model: nn.Module, spec: ModelSpec, out_dir: Path) -> None:
@@ -39,11 +40,11 @@ def save_trained_model(model: nn.Module, spec: ModelSpec, out_dir: Path) -> None
 
 def load_trained_model(model_dir: Path) -> tuple[nn.Module, ModelSpec]:
     """Rebuilds a trained model in eval mode from its directory."""
-    from inspectflow.models.factory import build_classifier
+    from inspectflow.models.factory import build_model
 
     spec = ModelSpec(**json.loads((model_dir / SPEC_FILE).read_text()))
     # weights=none: the trained state dict below replaces any initialisation.
     config = TrainConfig.model_validate({"model": spec.architecture, "weights": "none"})
-    model = build_classifier(config, len(spec.classes), spec.channels)
+    model = build_model(config, len(spec.classes), spec.channels)
     model.load_state_dict(torch.load(model_dir / WEIGHTS_FILE, map_location="cpu", weights_only=True))
     return model.eval(), spec

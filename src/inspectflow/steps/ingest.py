@@ -23,18 +23,21 @@ from inspectflow.errors import DataError, pipeline_step
 
 log = logging.getLogger(__name__)
 
+SEGMENTATION_LAYOUTS = ("dagm", "images-masks")
+
 
 def ingest(root: Path, config: DataConfig) -> Dataset:
     """Reads a dataset from ``root`` and caches it at the configured size.
 
-    The source's own train/test split is kept when it has one; otherwise a seeded stratified split is made.
+    The source's own train/test split is kept when it has both parts; otherwise a seeded split is made,
+    stratified by label (and, for segmentation, by defective/clean).
 
     Args:
         root: Data root in one of the supported layouts.
         config: Data settings.
 
     Returns:
-        The dataset, images resized to ``config.image_side`` with ``config.channels`` channels.
+        The dataset, images (and masks) brought to ``config.image_side`` with ``config.channels`` channels.
 
     Raises:
         DataError: ``root`` is missing, empty or structurally broken.
@@ -43,11 +46,14 @@ def ingest(root: Path, config: DataConfig) -> Dataset:
     records = read_source(root, layout, config.classes)
     if not records:
         raise DataError(f"{root}: no images found")
-    side, channels = config.image_side, config.channels
+    segmentation = layout in SEGMENTATION_LAYOUTS
+    side = config.image_side or _native_side(records)
+    channels = config.channels
     images = np.zeros((len(records), side, side, channels), dtype=np.uint8)
+    masks = np.zeros((len(records), side, side), dtype=np.uint8) if segmentation else None
     rows = []
     for i, record in enumerate(records):
-        row = {
+        row: dict[str, object] = {
             "source": record.source,
             "index": record.index,
             "label": record.label,
@@ -60,50 +66,96 @@ def ingest(root: Path, config: DataConfig) -> Dataset:
             "decode_error": record.decode_error,
         }
         if record.pixels is not None:
-            images[i] = _to_cache(record.pixels, side, channels)
+            images[i] = _to_cache(record.pixels, side, channels, config.resize)
             row.update(
                 sha256=pixel_sha256(record.pixels),
                 height=record.pixels.shape[0],
                 width=record.pixels.shape[1],
                 pixel_std=float(images[i].std()),
             )
+        if masks is not None:
+            row.update(_mask_row(record))
+            if record.mask is not None:
+                masks[i] = _fit(record.mask.astype(np.uint8), side, config.resize, Image.Resampling.NEAREST)
         rows.append(row)
     manifest = pd.DataFrame(rows)
     split_origin = "source" if _source_has_split(records) else "seeded"
     if split_origin == "seeded":
-        test = stratified_holdout(manifest["label"].to_numpy(), config.test_fraction, config.split_seed)
+        strata = manifest["label"].astype(str)
+        if segmentation:
+            strata = strata + "/" + (manifest["defect_fraction"].fillna(0) > 0).astype(str)
+        test = stratified_holdout(strata.to_numpy(), config.test_fraction, config.split_seed)
         manifest["split"] = np.where(test, "test", "train")
+    classes = list(config.classes) if config.classes or not segmentation else sorted(set(manifest["label"]))
     info = DatasetInfo(
-        classes=list(config.classes),
+        classes=classes,
         source=str(root),
         format=layout,
         image_side=side,
         channels=channels,
         split_origin=split_origin,
     )
-    return Dataset(images=images, manifest=manifest, info=info)
+    return Dataset(images=images, manifest=manifest, info=info, masks=masks)
 
 
 def _source_has_split(records: list[SourceImage]) -> bool:
-    return any(record.split is not None for record in records)
+    """True when the source assigns splits to both train and test, or to only some images.
+
+    DAGM's samples ship Train alone: those get a seeded split. Partly missing splits are kept so that
+    validation reports them rather than have them silently re-split.
+    """
+    splits = {record.split for record in records}
+    return ("train" in splits and "test" in splits) or (None in splits and len(splits) > 1)
 
 
-def _to_cache(pixels: np.ndarray, side: int, channels: int) -> np.ndarray:
+def _native_side(records: list[SourceImage]) -> int:
+    """The largest source side, rounded up to a multiple of 16 so that the U-Net's poolings divide it."""
+    sides = [max(r.pixels.shape[:2]) for r in records if r.pixels is not None] or [16]
+    return -(-max(sides) // 16) * 16
+
+
+def _mask_row(record: SourceImage) -> dict[str, object]:
+    mask = record.mask
+    return {
+        "mask_source": record.mask_source,
+        "mask_width": None if mask is None else mask.shape[1],
+        "mask_height": None if mask is None else mask.shape[0],
+        "mask_error": record.mask_error,
+        "defect_flag": None if record.defect_flag is None else int(record.defect_flag),
+        "defect_fraction": None if mask is None else float(mask.mean()),
+    }
+
+
+def _to_cache(pixels: np.ndarray, side: int, channels: int, resize: str) -> np.ndarray:
     """Converts stored pixels to the cache's uint8 ``(side, side, channels)``.
 
     Samples that are not uint8 are clipped only so that the row can be cached; validation rejects them.
     """
     if pixels.dtype != np.uint8:
         pixels = np.clip(pixels, 0, 255).astype(np.uint8)
-    mode = {1: "L", 3: "RGB", 4: "RGBA"}[pixels.shape[2]] if pixels.shape[2] in (1, 3, 4) else None
+    mode = {1: "L", 3: "RGB", 4: "RGBA"}.get(pixels.shape[2])
     if mode is None:
         raise DataError(f"unsupported channel count {pixels.shape[2]}")
     image = Image.fromarray(pixels[..., 0] if mode == "L" else pixels, mode=mode)
-    image = image.convert("L" if channels == 1 else "RGB")
-    if image.size != (side, side):
-        image = image.resize((side, side), Image.Resampling.BILINEAR)
-    array = np.asarray(image)
+    array = np.asarray(image.convert("L" if channels == 1 else "RGB"))
+    array = _fit(array, side, resize, Image.Resampling.BILINEAR)
     return array[..., np.newaxis] if channels == 1 else array
+
+
+def _fit(array: np.ndarray, side: int, resize: str, resample: Image.Resampling) -> np.ndarray:
+    """Brings a 2-D (or HxWx3) uint8 array to ``side`` x ``side`` by resizing or by centred zero-padding."""
+    height, width = array.shape[:2]
+    if (height, width) == (side, side):
+        return array
+    if resize == "resize":
+        return np.asarray(Image.fromarray(array).resize((side, side), resample))
+    canvas = np.zeros((side, side, *array.shape[2:]), dtype=array.dtype)
+    top, left = (side - height) // 2, (side - width) // 2
+    src = array[
+        max(0, -top) : max(0, -top) + min(height, side), max(0, -left) : max(0, -left) + min(width, side)
+    ]
+    canvas[max(0, top) : max(0, top) + src.shape[0], max(0, left) : max(0, left) + src.shape[1]] = src
+    return canvas
 
 
 @pipeline_step("ingest")

@@ -17,7 +17,7 @@ from typing import Any
 
 from inspectflow.config import PipelineConfig, RegisterConfig
 from inspectflow.errors import pipeline_step
-from inspectflow.steps.evaluate import ClassificationScores
+from inspectflow.steps.evaluate import Scores
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +37,7 @@ class GateDecision:
     champion_score: float | None = None
 
 
-def decide(
-    new: ClassificationScores, champion: ClassificationScores | None, config: RegisterConfig
-) -> GateDecision:
+def decide(new: Scores, champion: Scores | None, config: RegisterConfig) -> GateDecision:
     """Decides whether a new model replaces the champion; both must be scored on the same test set.
 
     Args:
@@ -55,18 +53,13 @@ def decide(
     if champion is None:
         return GateDecision(True, f"no champion yet; {metric}={new_score:.4f}", new_score)
     champion_score = float(getattr(champion, metric))
-    if new.classes != champion.classes:
-        return GateDecision(
-            False,
-            f"classes differ from the champion's ({champion.classes}); promote manually if intended",
-            new_score,
-            champion_score,
-        )
     gain = new_score - champion_score
+    kind = new.class_metric
+    new_classes, champion_classes = new.class_scores(), champion.class_scores()
     drops = {
-        c: champion.f1[c] - new.f1[c]
+        c: champion_classes[c] - new_classes[c]
         for c in new.classes
-        if champion.f1[c] - new.f1[c] > config.max_class_drop + _FLOAT_TOLERANCE
+        if champion_classes[c] - new_classes[c] > config.max_class_drop + _FLOAT_TOLERANCE
     }
     if gain <= config.min_improvement + _FLOAT_TOLERANCE:
         reason = (
@@ -75,15 +68,15 @@ def decide(
         )
         return GateDecision(False, reason, new_score, champion_score)
     if drops:
-        worst = ", ".join(f"{c} F1 -{d:.4f}" for c, d in sorted(drops.items()))
+        worst = ", ".join(f"{c} {kind} -{d:.4f}" for c, d in sorted(drops.items()))
         reason = (
-            f"{metric} {new_score:.4f} beats champion {champion_score:.4f} ({gain:+.4f}) but per-class F1 "
-            f"drops beyond {config.max_class_drop:.4f}: {worst}"
+            f"{metric} {new_score:.4f} beats champion {champion_score:.4f} ({gain:+.4f}) but per-class "
+            f"{kind} drops beyond {config.max_class_drop:.4f}: {worst}"
         )
         return GateDecision(False, reason, new_score, champion_score)
     reason = (
         f"{metric} {new_score:.4f} beats champion {champion_score:.4f} by {gain:+.4f} "
-        f"(> {config.min_improvement:.4f}), no class F1 drops more than {config.max_class_drop:.4f}"
+        f"(> {config.min_improvement:.4f}), no class {kind} drops more than {config.max_class_drop:.4f}"
     )
     return GateDecision(True, reason, new_score, champion_score)
 
@@ -107,7 +100,7 @@ def register_step(
     from inspectflow.config import validate_config
     from inspectflow.data.dataset import dataset_digest, load_dataset
     from inspectflow.models.artifact import load_trained_model
-    from inspectflow.steps.evaluate import SCORES_FILE, evaluate
+    from inspectflow.steps.evaluate import SCORES_FILE, evaluate, load_scores
     from inspectflow.steps.train import to_tensor
     from inspectflow.tracking import resume_run
 
@@ -116,22 +109,29 @@ def register_step(
     name = gate_config.model_name
     dataset = load_dataset(dataset_dir)
     model, spec = load_trained_model(model_dir)
-    new_scores = ClassificationScores.load(evaluation_dir / SCORES_FILE)
+    new_scores = load_scores(evaluation_dir / SCORES_FILE)
     client = MlflowClient()
 
     try:
         champion_version = client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException:
         champion_version = None  # no registered model or no champion yet
-    champion_scores = None
-    if champion_version is not None:
+    champion_classes = (
+        json.loads(champion_version.tags.get("inspectflow.classes", "[]")) if champion_version else []
+    )
+    if champion_version is None:
+        decision = decide(new_scores, None, gate_config)
+    elif spec.task == "classification" and champion_classes != spec.classes:
+        # A classifier of other classes cannot be scored on this data, let alone compared.
+        decision = GateDecision(
+            False,
+            f"the champion (version {champion_version.version}) predicts other classes {champion_classes}; "
+            "promote manually if intended",
+            float(getattr(new_scores, gate_config.primary_metric)),
+        )
+    else:
         champion = mlflow.pytorch.load_model(f"models:/{name}/{champion_version.version}")
-        champion_classes = json.loads(champion_version.tags.get("inspectflow.classes", "[]"))
-        if champion_classes == spec.classes:
-            champion_scores = evaluate(champion, dataset, config.evaluate.batch_size)
-        else:  # a champion for other classes cannot be scored on this data; the gate refuses
-            champion_scores = ClassificationScores(champion_classes, 0.0, 0.0, {}, {}, {}, {}, [])
-    decision = decide(new_scores, champion_scores, gate_config)
+        decision = decide(new_scores, evaluate(champion, dataset, config.evaluate), gate_config)
 
     test_images, _ = dataset.split("test")
     example = to_tensor(test_images[:2])

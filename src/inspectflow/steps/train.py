@@ -1,4 +1,4 @@
-"""Train: fit the configured classifier on the training split, with per-epoch metrics and checkpoints."""
+"""Train: fit the configured model on the training split, with per-epoch metrics and checkpoints."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ from inspectflow.data.dataset import Dataset, load_dataset
 from inspectflow.data.splits import stratified_holdout
 from inspectflow.errors import pipeline_step
 from inspectflow.models.artifact import ModelSpec, save_trained_model
-from inspectflow.models.factory import build_classifier
+from inspectflow.models.factory import build_model
+from inspectflow.models.losses import segmentation_loss
 
 log = logging.getLogger(__name__)
 
@@ -48,25 +49,60 @@ def to_tensor(images: np.ndarray, channels_last: bool = False) -> torch.Tensor:
     return tensor.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
-def augment(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Applies a random horizontal flip and 90-degree rotation to each square image of a batch.
+def augment(tensors: tuple[torch.Tensor, ...], generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+    """Applies one random horizontal flip and 90-degree rotation per sample to every tensor alike.
 
-    Inspection patches have no canonical orientation, so these eight symmetries are label-preserving.
+    Inspection images have no canonical orientation, so these eight symmetries preserve the label; applying
+    the same transform to an image and its mask keeps them aligned. Images must be square.
     """
-    flip = torch.rand(len(batch), generator=generator) < 0.5
-    batch = torch.where(flip[:, None, None, None], batch.flip(-1), batch)
-    turns = torch.randint(0, 4, (len(batch),), generator=generator)
-    for k in (1, 2, 3):
-        chosen = turns == k
-        if chosen.any():
-            batch[chosen] = torch.rot90(batch[chosen], k, dims=(-2, -1))
-    return batch
+    count = len(tensors[0])
+    flip = torch.rand(count, generator=generator) < 0.5
+    turns = torch.randint(0, 4, (count,), generator=generator)
+    out = []
+    for tensor in tensors:
+        tensor = torch.where(flip[:, None, None, None], tensor.flip(-1), tensor)
+        for k in (1, 2, 3):
+            chosen = turns == k
+            if chosen.any():
+                tensor[chosen] = torch.rot90(tensor[chosen], k, dims=(-2, -1))
+        out.append(tensor)
+    return tuple(out)
+
+
+def random_crops(
+    images: torch.Tensor, masks: torch.Tensor, side: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cuts one ``side`` x ``side`` crop per image.
+
+    For half the images that have defects the crop is placed to contain a random defect pixel, so that
+    small defects are not drowned by background. The pixel lands anywhere in the crop: always centring
+    it would teach the network that defects sit in the middle.
+    """
+    height, width = images.shape[-2:]
+    if side >= min(height, width):
+        return images, masks
+    crops, crop_masks = [], []
+    for image, mask in zip(images, masks, strict=True):
+        defect = torch.nonzero(mask[0])
+        top = int(torch.randint(height - side + 1, (1,), generator=generator))
+        left = int(torch.randint(width - side + 1, (1,), generator=generator))
+        if len(defect) and torch.rand(1, generator=generator) < 0.5:
+            y, x = defect[torch.randint(len(defect), (1,), generator=generator)][0].tolist()
+            dy, dx = torch.randint(side, (2,), generator=generator).tolist()
+            top = min(max(y - dy, 0), height - side)
+            left = min(max(x - dx, 0), width - side)
+        crops.append(image[:, top : top + side, left : left + side])
+        crop_masks.append(mask[:, top : top + side, left : left + side])
+    return torch.stack(crops), torch.stack(crop_masks)
 
 
 def train(
     dataset: Dataset, config: TrainConfig, checkpoint_dir: Path, on_epoch: EpochCallback | None = None
 ) -> TrainResult:
-    """Trains a classifier on the dataset's training split.
+    """Trains a classifier, or a segmenter when the dataset has masks, on the training split.
+
+    Part of the training split (``config.val_fraction``, stratified) is held out for per-epoch validation;
+    the test split is never seen here.
 
     Args:
         dataset: Ingested (and validated) dataset.
@@ -79,27 +115,35 @@ def train(
     """
     seed_everything(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
+    segmentation = dataset.masks is not None
     images, labels = dataset.split("train")
+    strata = labels.astype(str)
+    if segmentation:
+        targets = torch.from_numpy(dataset.split_masks("train")).unsqueeze(1).float()
+        strata = np.char.add(strata, (targets.flatten(1).amax(1) > 0).numpy().astype(str))
+    else:
+        targets = torch.from_numpy(labels)
     held_out = (
-        stratified_holdout(labels, config.val_fraction, config.seed)
+        stratified_holdout(strata, config.val_fraction, config.seed)
         if config.val_fraction > 0
         else np.zeros(len(labels), dtype=bool)
     )
-    x_train = to_tensor(images[~held_out], config.channels_last)
-    y_train = torch.from_numpy(labels[~held_out])
-    x_val, y_val = to_tensor(images[held_out], config.channels_last), torch.from_numpy(labels[held_out])
+    held = torch.from_numpy(held_out)
+    x_train, y_train = to_tensor(images[~held_out]), targets[~held]
+    x_val, y_val = to_tensor(images[held_out], config.channels_last), targets[held]
 
-    classes = dataset.info.classes
-    model = build_classifier(config, len(classes), dataset.info.channels)
-    if config.channels_last:
-        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    model = build_model(config, len(dataset.info.classes), dataset.info.channels)
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format)  # type: ignore[call-overload]
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = (
+        segmentation_loss(config.loss) if segmentation else nn.CrossEntropyLoss()  # type: ignore[arg-type]
+    )
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = max(1, -(-len(x_train) // config.batch_size))
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch, pct_start=0.2
     )
-    loss_fn = nn.CrossEntropyLoss()
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     history: list[dict[str, float]] = []
     show_progress = sys.stderr.isatty()
@@ -117,10 +161,18 @@ def train(
         for start in batches:
             index = order[start : start + config.batch_size]
             batch, target = x_train[index], y_train[index]
+            if segmentation and config.crop:
+                batch, target = random_crops(batch, target, config.crop, generator)
             if config.augment:
-                batch = augment(batch, generator)
-            if config.channels_last:
-                batch = batch.contiguous(memory_format=torch.channels_last)
+                batch, target = (
+                    augment((batch, target), generator)
+                    if segmentation
+                    else (
+                        augment((batch,), generator)[0],
+                        target,
+                    )
+                )
+            batch = batch.contiguous(memory_format=memory_format)
             optimizer.zero_grad(set_to_none=True)
             logits = model(batch)
             loss = loss_fn(logits, target)
@@ -128,39 +180,52 @@ def train(
             optimizer.step()
             scheduler.step()
             total_loss += loss.item() * len(index)
-            correct += int((logits.argmax(1) == target).sum())
-        metrics = {"train_loss": total_loss / len(x_train), "train_accuracy": correct / len(x_train)}
-        recalibrate_batchnorm(model, x_train, config.batch_size)
+            if not segmentation:
+                correct += int((logits.argmax(1) == target).sum())
+        metrics = {"train_loss": total_loss / len(x_train)}
+        if not segmentation:
+            metrics["train_accuracy"] = correct / len(x_train)
+        if not segmentation:
+            # Segmenters train on defect-biased crops and keep BatchNorm's running averages of them:
+            # recalibrating on whole images measurably hurt their IoU, while classifiers need it.
+            recalibrate_batchnorm(model, x_train, config.batch_size, memory_format)
         if len(x_val):
-            val_loss, val_accuracy = _score(model, x_val, y_val, loss_fn, config.batch_size)
-            metrics.update(val_loss=val_loss, val_accuracy=val_accuracy)
+            metrics.update(_validate(model, x_val, y_val, loss_fn, config.batch_size, segmentation))
         history.append(metrics)
         checkpoint = checkpoint_dir / f"epoch_{epoch:03d}.pt"
-        torch.save(
-            {
-                "epoch": epoch,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "metrics": metrics,
-            },
-            checkpoint,
-        )
+        state = {
+            "epoch": epoch,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "metrics": metrics,
+        }
+        torch.save(state, checkpoint)
         log.info("epoch %d/%d %s", epoch, config.epochs, " ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
         if on_epoch is not None:
             on_epoch(epoch, metrics, checkpoint)
 
-    model = model.to(memory_format=torch.contiguous_format).eval()  # type: ignore[call-overload]
+    if config.keep_best and len(x_val):
+        # The last epoch is not always the best: restore the one that validated best (the latest on ties).
+        key = "val_iou" if segmentation else "val_accuracy"
+        best = max(range(len(history)), key=lambda e: (history[e][key], e))
+        state = torch.load(checkpoint_dir / f"epoch_{best + 1:03d}.pt", weights_only=True)["model"]
+        model.load_state_dict(state)
+        log.info("kept epoch %d (%s=%.4f)", best + 1, key, history[best][key])
+    model = model.to(memory_format=torch.contiguous_format).eval()
     spec = ModelSpec(
         architecture=config.model,
-        classes=list(classes),
+        classes=list(dataset.info.classes),
         image_side=dataset.info.image_side,
         channels=dataset.info.channels,
+        task="segmentation" if segmentation else "classification",
     )
     return TrainResult(model=model, spec=spec, history=history)
 
 
 @torch.no_grad()
-def recalibrate_batchnorm(model: nn.Module, images: torch.Tensor, batch_size: int) -> None:
+def recalibrate_batchnorm(
+    model: nn.Module, images: torch.Tensor, batch_size: int, memory_format: torch.memory_format
+) -> None:
     """Recomputes BatchNorm running statistics as exact averages over the training images.
 
     With few optimisation steps the running averages trail weights that changed a lot, so the model
@@ -175,23 +240,42 @@ def recalibrate_batchnorm(model: nn.Module, images: torch.Tensor, batch_size: in
         norm.momentum = None  # cumulative average
     model.train()
     for start in range(0, len(images), batch_size):
-        model(images[start : start + batch_size])
+        model(images[start : start + batch_size].contiguous(memory_format=memory_format))
     for norm, momentum in zip(norms, momenta, strict=True):
         norm.momentum = momentum
 
 
 @torch.no_grad()
-def _score(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module, batch_size: int
-) -> tuple[float, float]:
+def _validate(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    batch_size: int,
+    segmentation: bool,
+) -> dict[str, float]:
+    """Scores the held-out part of the training split: loss, and accuracy or pooled Dice/IoU."""
     model.eval()
-    total_loss, correct = 0.0, 0
+    total_loss, correct, intersection, predicted, truth = 0.0, 0, 0.0, 0.0, 0.0
     for start in range(0, len(x), batch_size):
         logits = model(x[start : start + batch_size])
         target = y[start : start + batch_size]
         total_loss += float(loss_fn(logits, target)) * len(target)
-        correct += int((logits.argmax(1) == target).sum())
-    return total_loss / len(x), correct / len(x)
+        if segmentation:
+            mask = logits > 0  # probability > 0.5
+            intersection += float((mask & (target > 0)).sum())
+            predicted += float(mask.sum())
+            truth += float(target.sum())
+        else:
+            correct += int((logits.argmax(1) == target).sum())
+    metrics = {"val_loss": total_loss / len(x)}
+    if segmentation:
+        union = predicted + truth - intersection
+        metrics["val_dice"] = 2 * intersection / (predicted + truth) if predicted + truth else 1.0
+        metrics["val_iou"] = intersection / union if union else 1.0
+    else:
+        metrics["val_accuracy"] = correct / len(x)
+    return metrics
 
 
 @pipeline_step("train")
