@@ -72,3 +72,21 @@ def tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     mlflow.set_tracking_uri(uri)
     yield uri
     mlflow.set_tracking_uri(None)
+
+
+DAGM_SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "data" / "dagm-samples"
+
+
+@pytest.fixture(scope="session")
+def dagm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny synthetic DAGM set: 2 classes x 12 images of 32x32, half defective (copy it to change it)."""
+    from inspectflow.synth.dagm import synthesize_dagm
+
+    root = tmp_path_factory.mktemp("dagm")
+    synthesize_dagm(root, classes=2, n=12, size=32, seed=2)
+    return root
+
+
+def tiny_dagm_config(*overrides: str) -> PipelineConfig:
+    """DAGM config for 32x32 test images and one quick epoch on 16x16 crops."""
+    return build_config("dagm", ["train.epochs=1", "train.crop=16", "train.batch_size=4", *overrides])

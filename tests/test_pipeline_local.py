@@ -10,10 +10,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
+from PIL import Image
 
 from conftest import TINY_SIDE, write_class_folders
 
@@ -99,3 +101,54 @@ def test_acceptance_demo_data_reaches_090_and_a_rerun_is_not_promoted(tmp_path: 
     latest = client.get_model_version("textile-classifier", "2")
     assert latest.aliases == ["challenger"]
     assert latest.tags["gate.decision"] == "rejected" and latest.tags["gate.reason"]
+
+
+def test_dagm_pipeline_registers_a_segmenter_and_refuses_a_bad_mask(dagm_dir: Path, tmp_path: Path) -> None:
+    tiny = ["train.epochs=1", "train.crop=16", "train.batch_size=4"]
+    result = inspectflow(
+        "run",
+        "dagm",
+        "--data",
+        str(dagm_dir),
+        "--workdir",
+        str(tmp_path / "work"),
+        *[a for o in tiny for a in ("--set", o)],
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "dagm-segmenter version 1 -> @champion" in result.stdout
+    version = registry(tmp_path / "work").get_model_version_by_alias("dagm-segmenter", "champion")
+    assert version.tags["gate.primary_metric"] == "iou"
+
+    bad = tmp_path / "bad"
+    shutil.copytree(dagm_dir, bad)
+    mask = sorted((bad / "Class2" / "Test" / "Label").glob("*_label.PNG"))[0]
+    Image.fromarray(np.full((8, 8), 255, np.uint8)).save(mask)
+    before = tree_digest(bad)
+    failed = inspectflow(
+        "run",
+        "dagm",
+        "--data",
+        str(bad),
+        "--workdir",
+        str(tmp_path / "badwork"),
+        *[a for o in tiny for a in ("--set", o)],
+    )
+    assert failed.returncode != 0
+    assert f"Class2/Test/{mask.name.replace('_label', '')}" in failed.stderr
+    with pytest.raises(MlflowException):
+        registry(tmp_path / "badwork").get_registered_model("dagm-segmenter")
+    assert tree_digest(bad) == before
+
+
+def test_acceptance_dagm_synthetic_reaches_iou_050(tmp_path: Path) -> None:
+    """The DAGM issue's 'done when': 2 classes, 200 images of 256 px each, a few minutes of training."""
+    data, work = tmp_path / "dagm", tmp_path / "work"
+    synth = inspectflow("synth", "dagm", "--out", str(data), "--classes", "2", "--n", "200", "--size", "256")
+    assert synth.returncode == 0, synth.stderr
+    result = inspectflow(
+        "run", "dagm", "--data", str(data), "--workdir", str(work), "--set", "train.epochs=10"
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    iou = float(re.search(r"test_iou:\s+([0-9.]+)", result.stdout).group(1))
+    assert iou >= 0.5, result.stdout[-2000:]
+    assert "dagm-segmenter version 1 -> @champion" in result.stdout

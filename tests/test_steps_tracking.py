@@ -6,7 +6,7 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from conftest import tiny_config
+from conftest import tiny_config, tiny_dagm_config
 from inspectflow.errors import DataError
 from inspectflow.steps.evaluate import evaluate_step
 from inspectflow.steps.ingest import ingest_step
@@ -68,3 +68,17 @@ def test_failed_validation_marks_the_run_failed_and_trains_nothing(folders_dir: 
     assert run.info.status == "FAILED"
     assert run.data.tags["validation.success"] == "false"
     assert not (tmp_path / "bad" / "model").exists()
+
+
+@pytest.mark.usefixtures("tracking")
+def test_dice_and_bce_runs_compare_side_by_side_in_one_experiment(dagm_dir: Path, tmp_path: Path) -> None:
+    for loss in ("dice", "bce"):
+        run_steps(dagm_dir, tmp_path / loss, tiny_dagm_config(f"train.loss={loss}").to_dict())
+    client = MlflowClient()
+    runs = client.search_runs([mlflow.get_experiment_by_name("dagm").experiment_id])
+    assert sorted(run.data.params["train.loss"] for run in runs) == ["bce", "dice"]
+    for run in runs:
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "val_iou")] == [1]
+        assert "test_iou" in run.data.metrics and "test_iou_Class1" in run.data.metrics
+        overlays = client.list_artifacts(run.info.run_id, "evaluation/overlays")
+        assert any(a.path.split("/")[-1].startswith("worst_") for a in overlays)

@@ -1,0 +1,171 @@
+"""The DAGM segmentation workload: reading the real layout, mask validation, training and evaluation."""
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import DAGM_SAMPLES, tiny_dagm_config
+from inspectflow.config import EvaluateConfig, RegisterConfig
+from inspectflow.data.dataset import MASK_COLUMNS, load_dataset, save_dataset
+from inspectflow.data.segmentation import parse_labels_txt
+from inspectflow.data.sources import detect_format
+from inspectflow.errors import DataError
+from inspectflow.steps.evaluate import SegmentationScores, draw_overlays, evaluate, score_masks
+from inspectflow.steps.ingest import ingest
+from inspectflow.steps.register import decide
+from inspectflow.steps.train import augment, random_crops, train
+from inspectflow.validation import validate_dataset
+
+
+def validate(dataset, config):
+    return validate_dataset(dataset, dataset.info.classes, config.validate_)
+
+
+@pytest.mark.skipif(not DAGM_SAMPLES.is_dir(), reason="../shared/data/dagm-samples not present")
+def test_the_real_dagm_samples_ingest_and_validate_cleanly() -> None:
+    config = tiny_dagm_config()
+    dataset = ingest(DAGM_SAMPLES, config.data)
+    assert dataset.info.format == "dagm" and dataset.info.classes == ["Class1", "Class2", "Class4"]
+    assert len(dataset.manifest) == 15
+    assert int((dataset.manifest["defect_fraction"] > 0).sum()) == 9
+    assert int(dataset.manifest["defect_flag"].sum()) == 9
+    assert dataset.info.image_side == 512 and dataset.masks is not None
+    assert dataset.info.split_origin == "seeded"  # the samples ship Train only
+    assert set(dataset.manifest["split"]) == {"train", "test"}
+    report = validate(dataset, config)
+    assert report.success, report.summary()
+
+
+def test_labels_txt_is_parsed_as_dagm_writes_it(tmp_path: Path) -> None:
+    path = tmp_path / "Labels.txt"
+    path.write_bytes(b"1\r\n0001\t1\t0001.PNG\t0\t0001_label.PNG\r\n0002\t0\t0002.PNG\t0\t0\t\r\n")
+    assert parse_labels_txt(path) == {"0001.PNG": (True, "0001_label.PNG"), "0002.PNG": (False, None)}
+    path.write_bytes(b"1\r\n0001 1 0001.PNG\r\n")
+    with pytest.raises(DataError, match=r"Labels\.txt: line 2"):
+        parse_labels_txt(path)
+
+
+def test_synthetic_dagm_keeps_its_split_and_class_subsets(dagm_dir: Path) -> None:
+    assert detect_format(dagm_dir) == "dagm"
+    dataset = ingest(dagm_dir, tiny_dagm_config("data.classes=[Class2]").data)
+    assert set(dataset.manifest["label"]) == {"Class2"} and dataset.info.split_origin == "source"
+    assert dataset.images.shape == (12, 32, 32, 1) and dataset.masks.shape == (12, 32, 32)
+    assert validate(dataset, tiny_dagm_config()).success
+    with pytest.raises(DataError, match=r"Class7"):
+        ingest(dagm_dir, tiny_dagm_config("data.classes=[Class7]").data)
+
+
+def test_images_masks_layout_matches_by_stem_and_binarizes(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    for i in range(10):
+        Image.fromarray(rng.integers(0, 256, (40, 40), dtype=np.uint8)).save(
+            tmp_path / "images" / f"p{i}.png"
+        )
+    soft = np.zeros((40, 40), np.uint8)
+    soft[10:20, 10:20] = 200  # not a clean 255, and a faint halo that must not count
+    soft[9, 10:20] = 60
+    Image.fromarray(soft).save(tmp_path / "masks" / "p3_mask.png")
+    config = tiny_dagm_config("data.image_side=48", "data.resize=pad")
+    dataset = ingest(tmp_path, config.data)
+    assert dataset.info.format == "images-masks"
+    row = dataset.manifest.index[dataset.manifest["source"] == "images/p3.png"][0]
+    assert dataset.manifest.loc[row, "defect_fraction"] == pytest.approx(100 / 1600)
+    assert dataset.masks[row].sum() == 100  # padded, not resampled: the area is kept exactly
+    assert dataset.masks.sum() == 100
+    assert validate(dataset, config).success
+
+
+def test_a_mask_of_the_wrong_size_fails_validation_naming_the_image(dagm_dir: Path, tmp_path: Path) -> None:
+    root = tmp_path / "dagm"
+    shutil.copytree(dagm_dir, root)
+    label_dir = root / "Class1" / "Train" / "Label"
+    mask_file = sorted(label_dir.glob("*_label.PNG"))[0]
+    Image.fromarray(np.full((16, 16), 255, np.uint8)).save(mask_file)
+    image = mask_file.name.replace("_label", "")
+    report = validate(ingest(root, tiny_dagm_config().data), tiny_dagm_config())
+    assert not report.success
+    assert f"mask has another size: Class1/Train/{image}" in report.summary()
+
+
+def test_a_labels_txt_flag_contradicting_its_mask_fails_validation(dagm_dir: Path, tmp_path: Path) -> None:
+    root = tmp_path / "dagm"
+    shutil.copytree(dagm_dir, root)
+    labels = root / "Class2" / "Test" / "Label" / "Labels.txt"
+    lines = labels.read_bytes().split(b"\r\n")
+    clean = next(i for i, line in enumerate(lines[1:], 1) if line.split(b"\t")[1:2] == [b"0"])
+    fields = lines[clean].split(b"\t")
+    lines[clean] = b"\t".join([fields[0], b"1", fields[2], b"0", b"0"])  # defective, yet no mask
+    labels.write_bytes(b"\r\n".join(lines))
+    report = validate(ingest(root, tiny_dagm_config().data), tiny_dagm_config())
+    name = fields[2].decode()
+    assert "defect flag contradicts its mask" in report.summary()
+    assert f"Class2/Test/{name}" in report.summary()
+
+
+def test_defect_area_bounds_are_enforced(dagm_dir: Path) -> None:
+    config = tiny_dagm_config("validate.max_defect_fraction=0.001")
+    report = validate(ingest(dagm_dir, config.data), config)
+    assert not report.success and "defect area" in report.summary()
+
+
+def test_dataset_with_masks_round_trips(dagm_dir: Path, tmp_path: Path) -> None:
+    dataset = ingest(dagm_dir, tiny_dagm_config().data)
+    save_dataset(dataset, tmp_path / "ds")
+    loaded = load_dataset(tmp_path / "ds")
+    assert np.array_equal(loaded.masks, dataset.masks)
+    assert set(MASK_COLUMNS) <= set(loaded.manifest.columns)
+
+
+def test_joint_augmentation_and_crops_keep_image_and_mask_aligned() -> None:
+    generator = torch.Generator().manual_seed(0)
+    image = torch.rand(6, 1, 32, 32)
+    mask = (image > 0.7).float()  # the mask is a function of the image: any misalignment shows
+    crops, crop_masks = random_crops(image, mask, 16, generator)
+    assert crops.shape == (6, 1, 16, 16)
+    assert torch.equal(crop_masks, (crops > 0.7).float())
+    turned, turned_mask = augment((crops.clone(), crop_masks.clone()), generator)
+    assert torch.equal(turned_mask, (turned > 0.7).float())
+
+
+def test_segmentation_training_evaluation_and_overlays(dagm_dir: Path, tmp_path: Path) -> None:
+    config = tiny_dagm_config("train.epochs=2")
+    dataset = ingest(dagm_dir, config.data)
+    epochs = []
+    result = train(dataset, config.train, tmp_path / "ckpt", lambda e, m, p: epochs.append(m))
+    assert result.spec.task == "segmentation" and {"val_iou", "val_dice"} <= set(epochs[0])
+    scores = evaluate(result.model, dataset, config.evaluate)
+    assert isinstance(scores, SegmentationScores)
+    assert set(scores.per_class) == {"Class1", "Class2"}
+    assert {"test_iou", "test_iou_Class1", "test_detection_fpr_Class2"} <= set(scores.metrics())
+    paths = draw_overlays(result.model, dataset, EvaluateConfig(overlays=2), tmp_path / "overlays")
+    assert len(paths) == 4 and all(Image.open(p).size == (96, 32) for p in paths)
+
+
+def test_segmentation_scores_by_hand() -> None:
+    truth = np.zeros((3, 4, 4), bool)
+    truth[0, :2, :2] = True  # defective, 4 px
+    pred = np.zeros_like(truth)
+    pred[0, :2, :] = True  # 8 px, 4 right
+    pred[2, 0, 0] = True  # a false alarm on a clean image
+    scores = score_masks(pred, truth, np.array(["a", "a", "b"]), EvaluateConfig(detection_threshold=0.0))
+    assert scores.iou == pytest.approx(4 / 9) and scores.dice == pytest.approx(8 / 13)
+    assert scores.mean_defect_iou == pytest.approx(0.5)
+    assert (scores.detection_tpr, scores.detection_fpr) == (1.0, 0.5)
+    assert scores.per_class["b"]["iou"] == 0.0 and scores.per_class["a"]["iou"] == pytest.approx(0.5)
+
+
+def test_the_gate_guards_per_class_iou() -> None:
+    def scores(iou: float, class1: float, class2: float) -> SegmentationScores:
+        per_class = {"Class1": {"iou": class1}, "Class2": {"iou": class2}}
+        return SegmentationScores(["Class1", "Class2"], iou, iou, iou, 1.0, 0.0, per_class)
+
+    gate = RegisterConfig(primary_metric="iou", max_class_drop=0.05)
+    assert decide(scores(0.7, 0.7, 0.7), scores(0.6, 0.6, 0.6), gate).promote
+    blocked = decide(scores(0.7, 0.9, 0.5), scores(0.6, 0.6, 0.6), gate)
+    assert not blocked.promote and "Class2 IoU -0.1000" in blocked.reason
