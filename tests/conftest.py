@@ -90,3 +90,19 @@ def dagm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_dagm_config(*overrides: str) -> PipelineConfig:
     """DAGM config for 32x32 test images and one quick epoch on 16x16 crops."""
     return build_config("dagm", ["train.epochs=1", "train.crop=16", "train.batch_size=4", *overrides])
+
+
+@pytest.fixture(scope="session")
+def inserts_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny synthetic insert set: Intact/ and Damaged/ folders, 16 RGB images of varying size."""
+    from inspectflow.synth.inserts import synthesize_inserts
+
+    root = tmp_path_factory.mktemp("inserts")
+    synthesize_inserts(root, n=16, seed=4)
+    return root
+
+
+def tiny_inserts_config(*overrides: str) -> PipelineConfig:
+    """Inserts config at 64 px with random weights; MobileNet features for the SVM (VGG16 is slow on CPU)."""
+    base = ["data.image_side=64", "weights=none", "backbone=mobilenet_v2", "epochs=1", "repeats=3"]
+    return build_config("inserts", [*base, *overrides])

@@ -68,6 +68,20 @@ def synth_dagm(out_dir: Path, classes: int, count: int, size: int, seed: int) ->
     click.echo(f"wrote {counts['train'] + counts['test']} DAGM images to {out_dir} ({counts})")
 
 
+@synth.command("inserts")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True, help="Output folder.")
+@click.option(
+    "--n", "count", type=click.IntRange(min=4), default=300, show_default=True, help="Images in all."
+)
+@click.option("--seed", type=int, default=DEMO_SEED, show_default=True)
+def synth_inserts(out_dir: Path, count: int, seed: int) -> None:
+    """Cutting inserts on a tool holder, as class folders Intact/ and Damaged/."""
+    from inspectflow.synth.inserts import synthesize_inserts
+
+    counts = synthesize_inserts(out_dir, n=count, seed=seed)
+    click.echo(f"wrote {sum(counts.values())} insert images to {out_dir} ({counts})")
+
+
 @cli.command("run")
 @click.argument("workload", type=click.Choice(sorted(WORKLOAD_DEFAULTS)))
 @click.option(
@@ -94,8 +108,10 @@ def run(workload: str, data_dir: Path | None, overrides: tuple[str, ...], workdi
     """Run the pipeline (ingest, validate, train, evaluate, register) locally with kfp."""
     from inspectflow.config import build_config
     from inspectflow.local import run_local
+    from inspectflow.models.weights import check_weights
 
     config = build_config(workload, list(overrides))
+    check_weights(config.train)  # fail in seconds, not after ingest and validation
     if data_dir is None:
         data_dir = _demo_data(workload, workdir)
     result = run_local(data_dir, config, workdir)
@@ -112,12 +128,15 @@ def run(workload: str, data_dir: Path | None, overrides: tuple[str, ...], workdi
 def _demo_data(workload: str, workdir: Path) -> Path:
     """Synthesizes the workload's demo set once; later runs reuse it."""
     from inspectflow.synth.dagm import synthesize_dagm
+    from inspectflow.synth.inserts import synthesize_inserts
     from inspectflow.synth.textile import synthesize_textile
 
     out = workdir / "data" / f"{workload}-demo"
     if not out.exists():
         if workload == "dagm":
             synthesize_dagm(out, classes=2, n=200, size=256, seed=DEMO_SEED)
+        elif workload == "inserts":
+            synthesize_inserts(out, n=300, seed=DEMO_SEED)
         else:
             synthesize_textile(out, n=600, seed=DEMO_SEED)
         click.echo(f"synthesized the {workload} demo set into {out}")

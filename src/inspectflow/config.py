@@ -17,11 +17,12 @@ from inspectflow.errors import ConfigError
 
 TEXTILE_CLASSES = ["good", "color", "cut", "hole", "thread", "metal_contamination"]
 
-Workload = Literal["textile", "dagm"]
+Workload = Literal["textile", "dagm", "inserts"]
 #: What each workload learns: a class per image, or a defect mask per image.
 TASKS: dict[str, Literal["classification", "segmentation"]] = {
     "textile": "classification",
     "dagm": "segmentation",
+    "inserts": "classification",
 }
 #: Each workload's defaults, applied under the user's ``--set`` overrides.
 WORKLOAD_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -41,6 +42,15 @@ WORKLOAD_DEFAULTS: dict[str, dict[str, Any]] = {
         },
         "register": {"model_name": "dagm-segmenter", "primary_metric": "iou"},
         "tracking": {"experiment": "dagm"},
+    },
+    "inserts": {
+        # classes: one per folder (Intact, Damaged, or wear levels), found when empty; RGB at the
+        # backbones' 224 px.
+        "data": {"classes": [], "image_side": 224, "channels": 3},
+        "validate": {"expected_side": None, "min_side": 32},
+        "train": {"model": "resnet18", "weights": "imagenet", "epochs": 8, "batch_size": 16, "lr": 1e-3},
+        "register": {"model_name": "inserts-classifier", "primary_metric": "accuracy", "flavor": "pyfunc"},
+        "tracking": {"experiment": "inserts"},
     },
 }
 
@@ -104,6 +114,16 @@ class TrainConfig(_Section):
         crop: Segmentation trains on random square crops of this side (biased towards defects), a
             multiple of 16; ``None`` trains on whole images. Evaluation always uses whole images.
         weights: ``none``, ``imagenet`` (torchvision enum, from ``TORCH_HOME``) or a path to a state dict.
+        method: ``finetune`` trains ``model``; ``features+svm`` (classification) extracts features with a
+            frozen ImageNet CNN (``backbone`` at ``layer``) and fits an SVM, estimated over ``repeats``
+            seeded, stratified 70/30 splits of the whole dataset.
+        backbone: Feature extractor of ``features+svm``: ``vgg16`` (fc1) or ``mobilenet_v2``.
+        layer: Where to cut the backbone: ``fc1`` (vgg16), ``pool`` or ``features.N`` (mobilenet_v2);
+            ``None`` is the backbone's default.
+        svm_kernel: SVM kernel (``rbf``, ``linear``, ``poly``, ``sigmoid``).
+        svm_c: SVM regularisation C.
+        repeats: Repeated 70/30 splits of ``features+svm``, each an MLflow child run.
+        feature_cache: Folder of cached features, keyed by backbone, layer, weights and data version.
         freeze_backbone: Train only the classification head (``resnet18``).
         epochs: Passes over the training split.
         batch_size: Images per optimisation step.
@@ -121,6 +141,13 @@ class TrainConfig(_Section):
     loss: Literal["cross_entropy", "dice", "bce", "bce+dice"] = "cross_entropy"
     crop: int | None = Field(None, ge=16)
     weights: str = "none"
+    method: Literal["finetune", "features+svm"] = "finetune"
+    backbone: Literal["vgg16", "mobilenet_v2"] = "vgg16"
+    layer: str | None = None
+    svm_kernel: Literal["rbf", "linear", "poly", "sigmoid"] = "rbf"
+    svm_c: float = Field(1.0, gt=0.0)
+    repeats: int = Field(5, ge=1)
+    feature_cache: str = "~/.cache/inspectflow/features"
     freeze_backbone: bool = False
     epochs: int = Field(5, ge=1)
     batch_size: int = Field(16, ge=1)
@@ -157,6 +184,8 @@ class RegisterConfig(_Section):
         model_name: Registered model name in the MLflow Model Registry.
         primary_metric: Metric the challenger must improve.
         min_improvement: The challenger must beat the champion's primary metric by more than this.
+        flavor: How the model is logged: ``pytorch`` (a pt2 export taking float tensors) or ``pyfunc`` (takes
+            image paths or arrays, returns labels and probabilities; required by ``features+svm``).
         max_class_drop: Largest drop of any class's score (F1 for classification, IoU for segmentation) the
             challenger may show against the champion.
     """
@@ -165,6 +194,7 @@ class RegisterConfig(_Section):
     primary_metric: Literal["macro_f1", "accuracy", "iou", "dice"] = "macro_f1"
     min_improvement: float = Field(0.0, ge=0.0)
     max_class_drop: float = Field(0.05, ge=0.0)
+    flavor: Literal["pytorch", "pyfunc"] = "pytorch"
 
 
 class TrackingConfig(_Section):
@@ -194,6 +224,11 @@ class PipelineConfig(_Section):
     @model_validator(mode="after")
     def _check_model_fits_data(self) -> PipelineConfig:
         segmentation = self.task == "segmentation"
+        if self.train.method == "features+svm":
+            if segmentation:
+                raise ValueError("train.method=features+svm applies to classification workloads only")
+            if self.register_.flavor != "pyfunc":
+                raise ValueError("train.method=features+svm needs register.flavor=pyfunc")
         if segmentation != (self.train.model == "unet"):
             raise ValueError(f"train.model={self.train.model} does not fit the {self.task} workload")
         if segmentation == (self.train.loss == "cross_entropy"):
@@ -201,8 +236,8 @@ class PipelineConfig(_Section):
         if segmentation != (self.register_.primary_metric in ("iou", "dice")):
             metric = self.register_.primary_metric
             raise ValueError(f"register.primary_metric={metric} does not fit the {self.task} workload")
-        if not segmentation and len(self.data.classes) < 2:
-            raise ValueError("data.classes needs at least two classes")
+        if not segmentation and len(self.data.classes) == 1:
+            raise ValueError("data.classes needs at least two classes (or none: one per folder found)")
         if not segmentation and self.data.image_side is None:
             raise ValueError("data.image_side must be set for classification")
         for name, side in (("data.image_side", self.data.image_side), ("train.crop", self.train.crop)):
@@ -238,24 +273,42 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
     """Turns ``["train.epochs=3", "data.format=npy"]`` into a nested dict.
 
     Values are read as YAML scalars or lists, so ``3`` is an int, ``true`` a bool, ``null`` None and
-    ``[a, b]`` a list.
+    ``[a, b]`` a list. A key without a section (``method=finetune``) names the one setting of that name,
+    when exactly one section has it.
 
     Raises:
-        ConfigError: An override is not of the form ``key=value``.
+        ConfigError: An override is not of the form ``key=value``, or a short key is unknown or ambiguous.
     """
     nested: dict[str, Any] = {}
     for item in overrides:
         key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
+        key = key.strip()
+        if not sep or not key:
             raise ConfigError(f"--set {item!r}: expected key=value, for example train.epochs=3")
+        if "." not in key and key not in PipelineConfig.model_fields:
+            key = _qualify(key, item)
         node = nested
-        *parents, leaf = key.strip().split(".")
+        *parents, leaf = key.split(".")
         for part in parents:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"--set {item!r}: {part!r} is a value, not a section")
         node[leaf] = yaml.safe_load(raw) if raw.strip() else ""
     return nested
+
+
+def _qualify(name: str, item: str) -> str:
+    """Finds the section of a short setting name: ``epochs`` -> ``train.epochs``."""
+    sections = {
+        field.alias or section: field.annotation
+        for section, field in PipelineConfig.model_fields.items()
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
+    }
+    matches = [f"{section}.{name}" for section, model in sections.items() if name in model.model_fields]
+    if len(matches) != 1:
+        problem = f"is in several sections: {matches}" if matches else "is not a setting"
+        raise ConfigError(f"--set {item!r}: {name!r} {problem}; write it as section.{name}")
+    return matches[0]
 
 
 def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:

@@ -2,20 +2,27 @@
 
 A model directory holds ``model.pt`` (the state dict, loaded with ``weights_only``) and ``model.json`` (what
 is needed to rebuild the architecture and read its outputs: classes, input shape, architecture settings).
+A ``features+svm`` model holds the extractor's state dict in ``model.pt`` and the fitted SVM in
+``svm.joblib`` instead.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import joblib
 import torch
 from torch import nn
 
 from inspectflow.config import TrainConfig
+from inspectflow.models.feature_svm import FeatureSvmClassifier
 
 WEIGHTS_FILE = "model.pt"
+SVM_FILE = "svm.joblib"
+FEATURE_SVM = "features+svm"
 SPEC_FILE = "model.json"
 
 
@@ -28,21 +35,38 @@ class ModelSpec:
     image_side: int
     channels: int
     task: str = "classification"
+    backbone: str | None = None  # features+svm only
+    layer: str | None = None  # features+svm only
 
 
-def save_trained_model(model: nn.Module, spec: ModelSpec, out_dir: Path) -> None:
+#: What a model directory loads as: a torch network or the features+svm classifier; both map float
+#: ``(N, C, H, W)`` images in ``[0, 1]`` to logits.
+Predictor = Callable[[torch.Tensor], torch.Tensor]
+
+
+def save_trained_model(model: nn.Module | FeatureSvmClassifier, spec: ModelSpec, out_dir: Path) -> None:
     """Writes the model directory."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    network = model.extractor if isinstance(model, FeatureSvmClassifier) else model
+    state = {k: v.contiguous() for k, v in network.state_dict().items()}
     torch.save(state, out_dir / WEIGHTS_FILE)
+    if isinstance(model, FeatureSvmClassifier):
+        joblib.dump(model.svm, out_dir / SVM_FILE)
     (out_dir / SPEC_FILE).write_text(json.dumps(asdict(spec), indent=2))
 
 
-def load_trained_model(model_dir: Path) -> tuple[nn.Module, ModelSpec]:
+def load_trained_model(model_dir: Path) -> tuple[Predictor, ModelSpec]:
     """Rebuilds a trained model in eval mode from its directory."""
     from inspectflow.models.factory import build_model
 
     spec = ModelSpec(**json.loads((model_dir / SPEC_FILE).read_text()))
+    if spec.architecture == FEATURE_SVM:
+        from inspectflow.features import build_extractor
+
+        extractor, _ = build_extractor(spec.backbone, "none", spec.layer)  # type: ignore[arg-type]
+        extractor.load_state_dict(torch.load(model_dir / WEIGHTS_FILE, map_location="cpu", weights_only=True))
+        # The SVM is our own artifact, written by save_trained_model: unpickling it is trusted.
+        return FeatureSvmClassifier(extractor, joblib.load(model_dir / SVM_FILE)), spec
     # weights=none: the trained state dict below replaces any initialisation.
     config = TrainConfig.model_validate({"model": spec.architecture, "weights": "none"})
     model = build_model(config, len(spec.classes), spec.channels)

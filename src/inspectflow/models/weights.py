@@ -9,6 +9,7 @@ from urllib.parse import urlparse
 
 import torch
 
+from inspectflow.config import TrainConfig
 from inspectflow.errors import ConfigError
 
 _PROBE_TIMEOUT_S = 3.0
@@ -77,3 +78,32 @@ def _reachable(url: str) -> bool:
             return True
     except OSError:
         return False
+
+
+def check_weights(config: TrainConfig) -> None:
+    """Fails at once when the configured pretrained weights can be neither read nor downloaded.
+
+    Run before a pipeline starts, so that a missing file stops it in seconds rather than at its train step.
+
+    Raises:
+        ConfigError: As :func:`load_pretrained_state` would.
+    """
+    if config.weights == "none":
+        return
+    if config.weights != "imagenet":
+        _load_file(Path(config.weights))
+        return
+    from inspectflow.models.torchvision_compat import import_torchvision
+
+    models = import_torchvision().models
+    uses_features = config.method == "features+svm"
+    name = config.backbone if uses_features else config.model
+    enums = {
+        "resnet18": models.ResNet18_Weights.IMAGENET1K_V1,
+        "vgg16": models.VGG16_Weights.IMAGENET1K_V1,
+        "mobilenet_v2": models.MobileNet_V2_Weights.IMAGENET1K_V1,
+    }
+    url: str = enums[name].url
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(url).path).name
+    if not cached.is_file() and not _reachable(url):
+        _load_imagenet(enums[name])  # raises the message that says where to put the file

@@ -66,7 +66,7 @@ def ingest(root: Path, config: DataConfig) -> Dataset:
             "decode_error": record.decode_error,
         }
         if record.pixels is not None:
-            images[i] = _to_cache(record.pixels, side, channels, config.resize)
+            images[i] = to_cache(record.pixels, side, channels, config.resize)
             row.update(
                 sha256=pixel_sha256(record.pixels),
                 height=record.pixels.shape[0],
@@ -86,7 +86,8 @@ def ingest(root: Path, config: DataConfig) -> Dataset:
             strata = strata + "/" + (manifest["defect_fraction"].fillna(0) > 0).astype(str)
         test = stratified_holdout(strata.to_numpy(), config.test_fraction, config.split_seed)
         manifest["split"] = np.where(test, "test", "train")
-    classes = list(config.classes) if config.classes or not segmentation else sorted(set(manifest["label"]))
+    # No configured classes: one per label found (class folders, DAGM classes), in sorted order.
+    classes = list(config.classes) if config.classes else sorted(set(manifest["label"].astype(str)))
     info = DatasetInfo(
         classes=classes,
         source=str(root),
@@ -126,7 +127,7 @@ def _mask_row(record: SourceImage) -> dict[str, object]:
     }
 
 
-def _to_cache(pixels: np.ndarray, side: int, channels: int, resize: str) -> np.ndarray:
+def to_cache(pixels: np.ndarray, side: int, channels: int, resize: str) -> np.ndarray:
     """Converts stored pixels to the cache's uint8 ``(side, side, channels)``.
 
     Samples that are not uint8 are clipped only so that the row can be cached; validation rejects them.

@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from inspectflow.config import PipelineConfig, RegisterConfig
+from inspectflow.data.dataset import Dataset
 from inspectflow.errors import pipeline_step
+from inspectflow.models.artifact import ModelSpec, Predictor
 from inspectflow.steps.evaluate import Scores
 
 log = logging.getLogger(__name__)
@@ -81,6 +83,69 @@ def decide(new: Scores, champion: Scores | None, config: RegisterConfig) -> Gate
     return GateDecision(True, reason, new_score, champion_score)
 
 
+def load_registered_predictor(uri: str) -> Predictor:
+    """Loads a registered model as a callable on float image tensors, whichever flavor it was logged in."""
+    import mlflow
+
+    from inspectflow.serving import ImageClassifier
+
+    flavors = mlflow.models.get_model_info(uri).flavors
+    if "pytorch" in flavors:
+        predictor: Predictor = mlflow.pytorch.load_model(uri)
+        return predictor
+    wrapper = mlflow.pyfunc.load_model(uri).unwrap_python_model()
+    if not isinstance(wrapper, ImageClassifier):
+        raise TypeError(f"{uri} is not an inspectflow model")
+    return wrapper.predictor
+
+
+def log_model(predictor: Predictor, spec: ModelSpec, model_dir: Path, dataset: Dataset, flavor: str) -> Any:
+    """Logs the model to the active MLflow run.
+
+    ``pytorch`` logs a pt2 export with its signature and input example, loadable without inspectflow;
+    ``pyfunc`` logs the model directory behind :class:`~inspectflow.serving.ImageClassifier`, which takes
+    image paths or arrays of any size.
+
+    Returns:
+        MLflow's ``ModelInfo``.
+    """
+    import mlflow
+    import numpy as np
+    import torch
+    from mlflow.models import infer_signature
+
+    import inspectflow
+    from inspectflow.serving import MODEL_ARTIFACT, ImageClassifier
+    from inspectflow.steps.train import to_tensor
+
+    # The +cpu local tag of the installed torch is not installable from PyPI: name the release.
+    requirements = [f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}"]
+    test_images, _ = dataset.split("test")
+    if flavor == "pyfunc":
+        # No signature: the model takes paths or arrays of any size, which no MLflow schema describes, and
+        # MLflow would refuse every input that does not match the one it inferred.
+        return mlflow.pyfunc.log_model(
+            name="model",
+            python_model=ImageClassifier(),
+            artifacts={MODEL_ARTIFACT: str(model_dir)},
+            # The wrapper's code travels with the model, so serving needs no inspectflow install.
+            code_paths=[str(Path(inspectflow.__file__).parent)],
+            pip_requirements=[*requirements, "scikit-learn", "pillow", "pandas", "torchvision==0.28.0"],
+            metadata={"classes": spec.classes, "image_side": spec.image_side, "channels": spec.channels},
+        )
+    tensor = to_tensor(test_images[:2])
+    with torch.no_grad():
+        signature = infer_signature(tensor.numpy(), predictor(tensor).numpy())
+    return mlflow.pytorch.log_model(
+        predictor,
+        name="model",
+        input_example=tensor.numpy(),
+        signature=signature,
+        pip_requirements=requirements,
+        metadata={"classes": spec.classes, "image_side": spec.image_side, "channels": spec.channels},
+    )
+
+
 @pipeline_step("register")
 def register_step(
     dataset_dir: Path, model_dir: Path, evaluation_dir: Path, raw_config: dict[str, object], run_id: str
@@ -91,17 +156,13 @@ def register_step(
         A summary: MLflow run id, model name and version, alias, gate decision and reason, test metrics.
     """
     import mlflow
-    import numpy as np
-    import torch
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
-    from mlflow.models import infer_signature
 
     from inspectflow.config import validate_config
     from inspectflow.data.dataset import dataset_digest, load_dataset
     from inspectflow.models.artifact import load_trained_model
     from inspectflow.steps.evaluate import SCORES_FILE, evaluate, load_scores
-    from inspectflow.steps.train import to_tensor
     from inspectflow.tracking import resume_run
 
     config: PipelineConfig = validate_config(raw_config)
@@ -130,24 +191,12 @@ def register_step(
             float(getattr(new_scores, gate_config.primary_metric)),
         )
     else:
-        champion = mlflow.pytorch.load_model(f"models:/{name}/{champion_version.version}")
+        champion = load_registered_predictor(f"models:/{name}/{champion_version.version}")
         decision = decide(new_scores, evaluate(champion, dataset, config.evaluate), gate_config)
 
-    test_images, _ = dataset.split("test")
-    example = to_tensor(test_images[:2])
-    with torch.no_grad():
-        signature = infer_signature(example.numpy(), model(example).numpy())
     digest = dataset_digest(dataset.manifest)
     with resume_run(run_id) as run:
-        model_info = mlflow.pytorch.log_model(
-            model,
-            name="model",
-            input_example=example.numpy(),
-            signature=signature,
-            # The +cpu local tag of the installed torch is not installable from PyPI: name the release.
-            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}"],
-            metadata={"classes": spec.classes, "image_side": spec.image_side, "channels": spec.channels},
-        )
+        model_info = log_model(model, spec, model_dir, dataset, gate_config.flavor)
         version = mlflow.register_model(model_info.model_uri, name).version
         alias = CHAMPION if decision.promote else CHALLENGER
         tags = {

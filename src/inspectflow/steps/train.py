@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import random
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,8 +19,10 @@ from inspectflow.config import PipelineConfig, TrainConfig
 from inspectflow.data.dataset import Dataset, load_dataset
 from inspectflow.data.splits import stratified_holdout
 from inspectflow.errors import pipeline_step
-from inspectflow.models.artifact import ModelSpec, save_trained_model
+from inspectflow.features import SplitResult, SvmResult
+from inspectflow.models.artifact import FEATURE_SVM, ModelSpec, save_trained_model
 from inspectflow.models.factory import build_model
+from inspectflow.models.feature_svm import FeatureSvmClassifier
 from inspectflow.models.losses import segmentation_loss
 
 log = logging.getLogger(__name__)
@@ -122,7 +125,7 @@ def train(
         targets = torch.from_numpy(dataset.split_masks("train")).unsqueeze(1).float()
         strata = np.char.add(strata, (targets.flatten(1).amax(1) > 0).numpy().astype(str))
     else:
-        targets = torch.from_numpy(labels)
+        targets = torch.tensor(labels)  # a copy: pandas hands out read-only arrays
     held_out = (
         stratified_holdout(strata, config.val_fraction, config.seed)
         if config.val_fraction > 0
@@ -278,21 +281,115 @@ def _validate(
     return metrics
 
 
+def train_feature_svm(
+    dataset: Dataset, config: TrainConfig, on_split: Callable[[SplitResult], None] | None = None
+) -> tuple[FeatureSvmClassifier, ModelSpec, SvmResult, bool]:
+    """The ``features+svm`` method: frozen CNN features, an SVM estimated over repeated 70/30 splits.
+
+    Features of every image are cached by backbone, layer, weights and data version, so a second run on the
+    same data (another kernel or C, say) does not extract them again. The repeated splits cover the whole
+    dataset, as the method prescribes; the returned classifier is fitted on the training split only, so the
+    test split still scores it fairly.
+
+    Returns:
+        The classifier, its spec, the repeated-split result and whether the features came from the cache.
+    """
+    from inspectflow.data.dataset import dataset_digest
+    from inspectflow.features import (
+        build_extractor,
+        cached_features,
+        extract_features,
+        feature_cache_key,
+        fit_svm,
+        svm_repeated_splits,
+        weights_identity,
+    )
+
+    extractor, _ = build_extractor(config.backbone, config.weights, config.layer)
+    key = feature_cache_key(
+        config.backbone, config.layer, weights_identity(config.weights), dataset_digest(dataset.manifest)
+    )
+    cache_dir = Path(config.feature_cache).expanduser()
+    started = time.perf_counter()
+    features, cache_hit = cached_features(
+        cache_dir, key, lambda: extract_features(extractor, dataset.images, config.batch_size)
+    )
+    log.info(
+        "%s %s features of %d images in %.1f s (%s)",
+        "reused cached" if cache_hit else "extracted",
+        config.backbone,
+        len(features),
+        time.perf_counter() - started,
+        cache_dir / f"{key}.npy",
+    )
+    index = {c: i for i, c in enumerate(dataset.info.classes)}
+    labels = dataset.manifest["label"].map(index).to_numpy(dtype=np.int64)
+    result = svm_repeated_splits(
+        features,
+        labels,
+        dataset.info.classes,
+        kernel=config.svm_kernel,
+        c=config.svm_c,
+        repeats=config.repeats,
+        seed=config.seed,
+        on_split=on_split,
+    )
+    train_rows = (dataset.manifest["split"] == "train").to_numpy()
+    svm = fit_svm(features[train_rows], labels[train_rows], config.svm_kernel, config.svm_c, config.seed)
+    spec = ModelSpec(
+        architecture=FEATURE_SVM,
+        classes=list(dataset.info.classes),
+        image_side=dataset.info.image_side,
+        channels=dataset.info.channels,
+        backbone=config.backbone,
+        layer=config.layer,
+    )
+    return FeatureSvmClassifier(extractor, svm, config.batch_size), spec, result, cache_hit
+
+
 @pipeline_step("train")
 def train_step(dataset_dir: Path, raw_config: dict[str, object], run_id: str, model_dir: Path) -> None:
-    """Runs training as a pipeline step, logging per-epoch metrics and checkpoints to the MLflow run."""
+    """Runs training as a pipeline step, logging to the MLflow run.
+
+    ``finetune`` logs per-epoch metrics and checkpoints; ``features+svm`` logs one child run per split and
+    the mean and standard deviation of accuracy and per-class recall on the parent run.
+    """
     import mlflow
 
     from inspectflow.config import validate_config
     from inspectflow.tracking import resume_run
 
     config: PipelineConfig = validate_config(raw_config)
+    dataset = load_dataset(dataset_dir)
 
     def log_epoch(epoch: int, metrics: dict[str, float], checkpoint: Path) -> None:
         mlflow.log_metrics(metrics, step=epoch)
         mlflow.log_artifact(str(checkpoint), artifact_path="checkpoints")
 
+    def log_split(split: SplitResult) -> None:
+        parent = mlflow.active_run()
+        experiment = parent.info.experiment_id if parent else None  # else MLflow picks its default one
+        with mlflow.start_run(run_name=f"split-{split.index}", nested=True, experiment_id=experiment):
+            mlflow.log_params({"split.index": split.index, "split.seed": split.seed})
+            recalls = {f"recall_{c}": r for c, r in split.recall.items()}
+            mlflow.log_metrics({"accuracy": split.accuracy, **recalls})
+
     with resume_run(run_id):
-        result = train(load_dataset(dataset_dir), config.train, model_dir / "checkpoints", log_epoch)
-        save_trained_model(result.model, result.spec, model_dir)
-        mlflow.log_dict({"epochs": result.history}, "training/history.json")
+        if config.train.method == "features+svm":
+            classifier, spec, result, cache_hit = train_feature_svm(dataset, config.train, log_split)
+            save_trained_model(classifier, spec, model_dir)
+            mlflow.set_tag("features.cache", "hit" if cache_hit else "miss")
+            summary = {"svm_accuracy_mean": result.accuracy_mean, "svm_accuracy_std": result.accuracy_std}
+            summary.update({f"svm_recall_mean_{c}": v for c, v in result.recall_mean.items()})
+            summary.update({f"svm_recall_std_{c}": v for c, v in result.recall_std.items()})
+            mlflow.log_metrics(summary)
+            log.info(
+                "SVM over %d splits: accuracy %.4f ± %.4f",
+                len(result.splits),
+                result.accuracy_mean,
+                result.accuracy_std,
+            )
+            return
+        result_nn = train(dataset, config.train, model_dir / "checkpoints", log_epoch)
+        save_trained_model(result_nn.model, result_nn.spec, model_dir)
+        mlflow.log_dict({"epochs": result_nn.history}, "training/history.json")

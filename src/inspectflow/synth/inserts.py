@@ -13,8 +13,8 @@ clamping screw and a plain, golden (TiN) or bluish (TiAlN) coating; pose, size, 
 and colour temperature vary from image to image. A damaged insert has one bold kind of damage to its
 outline: a broken corner, a chipped edge or a worn (flank-wear) edge; see :data:`DAMAGES`.
 
-Shapes are filled as coverage masks on a canvas :data:`_SUPERSAMPLE` times larger and downsampled with a
-Lanczos filter (anti-aliasing); shading and noise are added with numpy. An image depends only on ``seed``,
+Shapes are filled with Pillow as coverage masks on a canvas :data:`_SUPERSAMPLE` times larger and averaged
+down (anti-aliasing); shading, texture and noise are added with numpy. An image depends only on ``seed``,
 its class and its id, so a larger ``n`` only adds images, and the same arguments always give the same bytes.
 """
 
@@ -210,8 +210,8 @@ def _edge_normals(corners: FloatArray) -> FloatArray:
     """Outward unit normals of the edges ``corners[i] -> corners[i + 1]`` of a counter-clockwise polygon."""
     edges = np.roll(corners, -1, axis=0) - corners
     normals = np.stack([edges[:, 1], -edges[:, 0]], axis=1)
-    normals: FloatArray = normals / np.linalg.norm(normals, axis=1, keepdims=True)
-    return normals
+    unit: FloatArray = normals / np.linalg.norm(normals, axis=1, keepdims=True)
+    return unit
 
 
 def _area(points: FloatArray) -> float:
@@ -388,7 +388,7 @@ def _insert_layers(
     hole_dist = np.hypot(dx, dy) + 1e-6
     cone = -(dx * light[0] + dy * light[1]) / hole_dist  # the countersink's far wall faces the light
     countersink = base * (0.95 + 0.3 * cone)
-    screw = 0.22 + 0.08 * along_light / _SCREW
+    screw = 0.22 + 0.08 * along_light / _SCREW  # dark steel, brighter by 0.08 at its lit edge
 
     value = rim
     for mask, layer in (
@@ -398,12 +398,10 @@ def _insert_layers(
         (canvas.disc(insert.centre, _COUNTERSINK * r), countersink),
     ):
         value = value + mask * (layer - value)
-    coated = np.ones_like(value)
     hole = canvas.disc(insert.centre, _HOLE * r)
     value = value + hole * (0.04 - value)
-    screw_head = canvas.disc(insert.centre, _SCREW * r)
-    value = value + screw_head * (screw - value)
-    coated = coated * (1 - hole)
+    value = value + canvas.disc(insert.centre, _SCREW * r) * (screw - value)
+    coated = 1 - hole  # the screw is bare steel
     # Torx recess of the clamping screw.
     angles = rng.uniform(0, 2 * np.pi) + np.linspace(0, 2 * np.pi, 12, endpoint=False)
     lobes = np.where(np.arange(12) % 2 == 0, 0.13, 0.08) * r
@@ -447,7 +445,7 @@ def _damage(
         coverage = coverage * (1 - canvas.polygon(eroded))
         # Flank wear: dull, dark, brownish and speckled, eating into the rim and the land.
         speckle = 1 + 0.15 * grain
-        dark = base * rng.uniform(0.28, 0.4) * speckle
+        dark = base * rng.uniform(0.22, 0.35) * speckle
         worn_colour = dark[..., None] * np.array([1.08, 0.95, 0.8])
         colour = colour + worn[..., None] * (worn_colour - colour)
         flaked = np.zeros_like(coverage)
@@ -516,7 +514,8 @@ def _chips(insert: _Insert, rng: np.random.Generator) -> tuple[list[FloatArray],
     spread = rng.uniform(0.5, 0.75)
     t = np.sort(rng.uniform(0.5 - spread / 2, 0.5 + spread / 2, rng.integers(3, 7)))
     points, normals, tangents = _edge_sites(insert, t, rng)
-    notches, halos = [], []
+    notches: list[FloatArray] = []
+    halos: list[FloatArray] = []
     for point, normal, tangent in zip(points, normals, tangents, strict=True):
         half_width = rng.uniform(0.06, 0.13) * r
         depth = rng.uniform(0.09, 0.17) * r
@@ -542,8 +541,13 @@ def _wear(insert: _Insert, rng: np.random.Generator) -> tuple[FloatArray, FloatA
     points, normals, _ = _edge_sites(insert, np.linspace(0.5 - spread / 2, 0.5 + spread / 2, count), rng)
     # Sorted sites run along the edge; the band tapers to nothing at both ends.
     envelope = np.sin(np.linspace(0, np.pi, count)) ** 0.35
-    depth = rng.uniform(0.16, 0.28) * r * envelope * (1 + 0.3 * _smooth_noise(count, rng, smoothness=2))
-    erosion = 0.045 * r * envelope * rng.uniform(0.2, 1.0, count)
+    depth = (
+        rng.uniform(0.18, 0.3)
+        * r
+        * envelope
+        * (1 + 0.3 * _smooth_noise(count, rng, smoothness=4) + rng.uniform(-0.1, 0.1, count))
+    )
+    erosion = 0.06 * r * envelope * rng.uniform(0.2, 1.0, count)
     outside = points + 0.08 * r * normals
     band = np.vstack([outside, (points - depth[:, None] * normals)[::-1]])
     eroded = np.vstack([outside, (points - erosion[:, None] * normals)[::-1]])

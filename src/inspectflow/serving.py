@@ -1,0 +1,77 @@
+"""The registered image classifier as an MLflow pyfunc: images in, labels and probabilities out.
+
+Whichever method trained it (a fine-tuned network or CNN features with an SVM), the model takes image file
+paths or uint8 arrays and preprocesses them exactly as ingest did (decode with Pillow, convert to the
+model's channels, resize to its side)::
+
+    model = mlflow.pyfunc.load_model("models:/inserts-classifier@champion")
+    model.predict(["a.png", "b.png"])  # DataFrame: label, probability, one p_<class> column per class
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from mlflow.pyfunc.model import PythonModel
+
+MODEL_ARTIFACT = "model"
+
+
+class ImageClassifier(PythonModel):
+    """Pyfunc wrapper around a trained model directory (see :mod:`inspectflow.models.artifact`)."""
+
+    def load_context(self, context: Any) -> None:
+        """Loads the model directory logged as the ``model`` artifact."""
+        from inspectflow.models.artifact import load_trained_model
+
+        self.predictor, self.spec = load_trained_model(Path(context.artifacts[MODEL_ARTIFACT]))
+
+    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        """Classifies images.
+
+        Args:
+            context: MLflow's context (unused after loading).
+            model_input: Image paths (a list, a Series, or a DataFrame with an ``image`` column), one uint8
+                image ``(H, W[, C])``, or a list or ``(N, H, W, C)`` stack of them.
+            params: Unused.
+
+        Returns:
+            One row per image: ``label``, its ``probability`` and ``p_<class>`` for every class.
+        """
+        from inspectflow.steps.train import to_tensor
+
+        images = np.stack([self._prepare(item) for item in _items(model_input)])
+        with torch.no_grad():
+            probabilities = torch.softmax(self.predictor(to_tensor(images)), dim=1).numpy()
+        classes = self.spec.classes
+        frame = pd.DataFrame(probabilities, columns=[f"p_{c}" for c in classes])
+        frame.insert(0, "probability", probabilities.max(axis=1))
+        frame.insert(0, "label", [classes[i] for i in probabilities.argmax(axis=1)])
+        return frame
+
+    def _prepare(self, item: Any) -> np.ndarray:
+        from inspectflow.data.sources import decode
+        from inspectflow.errors import DataError
+        from inspectflow.steps.ingest import to_cache
+
+        if isinstance(item, str | Path):
+            pixels, error = decode(Path(item))
+            if pixels is None:
+                raise DataError(f"{item}: cannot be decoded ({error})")
+        else:
+            pixels = np.asarray(item)
+        if pixels.ndim == 2:
+            pixels = pixels[..., np.newaxis]
+        return to_cache(pixels, self.spec.image_side, self.spec.channels, "resize")
+
+
+def _items(model_input: Any) -> list[Any]:
+    if isinstance(model_input, pd.DataFrame):
+        return list(model_input["image"] if "image" in model_input.columns else model_input.iloc[:, 0])
+    if isinstance(model_input, np.ndarray) and model_input.ndim in (2, 3) and model_input.dtype == np.uint8:
+        return [model_input]  # one image
+    return list(model_input)

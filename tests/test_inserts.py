@@ -1,0 +1,97 @@
+"""The cutting-insert workload: class folders of any size, features+SVM, the pyfunc model, weights."""
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+
+from conftest import tiny_inserts_config
+from inspectflow.config import build_config
+from inspectflow.errors import ConfigError
+from inspectflow.models import weights
+from inspectflow.steps.evaluate import evaluate_step
+from inspectflow.steps.ingest import ingest, ingest_step
+from inspectflow.steps.register import register_step
+from inspectflow.steps.train import train_step
+from inspectflow.steps.validate import validate_step
+
+
+def test_class_folders_of_mixed_sizes_become_rgb_at_the_backbone_side(inserts_dir: Path) -> None:
+    dataset = ingest(inserts_dir, build_config("inserts").data)
+    assert dataset.info.classes == ["Damaged", "Intact"]  # one class per folder, found
+    assert dataset.images.shape == (16, 224, 224, 3)
+    assert dataset.manifest["width"].nunique() > 1  # the sources vary in size
+
+
+@pytest.mark.usefixtures("tracking")
+def test_features_svm_logs_child_runs_caches_features_and_serves_paths(
+    inserts_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tiny_inserts_config("method=features+svm", f"train.feature_cache={tmp_path / 'cache'}").to_dict()
+    summaries, tags = [], []
+    for attempt in ("first", "second"):
+        work = tmp_path / attempt
+        run_id = ingest_step(inserts_dir, config, work / "dataset", attempt, attempt)
+        validate_step(work / "dataset", config, run_id, work / "report.html")
+        train_step(work / "dataset", config, run_id, work / "model")
+        evaluate_step(work / "dataset", work / "model", config, run_id, work / "evaluation")
+        summaries.append(register_step(work / "dataset", work / "model", work / "evaluation", config, run_id))
+        tags.append(MlflowClient().get_run(run_id).data.tags["features.cache"])
+    assert tags == ["miss", "hit"]
+
+    client = MlflowClient()
+    parent = client.get_run(summaries[0]["mlflow_run_id"])
+    assert {"svm_accuracy_mean", "svm_accuracy_std", "svm_recall_mean_Damaged"} <= set(parent.data.metrics)
+    experiment = mlflow.get_experiment_by_name("inserts").experiment_id
+    children = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert len(children) == 3 and all("accuracy" in run.data.metrics for run in children)
+
+    model = mlflow.pyfunc.load_model("models:/inserts-classifier@champion")
+    paths = [str(p) for p in sorted(inserts_dir.rglob("*.png"))[:3]]
+    predictions = model.predict(paths)
+    assert len(predictions) == 3 and set(predictions["label"]) <= {"Damaged", "Intact"}
+    assert np.allclose(predictions[["p_Damaged", "p_Intact"]].sum(axis=1), 1.0)
+    array = np.zeros((50, 70, 3), np.uint8)
+    assert len(model.predict([array])) == 1  # arrays work as well as paths
+
+
+@pytest.mark.usefixtures("tracking")
+def test_finetune_registers_the_same_pyfunc(inserts_dir: Path, tmp_path: Path) -> None:
+    config = tiny_inserts_config("method=finetune", "freeze_backbone=true").to_dict()
+    work = tmp_path / "run"
+    run_id = ingest_step(inserts_dir, config, work / "dataset", "ft", "ft")
+    validate_step(work / "dataset", config, run_id, work / "report.html")
+    train_step(work / "dataset", config, run_id, work / "model")
+    evaluate_step(work / "dataset", work / "model", config, run_id, work / "evaluation")
+    summary = register_step(work / "dataset", work / "model", work / "evaluation", config, run_id)
+    assert summary["alias"] == "champion"
+    model = mlflow.pyfunc.load_model("models:/inserts-classifier@champion")
+    assert len(model.predict([str(next(inserts_dir.rglob("*.png")))])) == 1
+
+
+def test_missing_imagenet_weights_stop_the_cli_in_seconds(
+    inserts_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(weights, "_reachable", lambda url: False)
+    with pytest.raises(ConfigError, match=r"vgg16-397923af\.pth"):
+        weights.check_weights(build_config("inserts", ["method=features+svm"]).train)
+    started = time.monotonic()
+    command = [sys.executable, "-m", "inspectflow", "run", "inserts", "--data", str(inserts_dir)]
+    result = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin", "TORCH_HOME": str(tmp_path / "torch"), "HOME": str(tmp_path)},
+    )
+    assert result.returncode == 1
+    assert "hub/checkpoints/resnet18-f37072fd.pth" in result.stderr
+    assert time.monotonic() - started < 60
+    assert not (tmp_path / "mlflow.db").exists()  # nothing ran
