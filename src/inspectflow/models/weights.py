@@ -53,9 +53,14 @@ def _load_file(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def _cached_file(enum_member: Any) -> Path:
+    """Where torch hub keeps the weights file of a torchvision enum member (under ``TORCH_HOME``)."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(enum_member.url).path).name
+
+
 def _load_imagenet(enum_member: Any) -> dict[str, torch.Tensor]:
     url: str = enum_member.url
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(url).path).name
+    cached = _cached_file(enum_member)
     if cached.is_file():
         return _load_file(cached)
     if not _reachable(url):
@@ -103,7 +108,5 @@ def check_weights(config: TrainConfig) -> None:
         "vgg16": models.VGG16_Weights.IMAGENET1K_V1,
         "mobilenet_v2": models.MobileNet_V2_Weights.IMAGENET1K_V1,
     }
-    url: str = enums[name].url
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(url).path).name
-    if not cached.is_file() and not _reachable(url):
-        _load_imagenet(enums[name])  # raises the message that says where to put the file
+    if not _cached_file(enums[name]).is_file():
+        _load_imagenet(enums[name])  # downloads the file into the cache, or says where to put it
