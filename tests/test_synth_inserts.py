@@ -110,4 +110,4 @@ def test_broken_corner_removes_a_bold_chunk(shape: str) -> None:
         outline = canvas.polygon(insert.outline())
         removed, _ = _broken_corner(insert, rng)
         lost = (outline * canvas.polygon(removed)).sum() / outline.sum()
-        assert 0.04 < lost < 0.18  # 6 % to 15 % of the area along a straight cut, give or take the jags
+        assert 0.06 < lost < 0.21  # 8 % to 18 % of the area along a straight cut, give or take the jags

@@ -10,8 +10,9 @@ Every image is a top view of one insert clamped in the pocket of a dark steel to
 machining marks, a screw hole and sometimes its outer edge in view. The insert is square, rhombic (80 or 55
 degrees) or round, with a honed lighter rim, a chip-breaker groove, a countersunk central hole holding the
 clamping screw and a plain, golden (TiN) or bluish (TiAlN) coating; pose, size, light direction, brightness
-and colour temperature vary from image to image. A damaged insert has one bold kind of damage to its
-outline: a broken corner, a chipped edge or a worn (flank-wear) edge; see :data:`DAMAGES`.
+and colour temperature vary from image to image. A damaged insert has one (a third of them two) bold
+defects on its outline, each a broken corner, a chipped edge or a worn (flank-wear) edge; see
+:data:`DAMAGES`. Damage removes part of the outline, baring the dark pocket below, so it shows at 224 px.
 
 Shapes are filled with Pillow as coverage masks on a canvas :data:`_SUPERSAMPLE` times larger and averaged
 down (anti-aliasing); shading, texture and noise are added with numpy. An image depends only on ``seed``,
@@ -95,7 +96,7 @@ def synthesize_inserts(
             # Mode "x" fails rather than overwrites.
             with open(class_dir / f"{number:04d}.png", "xb") as f:
                 # Sensor noise barely compresses: the fastest level is a third quicker for 7 % more bytes.
-                Image.fromarray(pixels, mode="RGB").save(f, format="PNG", compress_level=1)
+                Image.fromarray(pixels).save(f, format="PNG", compress_level=1)
     return counts
 
 
@@ -247,7 +248,7 @@ def _render(damaged: bool, rng: np.random.Generator) -> npt.NDArray[np.uint8]:
     """Draws one image of an intact or damaged insert on its holder."""
     width, height = (int(side) for side in rng.integers(MIN_SIDE, MAX_SIDE + 1, 2))
     canvas = _Canvas(width, height)
-    ys, xs = np.mgrid[0:height, 0:width].astype(np.float64) + 0.5
+    xs, ys = np.meshgrid(np.arange(width) + 0.5, np.arange(height) + 0.5)
     insert = _place_insert(width, height, rng)
 
     # Light comes from direction ``light`` (unit vector in image coordinates) and brightens that side.
@@ -322,7 +323,7 @@ def _holder(
         1 + rng.uniform(0.04, 0.1) * np.interp(position, np.arange(-width - height, width + height), marks)
     )
     # Large, soft blotches of uneven finish.
-    blotches = Image.fromarray(rng.standard_normal((5, 5)).astype(np.float32), mode="F")
+    blotches = Image.fromarray(rng.standard_normal((5, 5)).astype(np.float32))
     value = value * (1 + 0.07 * np.asarray(blotches.resize((width, height), Image.Resampling.BICUBIC)))
     value = value + 0.02 * grain
 
@@ -332,12 +333,14 @@ def _holder(
     inwards = np.sign(np.array([width, height]) / 2 - corner)
     hole_centre = corner + inwards * rng.uniform(0.1, 0.2, 2) * np.array([width, height])
     hole_radius = rng.uniform(0.05, 0.085) * min(width, height)
-    chamfer = canvas.disc(hole_centre, 1.35 * hole_radius)
-    bore = canvas.disc(hole_centre, hole_radius)
-    towards = (hole_centre[0] - xs) * light[0] + (hole_centre[1] - ys) * light[1]
+    local = canvas.window(hole_centre[None], 1.4 * hole_radius)
+    region = local.region
+    chamfer = local.disc(hole_centre, 1.35 * hole_radius)
+    bore = local.disc(hole_centre, hole_radius)
+    towards = (hole_centre[0] - xs[region]) * light[0] + (hole_centre[1] - ys[region]) * light[1]
     lit_side = np.clip(towards / (1.35 * hole_radius), -1, 1)
-    value = value + chamfer * (base * (1.3 + 0.5 * lit_side) - value)
-    value = value + bore * (0.03 + 0.02 * lit_side - value)
+    value[region] += chamfer * (base * (1.3 + 0.5 * lit_side) - value[region])
+    value[region] += bore * (0.03 + 0.02 * lit_side - value[region])
 
     # The outer edge of the holder, beyond the insert and its pocket, with dark background behind it.
     if rng.random() < 0.5:
@@ -411,7 +414,10 @@ def _insert_layers(
     coverage = outline
     colour = value[..., None] * (1 + coated[..., None] * (_COATINGS[rng.choice(4, p=_COATING_ODDS)] - 1))
     if damaged:
-        coverage, colour = _damage(canvas, insert, coverage, colour, base, grain, rng)
+        # Worn-out inserts often have more than one defect: a third get a second one, of any kind, on a
+        # random edge or corner.
+        for _ in range(1 + int(rng.random() < 1 / 3)):
+            coverage, colour = _damage(canvas, insert, coverage, colour, base, grain, rng)
     return np.clip(coverage, 0, 1), colour
 
 
@@ -428,10 +434,10 @@ def _damage(
     kinds = DAMAGES if insert.shape != "round" else DAMAGES[1:]
     kind = kinds[rng.integers(len(kinds))]
     # Freshly exposed carbide where coating flaked off or the insert fractured: matte, light, untinted.
-    bare = base * rng.uniform(1.2, 1.45) * (1 + 0.05 * grain)
+    bare = base * rng.uniform(1.3, 1.6) * (1 + 0.12 * grain)
     if kind == "broken_corner":
         removed, fracture = _broken_corner(insert, rng)
-        flaked = canvas.polyline(fracture, width=rng.uniform(0.08, 0.14) * insert.radius)
+        flaked = canvas.polyline(fracture, width=rng.uniform(0.12, 0.2) * insert.radius)
         coverage = coverage * (1 - canvas.polygon(removed))
     elif kind == "chipped_edge":
         notches, halos = _chips(insert, rng)
@@ -444,8 +450,8 @@ def _damage(
         worn = canvas.polygon(band)
         coverage = coverage * (1 - canvas.polygon(eroded))
         # Flank wear: dull, dark, brownish and speckled, eating into the rim and the land.
-        speckle = 1 + 0.15 * grain
-        dark = base * rng.uniform(0.22, 0.35) * speckle
+        speckle = 1 + 0.3 * grain
+        dark = base * rng.uniform(0.2, 0.32) * speckle
         worn_colour = dark[..., None] * np.array([1.08, 0.95, 0.8])
         colour = colour + worn[..., None] * (worn_colour - colour)
         flaked = np.zeros_like(coverage)
@@ -478,7 +484,7 @@ def _edge_sites(
 def _broken_corner(insert: _Insert, rng: np.random.Generator) -> tuple[FloatArray, FloatArray]:
     """A corner broken off along a jagged line: the removed region and the fracture line.
 
-    The straight line the fracture follows is placed so that it cuts 6 % to 15 % of the insert's area.
+    The straight line the fracture follows is placed so that it cuts 8 % to 18 % of the insert's area.
     """
     corners = insert.corners()
     assert corners is not None  # round inserts are never given this damage
@@ -489,7 +495,7 @@ def _broken_corner(insert: _Insert, rng: np.random.Generator) -> tuple[FloatArra
     normal = np.array([cos * bisector[0] - sin * bisector[1], sin * bisector[0] + cos * bisector[1]])
     outline = insert.outline()
     projections = outline @ normal
-    target = rng.uniform(0.06, 0.15) * _area(outline)
+    target = rng.uniform(0.08, 0.18) * _area(outline)
     low, high = float(projections.min()), float(projections.max())
     for _ in range(40):  # bisection on the line's offset: the cut-off area shrinks as it grows
         middle = (low + high) / 2
@@ -509,20 +515,20 @@ def _broken_corner(insert: _Insert, rng: np.random.Generator) -> tuple[FloatArra
 
 
 def _chips(insert: _Insert, rng: np.random.Generator) -> tuple[list[FloatArray], list[FloatArray]]:
-    """Three to six irregular notches along one edge, and the larger flaked-coating halos around them."""
+    """Four to eight irregular notches along one edge, and the larger flaked-coating halos around them."""
     r = insert.radius
     spread = rng.uniform(0.5, 0.75)
-    t = np.sort(rng.uniform(0.5 - spread / 2, 0.5 + spread / 2, rng.integers(3, 7)))
+    t = np.sort(rng.uniform(0.5 - spread / 2, 0.5 + spread / 2, rng.integers(4, 9)))
     points, normals, tangents = _edge_sites(insert, t, rng)
     notches: list[FloatArray] = []
     halos: list[FloatArray] = []
     for point, normal, tangent in zip(points, normals, tangents, strict=True):
-        half_width = rng.uniform(0.06, 0.13) * r
-        depth = rng.uniform(0.09, 0.17) * r
+        half_width = rng.uniform(0.07, 0.14) * r
+        depth = rng.uniform(0.12, 0.2) * r
         # Notch profile across its width: deepest in the middle, ragged.
         s = np.linspace(-1, 1, 7)[1:-1]
         profile = depth * np.sin(np.pi * (s + 1) / 2) ** 0.6 * rng.uniform(0.65, 1.15, 5)
-        for scale, grow, shapes in ((1.0, 0.0, notches), (1.5, 0.05 * r, halos)):
+        for scale, grow, shapes in ((1.0, 0.0, notches), (1.6, 0.07 * r, halos)):
             ends = [point + tangent * sign * scale * half_width + normal * 0.08 * r for sign in (-1, 1)]
             inner = (
                 point
@@ -537,12 +543,12 @@ def _wear(insert: _Insert, rng: np.random.Generator) -> tuple[FloatArray, FloatA
     """Flank wear along one edge: the worn band with its irregular inner boundary, and the eroded strip."""
     r = insert.radius
     count = 40
-    spread = rng.uniform(0.55, 0.85)
+    spread = rng.uniform(0.6, 0.9)
     points, normals, _ = _edge_sites(insert, np.linspace(0.5 - spread / 2, 0.5 + spread / 2, count), rng)
     # Sorted sites run along the edge; the band tapers to nothing at both ends.
     envelope = np.sin(np.linspace(0, np.pi, count)) ** 0.35
     depth = (
-        rng.uniform(0.18, 0.3)
+        rng.uniform(0.2, 0.32)
         * r
         * envelope
         * (1 + 0.3 * _smooth_noise(count, rng, smoothness=4) + rng.uniform(-0.1, 0.1, count))
