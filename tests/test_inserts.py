@@ -95,3 +95,20 @@ def test_missing_imagenet_weights_stop_the_cli_in_seconds(
     assert "hub/checkpoints/resnet18-f37072fd.pth" in result.stderr
     assert time.monotonic() - started < 60
     assert not (tmp_path / "mlflow.db").exists()  # nothing ran
+
+
+def test_cached_features_match_the_registered_extractor(inserts_dir: Path, tmp_path: Path) -> None:
+    """A cache hit must give the features the saved extractor computes, even with random weights."""
+    from inspectflow.features import extract_features
+    from inspectflow.steps.train import train_feature_svm
+
+    config = tiny_inserts_config(f"train.feature_cache={tmp_path}").train
+    dataset = ingest(inserts_dir, tiny_inserts_config().data)
+    train_feature_svm(dataset, config)  # fills the cache
+    classifier, _, _, hit = train_feature_svm(dataset, config)
+    assert hit
+    cached = np.load(next(tmp_path.glob("*.npy")))
+    fresh = extract_features(classifier.extractor, dataset.images, 8)
+    assert cached.std() > 0 and np.allclose(
+        cached, fresh, rtol=1e-3, atol=1e-3 * float(np.abs(cached).mean())
+    )

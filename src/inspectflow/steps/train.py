@@ -305,10 +305,12 @@ def train_feature_svm(
         weights_identity,
     )
 
+    seed_everything(config.seed)  # random weights (weights=none) must be the same in every run
     extractor, _ = build_extractor(config.backbone, config.weights, config.layer)
-    key = feature_cache_key(
-        config.backbone, config.layer, weights_identity(config.weights), dataset_digest(dataset.manifest)
-    )
+    weights_id = weights_identity(config.weights)
+    if config.weights == "none":  # features of random weights depend on the seed that drew them
+        weights_id += f":seed={config.seed}"
+    key = feature_cache_key(config.backbone, config.layer, weights_id, dataset_digest(dataset.manifest))
     cache_dir = Path(config.feature_cache).expanduser()
     started = time.perf_counter()
     features, cache_hit = cached_features(
