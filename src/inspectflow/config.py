@@ -1,9 +1,9 @@
 """Typed pipeline configuration, validated once.
 
 A run's configuration is the workload's defaults, updated by ``--set section.key=value`` overrides, then
-validated by :class:`PipelineConfig`. The validated config travels to every pipeline step as a plain dict
-(a kfp ``dict`` parameter) and each step re-validates it with :meth:`PipelineConfig.model_validate`, so a
-step never sees an unchecked value and the MLflow run logs exactly what ran.
+validated by :class:`PipelineConfig`. The validated config travels to every pipeline step as JSON (a kfp
+string parameter: kfp dicts cannot hold nulls) and each step re-validates it with :func:`validate_config`,
+so a step never sees an unchecked value and the MLflow run logs exactly what ran.
 """
 
 from __future__ import annotations
