@@ -14,7 +14,14 @@ from inspectflow.data.dataset import MASK_COLUMNS, load_dataset, save_dataset
 from inspectflow.data.segmentation import parse_labels_txt
 from inspectflow.data.sources import detect_format
 from inspectflow.errors import DataError
-from inspectflow.steps.evaluate import SegmentationScores, draw_overlays, evaluate, score_masks
+from inspectflow.steps.evaluate import (
+    SegmentationScores,
+    draw_overlays,
+    evaluate,
+    predict_masks,
+    score_masks,
+    score_segmentation,
+)
 from inspectflow.steps.ingest import ingest
 from inspectflow.steps.register import decide
 from inspectflow.steps.train import augment, random_crops, train
@@ -143,7 +150,10 @@ def test_segmentation_training_evaluation_and_overlays(dagm_dir: Path, tmp_path:
     assert isinstance(scores, SegmentationScores)
     assert set(scores.per_class) == {"Class1", "Class2"}
     assert {"test_iou", "test_iou_Class1", "test_detection_fpr_Class2"} <= set(scores.metrics())
-    paths = draw_overlays(result.model, dataset, EvaluateConfig(overlays=2), tmp_path / "overlays")
+    images, _ = dataset.split("test")
+    pred = predict_masks(result.model, images, batch_size=4, threshold=0.5)
+    assert score_segmentation(dataset, pred, config.evaluate) == scores
+    paths = draw_overlays(dataset, pred, 2, tmp_path / "overlays")
     assert len(paths) == 4 and all(Image.open(p).size == (96, 32) for p in paths)
 
 

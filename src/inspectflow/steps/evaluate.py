@@ -8,7 +8,6 @@ also broken down per image group (DAGM class), and overlays of their best and wo
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -21,11 +20,10 @@ from inspectflow import segmentation_metrics as seg
 from inspectflow.config import EvaluateConfig, PipelineConfig
 from inspectflow.data.dataset import Dataset, load_dataset
 from inspectflow.errors import pipeline_step
-from inspectflow.models.artifact import load_trained_model
+from inspectflow.models.artifact import Predictor, load_trained_model
 from inspectflow.steps.train import to_tensor
 
 SCORES_FILE = "scores.json"
-Predictor = Callable[[torch.Tensor], torch.Tensor]
 
 
 @dataclass
@@ -197,29 +195,38 @@ def evaluate(predictor: Predictor, dataset: Dataset, config: EvaluateConfig) -> 
         return score_predictions(
             labels, predict_labels(predictor, images, config.batch_size), dataset.info.classes
         )
-    pred = predict_masks(predictor, images, config.batch_size, config.mask_threshold)
+    return score_segmentation(
+        dataset, predict_masks(predictor, images, config.batch_size, config.mask_threshold), config
+    )
+
+
+def score_segmentation(dataset: Dataset, pred: np.ndarray, config: EvaluateConfig) -> SegmentationScores:
+    """Scores predicted test masks ``(n, H, W)`` against the dataset's, overall and per image group."""
     groups = dataset.manifest.loc[dataset.manifest["split"] == "test", "label"].astype(str).to_numpy()
     return score_masks(pred, dataset.split_masks("test") > 0, groups, config)
 
 
-def draw_overlays(
-    predictor: Predictor, dataset: Dataset, config: EvaluateConfig, out_dir: Path
-) -> list[Path]:
+def draw_overlays(dataset: Dataset, pred: np.ndarray, count: int, out_dir: Path) -> list[Path]:
     """Draws the best and worst test images by IoU (defective images first) as image | truth | prediction.
 
     Truth is drawn in green and prediction in red over the image; each file is named after its rank and
     source image.
+
+    Args:
+        dataset: The dataset whose test split was predicted.
+        pred: Predicted test masks ``(n, H, W)``, as :func:`predict_masks` returns them.
+        count: Images drawn at each end of the ranking.
+        out_dir: Where the PNGs go.
     """
     from PIL import Image
 
     images, _ = dataset.split("test")
     truth = dataset.split_masks("test") > 0
-    pred = predict_masks(predictor, images, config.batch_size, config.mask_threshold)
     iou = seg.per_image_iou(pred, truth)
     defective = truth.reshape(len(truth), -1).any(axis=1)
     candidates = np.flatnonzero(defective) if defective.any() else np.arange(len(truth))
     ranked = candidates[np.argsort(iou[candidates], kind="stable")]
-    count = min(config.overlays, len(ranked))
+    count = min(count, len(ranked))
     chosen = [("best", i) for i in ranked[::-1][:count]] + [("worst", i) for i in ranked[:count]]
     names = dataset.file_names("test")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -288,16 +295,20 @@ def evaluate_step(
     model, _ = load_trained_model(model_dir)
     dataset = load_dataset(dataset_dir)
     with resume_run(run_id):
-        scores = evaluate(model, dataset, config.evaluate)
         out_dir.mkdir(parents=True, exist_ok=True)
+        if dataset.masks is None:
+            scores: Scores = evaluate(model, dataset, config.evaluate)
+        else:  # predict once for both the scores and the overlays
+            images, _ = dataset.split("test")
+            pred = predict_masks(model, images, config.evaluate.batch_size, config.evaluate.mask_threshold)
+            scores = score_segmentation(dataset, pred, config.evaluate)
+            draw_overlays(dataset, pred, config.evaluate.overlays, out_dir / "overlays")
         save_scores(scores, out_dir / SCORES_FILE)
         if isinstance(scores, ClassificationScores):
             (out_dir / "confusion_matrix.json").write_text(
                 json.dumps({"classes": scores.classes, "matrix": scores.confusion}, indent=2)
             )
             plot_confusion(scores, out_dir / "confusion_matrix.png")
-        else:
-            draw_overlays(model, dataset, config.evaluate, out_dir / "overlays")
         mlflow.log_metrics(scores.metrics())
         mlflow.log_artifacts(str(out_dir), artifact_path="evaluation")
     return scores

@@ -120,7 +120,6 @@ def log_model(predictor: Predictor, spec: ModelSpec, model_dir: Path, dataset: D
 
     # The +cpu local tag of the installed torch is not installable from PyPI: name the release.
     requirements = [f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}"]
-    test_images, _ = dataset.split("test")
     if flavor == "pyfunc":
         # No signature: the model takes paths or arrays of any size, which no MLflow schema describes, and
         # MLflow would refuse every input that does not match the one it inferred.
@@ -133,7 +132,7 @@ def log_model(predictor: Predictor, spec: ModelSpec, model_dir: Path, dataset: D
             pip_requirements=[*requirements, "scikit-learn", "pillow", "pandas", "torchvision==0.28.0"],
             metadata={"classes": spec.classes, "image_side": spec.image_side, "channels": spec.channels},
         )
-    tensor = to_tensor(test_images[:2])
+    tensor = to_tensor(dataset.split("test")[0][:2])
     with torch.no_grad():
         signature = infer_signature(tensor.numpy(), predictor(tensor).numpy())
     return mlflow.pytorch.log_model(
