@@ -82,7 +82,7 @@ def pipeline_overhead(n: int, epochs: int) -> None:
         work = root / "inproc"
         timings: dict[str, float] = {}
         started = time.perf_counter()
-        run_id = ingest_step(root / "data", raw, work / "dataset", "bench", "bench")
+        run_id, _ = ingest_step(str(root / "data"), raw, work / "dataset", "bench", "bench", "bench")
         timings["ingest"] = time.perf_counter() - started
         steps = [
             ("validate", lambda: validate_step(work / "dataset", raw, run_id, work / "report.html")),
@@ -99,7 +99,7 @@ def pipeline_overhead(n: int, epochs: int) -> None:
         os.environ.pop("MLFLOW_TRACKING_URI", None)
         started = time.perf_counter()
         with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):  # kfp echoes every step's log
-            run_local(root / "data", config, root / "kfp")
+            run_local(str(root / "data"), config, root / "kfp")
         wall = time.perf_counter() - started
 
     print("in-process step times: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))

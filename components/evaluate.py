@@ -10,6 +10,7 @@ def evaluate(
     model: Input[Model],
     config: str,
     mlflow_run_id: str,
+    data_version: str,
     evaluation: Output[Artifact],
     metrics: Output[Metrics],
     confusion: Output[ClassificationMetrics],
@@ -21,6 +22,7 @@ def evaluate(
         model: The trained model.
         config: Pipeline configuration as JSON.
         mlflow_run_id: The pipeline's MLflow run.
+        data_version: The dataset's DVC hash; an input so that kfp's cache key changes with the data.
         evaluation: Scores (JSON) and the confusion matrix (PNG, JSON).
         metrics: Test metrics for the KFP UI.
         confusion: Confusion matrix for the KFP UI.

@@ -11,6 +11,7 @@ def register(
     evaluation: Input[Artifact],
     config: str,
     mlflow_run_id: str,
+    data_version: str,
 ) -> str:
     """Registers the model in MLflow and moves ``champion`` only if the gate passes.
 
@@ -20,6 +21,7 @@ def register(
         evaluation: The new model's scores.
         config: Pipeline configuration as JSON.
         mlflow_run_id: The pipeline's MLflow run.
+        data_version: The dataset's DVC hash; an input so that kfp's cache key changes with the data.
 
     Returns:
         A JSON summary: run id, model version, alias, the gate's decision and reason, test metrics.

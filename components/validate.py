@@ -5,13 +5,16 @@ from inspectflow.components import COMPONENT_IMAGE
 
 
 @dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
-def validate(dataset: Input[Dataset], config: str, mlflow_run_id: str, report: Output[HTML]) -> None:
+def validate(
+    dataset: Input[Dataset], config: str, mlflow_run_id: str, data_version: str, report: Output[HTML]
+) -> None:
     """Checks the dataset against the data-quality suite; fails, naming the bad files, when it does not pass.
 
     Args:
         dataset: The ingested dataset.
         config: Pipeline configuration as JSON.
         mlflow_run_id: The pipeline's MLflow run.
+        data_version: The dataset's DVC hash; an input so that kfp's cache key changes with the data.
         report: The HTML validation report.
     """
     import json

@@ -41,3 +41,14 @@ def test_flat_names_every_setting() -> None:
 def test_bad_overrides_fail_with_the_setting_named(override: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         build_config("textile", [override])
+
+
+def test_fine_tuning_from_random_weights_gets_its_own_recipe_under_the_users_overrides() -> None:
+    pretrained = build_config("inserts")
+    assert (pretrained.data.image_side, pretrained.train.epochs) == (224, 8)
+    scratch = build_config("inserts", ["method=finetune", "weights=none"])
+    assert (scratch.data.image_side, scratch.train.epochs, scratch.train.lr) == (112, 30, 3e-3)
+    mine = build_config("inserts", ["weights=none", "epochs=2", "data.image_side=64"])
+    assert (mine.data.image_side, mine.train.epochs) == (64, 2)
+    # Features of random weights are still taken at the backbone's input side.
+    assert build_config("inserts", ["method=features+svm", "weights=none"]).data.image_side == 224

@@ -144,7 +144,7 @@ def test_segmentation_training_evaluation_and_overlays(dagm_dir: Path, tmp_path:
     config = tiny_dagm_config("train.epochs=2")
     dataset = ingest(dagm_dir, config.data)
     epochs = []
-    result = train(dataset, config.train, tmp_path / "ckpt", lambda e, m, p: epochs.append(m))
+    result = train(dataset, config.train, tmp_path / "ckpt", lambda e, m: epochs.append(m))
     assert result.spec.task == "segmentation" and {"val_iou", "val_dice"} <= set(epochs[0])
     scores = evaluate(result.model, dataset, config.evaluate)
     assert isinstance(scores, SegmentationScores)

@@ -42,3 +42,10 @@ def test_a_per_class_regression_blocks_promotion() -> None:
 def test_accuracy_can_be_the_primary_metric() -> None:
     gate = RegisterConfig(primary_metric="accuracy", min_improvement=0.0)
     assert decide(scores(0.5, 0.9, 0.9, accuracy=0.95), scores(0.9, 0.9, 0.9, accuracy=0.9), gate).promote
+
+
+def test_a_score_other_than_the_test_splits_can_be_judged() -> None:
+    # features+svm is judged by its mean accuracy over repeated splits; per-class F1 still guards.
+    gate = RegisterConfig(primary_metric="accuracy", min_improvement=0.01)
+    decision = decide(scores(0.9, 0.9, 0.9, accuracy=0.5), scores(0.9, 0.9, 0.9, accuracy=0.9), gate, 0.95)
+    assert decision.promote and decision.new_score == 0.95

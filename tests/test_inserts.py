@@ -36,7 +36,7 @@ def test_features_svm_logs_child_runs_caches_features_and_serves_paths(
     summaries, tags = [], []
     for attempt in ("first", "second"):
         work = tmp_path / attempt
-        run_id = ingest_step(inserts_dir, config, work / "dataset", attempt, attempt)
+        run_id, _ = ingest_step(str(inserts_dir), config, work / "dataset", "inserts", attempt, attempt)
         validate_step(work / "dataset", config, run_id, work / "report.html")
         train_step(work / "dataset", config, run_id, work / "model")
         evaluate_step(work / "dataset", work / "model", config, run_id, work / "evaluation")
@@ -64,7 +64,7 @@ def test_features_svm_logs_child_runs_caches_features_and_serves_paths(
 def test_finetune_registers_the_same_pyfunc(inserts_dir: Path, tmp_path: Path) -> None:
     config = tiny_inserts_config("method=finetune", "freeze_backbone=true").to_dict()
     work = tmp_path / "run"
-    run_id = ingest_step(inserts_dir, config, work / "dataset", "ft", "ft")
+    run_id, _ = ingest_step(str(inserts_dir), config, work / "dataset", "inserts", "ft", "ft")
     validate_step(work / "dataset", config, run_id, work / "report.html")
     train_step(work / "dataset", config, run_id, work / "model")
     evaluate_step(work / "dataset", work / "model", config, run_id, work / "evaluation")

@@ -152,3 +152,23 @@ def test_acceptance_dagm_synthetic_reaches_iou_050(tmp_path: Path) -> None:
     iou = float(re.search(r"test_iou:\s+([0-9.]+)", result.stdout).group(1))
     assert iou >= 0.5, result.stdout[-2000:]
     assert "dagm-segmenter version 1 -> @champion" in result.stdout
+
+
+def test_acceptance_inserts_from_random_weights_reach_090_and_serve_paths(tmp_path: Path) -> None:
+    """The inserts issue's 'done when': ResNet18 fine-tuned from random weights on 300 synthetic inserts."""
+    import mlflow
+
+    data, work = tmp_path / "inserts", tmp_path / "work"
+    assert inspectflow("synth", "inserts", "--out", str(data), "--n", "300").returncode == 0
+    result = inspectflow(
+        "run", "inserts", "--data", str(data), "--workdir", str(work),
+        "--set", "method=finetune", "--set", "weights=none",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert float(re.search(r"test_accuracy:\s+([0-9.]+)", result.stdout).group(1)) >= 0.9
+    assert "inserts-classifier version 1 -> @champion" in result.stdout
+    mlflow.set_tracking_uri(f"sqlite:///{work / 'mlflow.db'}")
+    model = mlflow.pyfunc.load_model("models:/inserts-classifier@champion")
+    paths = [str(p) for p in sorted((data / "Damaged").iterdir())[:3]]
+    predictions = model.predict(paths)
+    assert len(predictions) == 3 and set(predictions["label"]) <= {"Intact", "Damaged"}

@@ -16,7 +16,7 @@ from inspectflow.steps.validate import validate_step
 
 
 def run_steps(source: Path, work: Path, config: dict) -> dict:
-    run_id = ingest_step(source, config, work / "dataset", "test-run", "test-run-id")
+    run_id, _ = ingest_step(str(source), config, work / "dataset", "test-pipeline", "test-run", "test-run-id")
     validate_step(work / "dataset", config, run_id, work / "report.html")
     train_step(work / "dataset", config, run_id, work / "model")
     evaluate_step(work / "dataset", work / "model", config, run_id, work / "evaluation")

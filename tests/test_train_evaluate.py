@@ -20,13 +20,11 @@ def tiny_dataset(npy_dir: Path):
 def test_training_logs_every_epoch_and_checkpoints(tiny_dataset, tmp_path: Path) -> None:
     seen = []
     config = tiny_config("train.epochs=2").train
-    result = train(
-        tiny_dataset, config, tmp_path / "ckpt", lambda epoch, m, path: seen.append((epoch, m, path))
-    )
-    assert [epoch for epoch, _, _ in seen] == [1, 2]
+    result = train(tiny_dataset, config, tmp_path / "ckpt", lambda epoch, m: seen.append((epoch, m)))
+    assert [epoch for epoch, _ in seen] == [1, 2]
     assert {"train_loss", "train_accuracy", "val_loss", "val_accuracy"} <= set(seen[0][1])
-    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["epoch_001.pt", "epoch_002.pt"]
-    checkpoint = torch.load(seen[-1][2], weights_only=True)
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["best.pt", "last.pt"]
+    checkpoint = torch.load(tmp_path / "ckpt" / "last.pt", weights_only=True)
     assert checkpoint["epoch"] == 2 and "optimizer" in checkpoint
     assert result.spec.classes == tiny_dataset.info.classes
 

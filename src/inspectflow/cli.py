@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from inspectflow.config import WORKLOAD_DEFAULTS
+from inspectflow.data.versioning import DEMO_SEED
+
+if TYPE_CHECKING:
+    from inspectflow.config import PipelineConfig
 from inspectflow.errors import InspectflowError
 
+_Command = TypeVar("_Command", bound=Callable[..., Any])
 HEADLINE_METRICS = ("test_accuracy", "test_macro_f1", "test_iou", "test_dice", "test_detection_tpr")
-DEMO_SEED = 0
 
 
 @click.group()
@@ -82,39 +89,159 @@ def synth_inserts(out_dir: Path, count: int, seed: int) -> None:
     click.echo(f"wrote {sum(counts.values())} insert images to {out_dir} ({counts})")
 
 
-@cli.command("run")
-@click.argument("workload", type=click.Choice(sorted(WORKLOAD_DEFAULTS)))
-@click.option(
-    "--data",
-    "data_dir",
-    type=click.Path(path_type=Path),
-    help="Data root; without it the demo set is synthesized into WORKDIR/data/<workload>-demo.",
-)
-@click.option(
-    "--set",
-    "overrides",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Override a setting, such as train.epochs=3 (repeatable).",
-)
-@click.option(
+_WORKLOAD = click.argument("workload", type=click.Choice(sorted(WORKLOAD_DEFAULTS)))
+_WORKDIR = click.option(
     "--workdir",
     type=click.Path(path_type=Path),
     default=Path("."),
     show_default=True,
     help="Holds the MLflow sqlite store (unless MLFLOW_TRACKING_URI is set) and kfp outputs.",
 )
-def run(workload: str, data_dir: Path | None, overrides: tuple[str, ...], workdir: Path) -> None:
-    """Run the pipeline (ingest, validate, train, evaluate, register) locally with kfp."""
-    from inspectflow.config import build_config
-    from inspectflow.local import run_local
+
+
+_DATA_HELP = (
+    "Data root: a folder or an s3://bucket/prefix URI; default WORKDIR/data/<workload>, where the demo set "
+    "is synthesized if it is missing."
+)
+
+
+def _run_options(command: _Command) -> _Command:
+    """The options ``run`` and ``retrain`` share."""
+    options = [
+        click.option("--data", "data", help=_DATA_HELP),
+        click.option(
+            "--params",
+            "params_file",
+            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            help="A params.yaml: its <workload> section (grouped by step) is applied over the defaults.",
+        ),
+        click.option(
+            "--set",
+            "overrides",
+            multiple=True,
+            metavar="KEY=VALUE",
+            help="Override a setting, such as train.epochs=3 (repeatable; applied last).",
+        ),
+        _WORKDIR,
+        click.option(
+            "--metrics",
+            "metrics_file",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="Write the test metrics here as JSON (a DVC metrics file).",
+        ),
+        click.option(
+            "--plots",
+            "plots_dir",
+            type=click.Path(file_okay=False, path_type=Path),
+            help="Write the training curves and confusion matrix here as CSV (DVC plots).",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+@cli.command("run")
+@_WORKLOAD
+@_run_options
+@click.option("--host", help="Submit to the Kubeflow Pipelines API at this URL instead of running locally.")
+@click.option("--namespace", help="KFP namespace (multi-user deployments).")
+@click.option("--experiment", help="KFP experiment; default: the workload's MLflow experiment name.")
+@click.option("--no-wait", is_flag=True, help="With --host: submit and return without following the run.")
+@click.option(
+    "--timeout", type=int, default=24 * 3600, show_default=True, help="With --host: seconds to follow."
+)
+def run(
+    workload: str,
+    data: str | None,
+    params_file: Path | None,
+    overrides: tuple[str, ...],
+    workdir: Path,
+    metrics_file: Path | None,
+    plots_dir: Path | None,
+    host: str | None,
+    namespace: str | None,
+    experiment: str | None,
+    no_wait: bool,
+    timeout: int,
+) -> None:
+    """Run the pipeline (ingest, validate, train, evaluate, register), locally with kfp or on a cluster."""
+    config = _config(workload, params_file, overrides)
+    if host is not None:
+        _submit(config, data, host, namespace, experiment, no_wait, timeout)
+        return
+    _run_locally(config, _local_data(workload, data, workdir), workdir, metrics_file, plots_dir)
+
+
+@cli.command("retrain")
+@_WORKLOAD
+@_run_options
+def retrain(
+    workload: str,
+    data: str | None,
+    params_file: Path | None,
+    overrides: tuple[str, ...],
+    workdir: Path,
+    metrics_file: Path | None,
+    plots_dir: Path | None,
+) -> None:
+    """Run the pipeline only if the data version differs from the one the champion was trained on."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from inspectflow.lineage import DATA_VERSION_TAG, data_version
+    from inspectflow.tracking import configure_tracking
+
+    config = _config(workload, params_file, overrides)
+    source = _local_data(workload, data, workdir)
+    current = data_version(Path(source))
+    configure_tracking(workdir)
+    name = config.register_.model_name
+    try:
+        champion = MlflowClient().get_model_version_by_alias(name, "champion")
+    except MlflowException:
+        champion = None
+    if champion is not None and champion.tags.get(DATA_VERSION_TAG) == current:
+        click.echo(
+            f"{source}: data version {current} is the one {name} version {champion.version} (@champion) "
+            "was trained on; nothing to retrain"
+        )
+        return
+    trained_on = champion.tags.get(DATA_VERSION_TAG, "unknown") if champion else "no champion yet"
+    click.echo(f"{source}: data version {current} (champion: {trained_on}); retraining")
+    _run_locally(config, source, workdir, metrics_file, plots_dir)
+
+
+def _config(workload: str, params_file: Path | None, overrides: tuple[str, ...]) -> PipelineConfig:
+    from inspectflow.config import build_config, read_params
     from inspectflow.models.weights import check_weights
 
-    config = build_config(workload, list(overrides))
+    params = read_params(params_file, workload) if params_file else None
+    config = build_config(workload, list(overrides), params)
     check_weights(config.train)  # fail in seconds, not after ingest and validation
-    if data_dir is None:
-        data_dir = _demo_data(workload, workdir)
-    result = run_local(data_dir, config, workdir)
+    return config
+
+
+def _local_data(workload: str, data: str | None, workdir: Path) -> str:
+    """The data to read; the demo set, synthesized once into WORKDIR/data/<workload>, by default."""
+    from inspectflow.data.versioning import write_demo
+
+    if data is not None:
+        return data
+    if write_demo(workdir / "data", [workload])[workload]:
+        click.echo(f"synthesized the {workload} demo set into {workdir / 'data' / workload}")
+    return str(workdir / "data" / workload)
+
+
+def _run_locally(
+    config: PipelineConfig, source: str, workdir: Path, metrics_file: Path | None, plots_dir: Path | None
+) -> None:
+    from mlflow import MlflowClient
+
+    from inspectflow.local import run_local
+    from inspectflow.reports import write_metrics, write_plots
+
+    result = run_local(source, config, workdir)
     summary = result.summary
     click.echo("")
     click.echo(f"{'MLflow run:':<20}{summary['mlflow_run_id']}  ({result.tracking_uri})")
@@ -123,24 +250,279 @@ def run(workload: str, data_dir: Path | None, overrides: tuple[str, ...], workdi
             click.echo(f"{name + ':':<20}{value:.4f}")
     click.echo(f"{'model:':<20}{summary['model_name']} version {summary['version']} -> @{summary['alias']}")
     click.echo(f"{'gate:':<20}{summary['decision']}: {summary['reason']}")
+    if metrics_file is not None:
+        run_metrics = MlflowClient().get_run(summary["mlflow_run_id"]).data.metrics
+        write_metrics(summary, run_metrics, metrics_file)
+    if plots_dir is not None:
+        write_plots(summary["mlflow_run_id"], plots_dir)
 
 
-def _demo_data(workload: str, workdir: Path) -> Path:
-    """Synthesizes the workload's demo set once; later runs reuse it."""
-    from inspectflow.synth.dagm import synthesize_dagm
-    from inspectflow.synth.inserts import synthesize_inserts
-    from inspectflow.synth.textile import synthesize_textile
+def _submit(
+    config: PipelineConfig,
+    data: str | None,
+    host: str,
+    namespace: str | None,
+    experiment: str | None,
+    no_wait: bool,
+    timeout: int,
+) -> None:
+    import tempfile
+    from datetime import UTC, datetime
 
-    out = workdir / "data" / f"{workload}-demo"
-    if not out.exists():
-        if workload == "dagm":
-            synthesize_dagm(out, classes=2, n=200, size=256, seed=DEMO_SEED)
-        elif workload == "inserts":
-            synthesize_inserts(out, n=300, seed=DEMO_SEED)
-        else:
-            synthesize_textile(out, n=600, seed=DEMO_SEED)
-        click.echo(f"synthesized the {workload} demo set into {out}")
-    return out
+    from inspectflow.pipelines.compile import compile_pipeline
+    from inspectflow.remote import follow_run, run_url, submit_run
+
+    if data is None:
+        raise click.UsageError("--host needs --data: a URI the cluster can read, such as s3://bucket/textile")
+    with tempfile.TemporaryDirectory() as scratch:
+        package = compile_pipeline(config, Path(scratch) / "pipeline.yaml")
+        run_name = f"inspectflow-{config.workload}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
+        run_id = submit_run(
+            host,
+            package,
+            {"source": data, "config": json.dumps(config.to_dict())},
+            run_name=run_name,
+            experiment=experiment or config.tracking.experiment,
+            namespace=namespace,
+        )
+    click.echo(f"{'submitted:':<20}{run_name} ({run_id})  {run_url(host, run_id)}")
+    if no_wait:
+        return
+    state = follow_run(host, run_id, timeout_s=timeout, on_state=lambda s: click.echo(f"{'state:':<20}{s}"))
+    click.echo(f"{'finished:':<20}{state}")
+
+
+@cli.command("schedule")
+@_WORKLOAD
+@click.option("--cron", required=True, help="When: five cron fields, or KFP's six (seconds first).")
+@click.option("--host", required=True, help="The Kubeflow Pipelines API URL.")
+@click.option("--data", required=True, help="Data URI the cluster reads, such as s3://bucket/textile.")
+@click.option("--params", "params_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
+@click.option("--namespace", help="KFP namespace (multi-user deployments).")
+@click.option("--experiment", help="KFP experiment; default: the workload's MLflow experiment name.")
+def schedule(
+    workload: str,
+    cron: str,
+    host: str,
+    data: str,
+    params_file: Path | None,
+    overrides: tuple[str, ...],
+    namespace: str | None,
+    experiment: str | None,
+) -> None:
+    """Create a Kubeflow recurring run of the compiled pipeline."""
+    import tempfile
+
+    from inspectflow.pipelines.compile import compile_pipeline
+    from inspectflow.remote import kfp_cron, schedule_run
+
+    config = _config(workload, params_file, overrides)
+    expression = kfp_cron(cron)
+    with tempfile.TemporaryDirectory() as scratch:
+        package = compile_pipeline(config, Path(scratch) / "pipeline.yaml")
+        job_id = schedule_run(
+            host,
+            package,
+            {"source": data, "config": json.dumps(config.to_dict())},
+            job_name=f"inspectflow-{workload}-retrain",
+            experiment=experiment or config.tracking.experiment,
+            cron=expression,
+            namespace=namespace,
+        )
+    click.echo(f"recurring run {job_id}: inspectflow-{workload} at '{expression}' (KFP cron, seconds first)")
+
+
+@cli.command("compile")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True)
+def compile_command(out_dir: Path) -> None:
+    """Write the compiled pipeline YAML of every workload (default settings) for Kubeflow Pipelines."""
+    from inspectflow.pipelines.compile import compile_all
+
+    for path in compile_all(out_dir):
+        click.echo(f"wrote {path}")
+
+
+@cli.group()
+def data() -> None:
+    """The versioned data folder data/<workload>, tracked by DVC."""
+
+
+@data.command("demo")
+@click.argument("workloads", nargs=-1, type=click.Choice(sorted(WORKLOAD_DEFAULTS)))
+@click.option(
+    "--root", type=click.Path(file_okay=False, path_type=Path), default=Path("data"), show_default=True
+)
+@click.option("--no-dvc", is_flag=True, help="Do not record the folder with `dvc add`.")
+def data_demo(workloads: tuple[str, ...], root: Path, no_dvc: bool) -> None:
+    """Synthesize the demo sets (all workloads by default) into ROOT/<workload> and record them with DVC.
+
+    The sets are deterministic: on a clean clone they are, byte for byte, the version data.dvc records.
+    """
+    from inspectflow.data.versioning import record, write_demo
+
+    chosen = list(workloads) or sorted(WORKLOAD_DEFAULTS)
+    for workload, written in write_demo(root, chosen).items():
+        click.echo(f"{root / workload}: {'synthesized' if written else 'exists, kept'}")
+    if not no_dvc:
+        click.echo(record(root))
+
+
+@data.command("import")
+@_WORKLOAD
+@click.argument("source")
+@click.option(
+    "--root", type=click.Path(file_okay=False, path_type=Path), default=Path("data"), show_default=True
+)
+@click.option("--endpoint-url", help="S3 endpoint (MinIO, Ceph, ...); default AWS_ENDPOINT_URL or AWS.")
+@click.option("--no-dvc", is_flag=True, help="Do not record the new version with `dvc add`.")
+def data_import(workload: str, source: str, root: Path, endpoint_url: str | None, no_dvc: bool) -> None:
+    """Copy a dataset (folder or s3://bucket/prefix) into ROOT/<workload> and record the new version."""
+    from inspectflow.data.versioning import import_dataset, record
+    from inspectflow.lineage import data_version
+
+    result = import_dataset(workload, source, root, endpoint_url)
+    click.echo(f"copied {result.files} files ({result.layout} layout) from {source} to {result.path}")
+    if result.kept_previous is not None:
+        click.echo(f"the previous folder was not in the DVC cache; kept as {result.kept_previous}")
+    click.echo(f"data version: {data_version(result.path)}")
+    if not no_dvc:
+        click.echo(record(root))
+        click.echo("next: git add data.dvc && git commit -m 'new data' && dvc push")
+
+
+@cli.command("lineage")
+@click.argument("model_uri")
+@_WORKDIR
+def lineage(model_uri: str, workdir: Path) -> None:
+    """Print data version -> pipeline run -> MLflow run -> model version for MODEL_URI."""
+    from inspectflow.lineage import describe, format_lineage
+    from inspectflow.tracking import configure_tracking
+
+    configure_tracking(workdir)
+    click.echo(format_lineage(describe(model_uri, workdir)))
+
+
+@cli.group()
+def models() -> None:
+    """Registered model versions: list, promote, roll back, audit history."""
+
+
+def _model_name(workload: str) -> str:
+    from inspectflow.config import build_config
+
+    return build_config(workload).register_.model_name
+
+
+def _client(workdir: Path) -> Any:
+    from mlflow import MlflowClient
+
+    from inspectflow.tracking import configure_tracking
+
+    configure_tracking(workdir)
+    return MlflowClient()
+
+
+@models.command("list")
+@_WORKLOAD
+@_WORKDIR
+def models_list(workload: str, workdir: Path) -> None:
+    """Versions with their aliases, primary metric and gate decision, newest first."""
+    from inspectflow.lifecycle import format_versions, list_versions
+
+    name = _model_name(workload)
+    click.echo(format_versions(name, list_versions(_client(workdir), name)))
+
+
+@models.command("promote")
+@_WORKLOAD
+@click.argument("version")
+@click.option("--reason", required=True, help="Why, for the audit trail.")
+@_WORKDIR
+def models_promote(workload: str, version: str, reason: str, workdir: Path) -> None:
+    """Make VERSION the champion by hand (the gate's verdict on it is shown and recorded)."""
+    from inspectflow.lifecycle import format_promotion, promote
+
+    click.echo(format_promotion(promote(_client(workdir), _model_name(workload), version, reason)))
+
+
+@models.command("rollback")
+@_WORKLOAD
+@click.option("--reason", default="", help="Why, for the audit trail.")
+@_WORKDIR
+def models_rollback(workload: str, reason: str, workdir: Path) -> None:
+    """Move the champion back to the previous champion."""
+    from inspectflow.lifecycle import format_rollback, rollback
+
+    click.echo(format_rollback(rollback(_client(workdir), _model_name(workload), reason)))
+
+
+@models.command("history")
+@_WORKLOAD
+@_WORKDIR
+def models_history(workload: str, workdir: Path) -> None:
+    """The audit trail of alias moves: who, when, from, to, why."""
+    from inspectflow.lifecycle import audit_trail, format_history
+
+    name = _model_name(workload)
+    click.echo(format_history(name, audit_trail(_client(workdir), name)))
+
+
+@cli.command("compare")
+@_WORKLOAD
+@click.option("--last", "last_n", type=click.IntRange(min=1), default=5, show_default=True)
+@_WORKDIR
+def compare(workload: str, last_n: int, workdir: Path) -> None:
+    """Recent runs side by side: differing parameters, metrics, data versions; champion marked *."""
+    from inspectflow.config import build_config
+    from inspectflow.lifecycle import compare_runs, format_table
+
+    experiment = build_config(workload).tracking.experiment
+    click.echo(format_table(compare_runs(_client(workdir), experiment, last_n)))
+
+
+@cli.command("predict")
+@_WORKLOAD
+@click.argument(
+    "paths", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@click.option("--model", "model_uri", help="MLflow model URI; default models:/<name>@champion.")
+@click.option(
+    "--output", type=click.Path(dir_okay=False, path_type=Path), help="JSON lines file; default stdout."
+)
+@click.option(
+    "--masks", "mask_dir", type=click.Path(file_okay=False, path_type=Path), help="Mask PNGs (dagm)."
+)
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@_WORKDIR
+def predict(
+    workload: str,
+    paths: tuple[Path, ...],
+    model_uri: str | None,
+    output: Path | None,
+    mask_dir: Path | None,
+    batch_size: int,
+    workdir: Path,
+) -> None:
+    """Predict images with the champion: a JSON line per image (dagm: also a mask PNG, the defect area)."""
+    from inspectflow.config import TASKS
+    from inspectflow.predict import predict_files
+
+    _client(workdir)
+    uri = model_uri or f"models:/{_model_name(workload)}@champion"
+    if TASKS[workload] == "segmentation" and mask_dir is None:
+        mask_dir = (output.parent if output else Path(".")) / "masks"
+    records = predict_files(uri, list(paths), TASKS[workload], batch_size, mask_dir)
+    if output is None:
+        for record in records:
+            click.echo(json.dumps(record))
+        return
+    partial = output.with_name(output.name + ".partial")  # never leave a half-written file under the name
+    with partial.open("w") as handle:
+        for record in records:
+            handle.write(json.dumps(record) + "\n")
+    partial.replace(output)
+    click.echo(f"wrote {len(paths)} predictions to {output}", err=True)
 
 
 def main() -> None:

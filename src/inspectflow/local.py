@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from inspectflow.config import PipelineConfig
+from inspectflow.data.transfer import is_s3_uri
 from inspectflow.errors import ERROR_FILE_ENV, InspectflowError
 from inspectflow.tracking import configure_tracking
 
@@ -32,11 +33,11 @@ class PipelineFailed(InspectflowError):
     """A pipeline step failed; the message names the step and its error."""
 
 
-def run_local(source: Path, config: PipelineConfig, workdir: Path) -> PipelineResult:
+def run_local(source: str, config: PipelineConfig, workdir: Path) -> PipelineResult:
     """Runs the inspection pipeline locally and returns the register step's summary.
 
     Args:
-        source: Data root.
+        source: Data root: a folder or an ``s3://bucket/prefix`` URI.
         config: Validated configuration.
         workdir: Holds the MLflow store (unless ``MLFLOW_TRACKING_URI`` is set) and the kfp task outputs.
 
@@ -57,7 +58,9 @@ def run_local(source: Path, config: PipelineConfig, workdir: Path) -> PipelineRe
     with tempfile.NamedTemporaryFile("r", suffix=".log", encoding="utf-8") as errors:
         os.environ[ERROR_FILE_ENV] = errors.name
         try:
-            task = inspection_pipeline(source=str(source.resolve()), config=json.dumps(config.to_dict()))
+            pipeline = inspection_pipeline(config.workload)
+            local_source = source if is_s3_uri(source) else str(Path(source).resolve())
+            task = pipeline(source=local_source, config=json.dumps(config.to_dict()))
         except RuntimeError as exc:
             step_errors = errors.read().strip()
             raise PipelineFailed(step_errors or str(exc)) from None

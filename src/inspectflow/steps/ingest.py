@@ -161,36 +161,70 @@ def _fit(array: np.ndarray, side: int, resize: str, resample: Image.Resampling) 
 
 @pipeline_step("ingest")
 def ingest_step(
-    source: Path, raw_config: dict[str, object], out_dir: Path, kfp_run_name: str, kfp_run_id: str
-) -> str:
+    source: str,
+    raw_config: dict[str, object],
+    out_dir: Path,
+    pipeline_name: str,
+    kfp_run_name: str,
+    kfp_run_id: str,
+) -> tuple[str, str]:
     """Runs ingest as the pipeline's first step: opens the MLflow run and writes the dataset artifact.
 
+    The run is tagged with its lineage (:func:`inspectflow.lineage.lineage_tags`): the source's DVC hash,
+    the git commit, the kfp pipeline and run names and the key package versions.
+
     Args:
-        source: Data root.
+        source: Data root: a folder, or an ``s3://bucket/prefix`` URI, downloaded first.
         raw_config: The pipeline configuration as a dict.
         out_dir: Where the dataset artifact goes.
+        pipeline_name: The kfp pipeline's name, tagged on the MLflow run.
         kfp_run_name: The kfp pipeline run's name, tagged on the MLflow run.
         kfp_run_id: The kfp pipeline run's id, tagged on the MLflow run.
 
     Returns:
-        The MLflow run id every later step logs to.
+        The MLflow run id every later step logs to, and the source's DVC hash.
     """
+    import tempfile
+
+    from inspectflow.data.transfer import fetch, is_s3_uri
+
+    if not is_s3_uri(source):
+        return _ingest_and_track(
+            Path(source), source, raw_config, out_dir, pipeline_name, kfp_run_name, kfp_run_id
+        )
+    with tempfile.TemporaryDirectory(prefix="inspectflow-source-") as scratch:
+        local = Path(scratch) / "data"
+        log.info("downloaded %d files from %s", fetch(source, local), source)
+        return _ingest_and_track(local, source, raw_config, out_dir, pipeline_name, kfp_run_name, kfp_run_id)
+
+
+def _ingest_and_track(
+    root: Path,
+    source: str,
+    raw_config: dict[str, object],
+    out_dir: Path,
+    pipeline_name: str,
+    kfp_run_name: str,
+    kfp_run_id: str,
+) -> tuple[str, str]:
     import mlflow
     import mlflow.data.pandas_dataset
 
     from inspectflow.config import validate_config
+    from inspectflow.lineage import DATA_VERSION_TAG, lineage_tags
     from inspectflow.tracking import resume_run, start_pipeline_run
 
     config: PipelineConfig = validate_config(raw_config)
+    if not root.is_dir():
+        raise DataError(f"{source}: no such data folder")
     tags = {
         "inspectflow.workload": config.workload,
-        "kfp.pipeline_run_name": kfp_run_name,
-        "kfp.pipeline_run_id": kfp_run_id,
-        "data.source": str(source),
+        "data.source": source,
+        **lineage_tags(root, pipeline_name, kfp_run_name, kfp_run_id),
     }
     run_id = start_pipeline_run(config.tracking.experiment, kfp_run_name, config.flat(), tags)
     with resume_run(run_id):
-        dataset = ingest(source, config.data)
+        dataset = ingest(root, config.data)
         save_dataset(dataset, out_dir)
         digest = dataset_digest(dataset.manifest)
         counts = dataset.manifest.groupby(["split", "label"]).size()
@@ -205,9 +239,9 @@ def ingest_step(
         mlflow.log_metrics({f"data.{split}.{label}": int(n) for (split, label), n in counts.items()})
         mlflow.log_input(
             mlflow.data.pandas_dataset.from_pandas(
-                dataset.manifest, source=str(source), name=f"{config.workload}-{digest[:12]}"
+                dataset.manifest, source=source, name=f"{config.workload}-{tags[DATA_VERSION_TAG][:12]}"
             ),
             context="ingest",
         )
         mlflow.log_artifact(str(out_dir / "manifest.csv"), artifact_path="data")
-    return run_id
+    return run_id, tags[DATA_VERSION_TAG]

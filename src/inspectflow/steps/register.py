@@ -39,19 +39,23 @@ class GateDecision:
     champion_score: float | None = None
 
 
-def decide(new: Scores, champion: Scores | None, config: RegisterConfig) -> GateDecision:
+def decide(
+    new: Scores, champion: Scores | None, config: RegisterConfig, new_score: float | None = None
+) -> GateDecision:
     """Decides whether a new model replaces the champion; both must be scored on the same test set.
 
     Args:
         new: The new model's scores.
         champion: The champion's scores on the same data, or ``None`` when there is no champion.
         config: Gate settings.
+        new_score: The new model's primary score when it is not the test-split one: ``features+svm`` is
+            judged by its mean accuracy over the repeated splits. Per-class scores stay test-split ones.
 
     Returns:
         The decision with a one-line reason.
     """
     metric = config.primary_metric
-    new_score = float(getattr(new, metric))
+    new_score = float(getattr(new, metric)) if new_score is None else new_score
     if champion is None:
         return GateDecision(True, f"no champion yet; {metric}={new_score:.4f}", new_score)
     champion_score = float(getattr(champion, metric))
@@ -160,6 +164,8 @@ def register_step(
 
     from inspectflow.config import validate_config
     from inspectflow.data.dataset import dataset_digest, load_dataset
+    from inspectflow.lifecycle import move_alias
+    from inspectflow.lineage import LINEAGE_TAG_PREFIXES
     from inspectflow.models.artifact import load_trained_model
     from inspectflow.steps.evaluate import SCORES_FILE, evaluate, load_scores
     from inspectflow.tracking import resume_run
@@ -171,6 +177,12 @@ def register_step(
     model, spec = load_trained_model(model_dir)
     new_scores = load_scores(evaluation_dir / SCORES_FILE)
     client = MlflowClient()
+    # features+svm is judged by its mean over the repeated splits, the method's own estimate.
+    new_primary = (
+        client.get_run(run_id).data.metrics["svm_accuracy_mean"]
+        if config.train.method == "features+svm"
+        else float(getattr(new_scores, gate_config.primary_metric))
+    )
 
     try:
         champion_version = client.get_model_version_by_alias(name, CHAMPION)
@@ -180,18 +192,18 @@ def register_step(
         json.loads(champion_version.tags.get("inspectflow.classes", "[]")) if champion_version else []
     )
     if champion_version is None:
-        decision = decide(new_scores, None, gate_config)
+        decision = decide(new_scores, None, gate_config, new_primary)
     elif spec.task == "classification" and champion_classes != spec.classes:
         # A classifier of other classes cannot be scored on this data, let alone compared.
         decision = GateDecision(
             False,
             f"the champion (version {champion_version.version}) predicts other classes {champion_classes}; "
             "promote manually if intended",
-            float(getattr(new_scores, gate_config.primary_metric)),
+            new_primary,
         )
     else:
         champion = load_registered_predictor(f"models:/{name}/{champion_version.version}")
-        decision = decide(new_scores, evaluate(champion, dataset, config.evaluate), gate_config)
+        decision = decide(new_scores, evaluate(champion, dataset, config.evaluate), gate_config, new_primary)
 
     digest = dataset_digest(dataset.manifest)
     with resume_run(run_id) as run:
@@ -203,7 +215,8 @@ def register_step(
             "inspectflow.architecture": spec.architecture,
             "data.digest": digest,
             "inspectflow.mlflow_run_id": run.info.run_id,
-            "kfp.pipeline_run_name": run.data.tags.get("kfp.pipeline_run_name", ""),
+            # Lineage: data version, git commit, kfp pipeline and run, package versions.
+            **{k: v for k, v in run.data.tags.items() if k.startswith(LINEAGE_TAG_PREFIXES)},
             "gate.decision": "promoted" if decision.promote else "rejected",
             "gate.reason": decision.reason,
             "gate.primary_metric": gate_config.primary_metric,
@@ -215,7 +228,7 @@ def register_step(
         }
         for key, value in tags.items():
             client.set_model_version_tag(name, version, key, value)
-        client.set_registered_model_alias(name, alias, version)
+        move_alias(client, name, alias, version, action="gate", reason=decision.reason)
         mlflow.set_tags(
             {
                 "registered_model.name": name,

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import random
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,7 +29,9 @@ from inspectflow.models.losses import segmentation_loss
 
 log = logging.getLogger(__name__)
 
-EpochCallback = Callable[[int, dict[str, float], Path], None]
+EpochCallback = Callable[[int, dict[str, float]], None]
+#: Checkpoints (weights and optimizer state): the latest epoch's, to resume from, and the best-validating one.
+LAST_CHECKPOINT, BEST_CHECKPOINT = "last.pt", "best.pt"
 
 
 @dataclass
@@ -110,8 +114,9 @@ def train(
     Args:
         dataset: Ingested (and validated) dataset.
         config: Training settings.
-        checkpoint_dir: Where ``epoch_NNN.pt`` checkpoints go, one per epoch.
-        on_epoch: Called after each epoch with the epoch number (1-based), its metrics and checkpoint.
+        checkpoint_dir: Where the ``last.pt`` and ``best.pt`` checkpoints go. Only these two are kept:
+            a ResNet18 checkpoint with Adam's state weighs 135 MB, one per epoch would fill disks.
+        on_epoch: Called after each epoch with the epoch number (1-based) and its metrics.
 
     Returns:
         The trained model (eval mode) with its spec and per-epoch history.
@@ -137,7 +142,9 @@ def train(
 
     model = build_model(config, len(dataset.info.classes), dataset.info.channels)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-    model = model.to(memory_format=memory_format)  # type: ignore[call-overload]
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    log.info("training on %s", device)
+    model = model.to(device, memory_format=memory_format)  # type: ignore[call-overload]
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = (
         segmentation_loss(config.loss) if segmentation else nn.CrossEntropyLoss()  # type: ignore[arg-type]
     )
@@ -149,6 +156,8 @@ def train(
     )
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     history: list[dict[str, float]] = []
+    best_key = "val_iou" if segmentation else "val_accuracy"
+    best_epoch = 0
     show_progress = sys.stderr.isatty()
 
     for epoch in range(1, config.epochs + 1):
@@ -175,7 +184,8 @@ def train(
                         target,
                     )
                 )
-            batch = batch.contiguous(memory_format=memory_format)
+            batch = batch.to(device).contiguous(memory_format=memory_format)
+            target = target.to(device)
             optimizer.zero_grad(set_to_none=True)
             logits = model(batch)
             loss = loss_fn(logits, target)
@@ -191,30 +201,30 @@ def train(
         if not segmentation:
             # Segmenters train on defect-biased crops and keep BatchNorm's running averages of them:
             # recalibrating on whole images measurably hurt their IoU, while classifiers need it.
-            recalibrate_batchnorm(model, x_train, config.batch_size, memory_format)
+            recalibrate_batchnorm(model, x_train, config.batch_size, memory_format, device)
         if len(x_val):
-            metrics.update(_validate(model, x_val, y_val, loss_fn, config.batch_size, segmentation))
+            metrics.update(_validate(model, x_val, y_val, loss_fn, config.batch_size, segmentation, device))
         history.append(metrics)
-        checkpoint = checkpoint_dir / f"epoch_{epoch:03d}.pt"
         state = {
             "epoch": epoch,
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "metrics": metrics,
         }
-        torch.save(state, checkpoint)
+        torch.save(state, checkpoint_dir / LAST_CHECKPOINT)
+        # The best epoch so far, the latest on ties.
+        if len(x_val) and (not best_epoch or metrics[best_key] >= history[best_epoch - 1][best_key]):
+            best_epoch = epoch
+            shutil.copyfile(checkpoint_dir / LAST_CHECKPOINT, checkpoint_dir / BEST_CHECKPOINT)
         log.info("epoch %d/%d %s", epoch, config.epochs, " ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
         if on_epoch is not None:
-            on_epoch(epoch, metrics, checkpoint)
+            on_epoch(epoch, metrics)
 
-    if config.keep_best and len(x_val):
-        # The last epoch is not always the best: restore the one that validated best (the latest on ties).
-        key = "val_iou" if segmentation else "val_accuracy"
-        best = max(range(len(history)), key=lambda e: (history[e][key], e))
-        state = torch.load(checkpoint_dir / f"epoch_{best + 1:03d}.pt", weights_only=True)["model"]
-        model.load_state_dict(state)
-        log.info("kept epoch %d (%s=%.4f)", best + 1, key, history[best][key])
-    model = model.to(memory_format=torch.contiguous_format).eval()
+    if config.keep_best and best_epoch:
+        # The last epoch is not always the best: restore the one that validated best.
+        model.load_state_dict(torch.load(checkpoint_dir / BEST_CHECKPOINT, weights_only=True)["model"])
+        log.info("kept epoch %d (%s=%.4f)", best_epoch, best_key, history[best_epoch - 1][best_key])
+    model = model.to("cpu", memory_format=torch.contiguous_format).eval()
     spec = ModelSpec(
         architecture=config.model,
         classes=list(dataset.info.classes),
@@ -227,7 +237,11 @@ def train(
 
 @torch.no_grad()
 def recalibrate_batchnorm(
-    model: nn.Module, images: torch.Tensor, batch_size: int, memory_format: torch.memory_format
+    model: nn.Module,
+    images: torch.Tensor,
+    batch_size: int,
+    memory_format: torch.memory_format,
+    device: torch.device,
 ) -> None:
     """Recomputes BatchNorm running statistics as exact averages over the training images.
 
@@ -243,7 +257,7 @@ def recalibrate_batchnorm(
         norm.momentum = None  # cumulative average
     model.train()
     for start in range(0, len(images), batch_size):
-        model(images[start : start + batch_size].contiguous(memory_format=memory_format))
+        model(images[start : start + batch_size].to(device).contiguous(memory_format=memory_format))
     for norm, momentum in zip(norms, momenta, strict=True):
         norm.momentum = momentum
 
@@ -256,13 +270,14 @@ def _validate(
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     batch_size: int,
     segmentation: bool,
+    device: torch.device,
 ) -> dict[str, float]:
     """Scores the held-out part of the training split: loss, and accuracy or pooled Dice/IoU."""
     model.eval()
     total_loss, correct, intersection, predicted, truth = 0.0, 0, 0.0, 0.0, 0.0
     for start in range(0, len(x), batch_size):
-        logits = model(x[start : start + batch_size])
-        target = y[start : start + batch_size]
+        logits = model(x[start : start + batch_size].to(device))
+        target = y[start : start + batch_size].to(device)
         total_loss += float(loss_fn(logits, target)) * len(target)
         if segmentation:
             mask = logits > 0  # probability > 0.5
@@ -313,9 +328,11 @@ def train_feature_svm(
     key = feature_cache_key(config.backbone, config.layer, weights_id, dataset_digest(dataset.manifest))
     cache_dir = Path(config.feature_cache).expanduser()
     started = time.perf_counter()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     features, cache_hit = cached_features(
-        cache_dir, key, lambda: extract_features(extractor, dataset.images, config.batch_size)
+        cache_dir, key, lambda: extract_features(extractor.to(device), dataset.images, config.batch_size)
     )
+    extractor = extractor.cpu()  # the registered model serves on CPU
     log.info(
         "%s %s features of %d images in %.1f s (%s)",
         "reused cached" if cache_hit else "extracted",
@@ -353,8 +370,8 @@ def train_feature_svm(
 def train_step(dataset_dir: Path, raw_config: dict[str, object], run_id: str, model_dir: Path) -> None:
     """Runs training as a pipeline step, logging to the MLflow run.
 
-    ``finetune`` logs per-epoch metrics and checkpoints; ``features+svm`` logs one child run per split and
-    the mean and standard deviation of accuracy and per-class recall on the parent run.
+    ``finetune`` logs per-epoch metrics and the last and best checkpoints; ``features+svm`` logs one child
+    run per split and the mean and standard deviation of accuracy and per-class recall on the parent run.
     """
     import mlflow
 
@@ -364,9 +381,8 @@ def train_step(dataset_dir: Path, raw_config: dict[str, object], run_id: str, mo
     config: PipelineConfig = validate_config(raw_config)
     dataset = load_dataset(dataset_dir)
 
-    def log_epoch(epoch: int, metrics: dict[str, float], checkpoint: Path) -> None:
+    def log_epoch(epoch: int, metrics: dict[str, float]) -> None:
         mlflow.log_metrics(metrics, step=epoch)
-        mlflow.log_artifact(str(checkpoint), artifact_path="checkpoints")
 
     def log_split(split: SplitResult) -> None:
         parent = mlflow.active_run()
@@ -392,6 +408,9 @@ def train_step(dataset_dir: Path, raw_config: dict[str, object], run_id: str, mo
                 result.accuracy_std,
             )
             return
-        result_nn = train(dataset, config.train, model_dir / "checkpoints", log_epoch)
+        # Checkpoints go to MLflow, not into the model artifact that evaluate and register read.
+        with tempfile.TemporaryDirectory() as checkpoints:
+            result_nn = train(dataset, config.train, Path(checkpoints), log_epoch)
+            mlflow.log_artifacts(checkpoints, artifact_path="checkpoints")
         save_trained_model(result_nn.model, result_nn.spec, model_dir)
         mlflow.log_dict({"epochs": result_nn.history}, "training/history.json")

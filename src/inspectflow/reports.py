@@ -1,0 +1,107 @@
+"""DVC metrics and plots of a finished pipeline run, read back from its MLflow run.
+
+``dvc.yaml`` declares ``metrics/<workload>.json`` as metrics and ``plots/<workload>/`` as plots, so that
+``dvc metrics diff``, ``dvc exp show`` and ``dvc plots diff`` compare runs without opening MLflow.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from inspectflow.steps.evaluate import SCORES_FILE, ClassificationScores, SegmentationScores, load_scores
+
+TRAINING_PLOT = "training.csv"
+CONFUSION_PLOT = "confusion.csv"
+#: Where the train and evaluate steps log what the plots are made of, in the MLflow run.
+HISTORY_ARTIFACT = "training/history.json"
+SCORES_ARTIFACT = f"evaluation/{SCORES_FILE}"
+
+
+def write_metrics(summary: dict[str, Any], run_metrics: dict[str, float], path: Path) -> dict[str, Any]:
+    """Writes the DVC metrics file: the test metrics, any repeated-split estimate and the registry outcome.
+
+    Args:
+        summary: The register step's summary (test metrics, model version, gate decision).
+        run_metrics: The MLflow run's metrics (for ``svm_accuracy_mean`` and ``svm_accuracy_std``).
+        path: The JSON file to write.
+
+    Returns:
+        What was written.
+    """
+    metrics: dict[str, Any] = {name: round(value, 6) for name, value in summary["metrics"].items()}
+    metrics.update({k: round(v, 6) for k, v in run_metrics.items() if k.startswith("svm_accuracy_")})
+    metrics["model_version"] = int(summary["version"])
+    metrics["promoted"] = summary["decision"] == "promoted"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    return metrics
+
+
+def write_plots(run_id: str, out_dir: Path) -> list[Path]:
+    """Writes the training curves and the confusion matrix of an MLflow run as DVC plot files.
+
+    ``training.csv`` has one row per epoch (absent for ``features+svm``, which has no epochs);
+    ``confusion.csv`` one ``actual,predicted`` row per test image: classes for a classifier, ``clean`` or
+    ``defective`` (image-level detection) for a segmenter.
+
+    Returns:
+        The files written.
+    """
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    available = {item.path for item in client.list_artifacts(run_id, "training")}
+    with tempfile.TemporaryDirectory() as scratch:
+        if HISTORY_ARTIFACT in available:
+            history = json.loads(
+                Path(client.download_artifacts(run_id, HISTORY_ARTIFACT, scratch)).read_text()
+            )
+            written.append(_write_rows(out_dir / TRAINING_PLOT, _history_rows(history["epochs"])))
+        scores = load_scores(Path(client.download_artifacts(run_id, SCORES_ARTIFACT, scratch)))
+    written.append(_write_rows(out_dir / CONFUSION_PLOT, confusion_rows(scores)))
+    return written
+
+
+def confusion_rows(scores: ClassificationScores | SegmentationScores) -> list[dict[str, Any]]:
+    """One ``{"actual", "predicted"}`` row per test image, as DVC's confusion template reads them."""
+    if isinstance(scores, ClassificationScores):
+        counts = {
+            (actual, predicted): scores.confusion[i][j]
+            for i, actual in enumerate(scores.classes)
+            for j, predicted in enumerate(scores.classes)
+        }
+    else:
+        # The detection rates are ratios of image counts, so the counts come back exactly.
+        defective = sum(group["defective_images"] for group in scores.per_class.values())
+        clean = sum(group["images"] for group in scores.per_class.values()) - defective
+        found, false_alarms = round(scores.detection_tpr * defective), round(scores.detection_fpr * clean)
+        counts = {
+            ("defective", "defective"): found,
+            ("defective", "clean"): round(defective) - found,
+            ("clean", "defective"): false_alarms,
+            ("clean", "clean"): round(clean) - false_alarms,
+        }
+    return [
+        {"actual": actual, "predicted": predicted}
+        for (actual, predicted), count in counts.items()
+        for _ in range(count)
+    ]
+
+
+def _history_rows(epochs: list[dict[str, float]]) -> list[dict[str, Any]]:
+    return [{"epoch": number, **metrics} for number, metrics in enumerate(epochs, 1)]
+
+
+def _write_rows(path: Path, rows: list[dict[str, Any]]) -> Path:
+    columns = list(rows[0]) if rows else ["actual", "predicted"]
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
