@@ -137,7 +137,7 @@ def recorded_data_versions(repo: Path) -> dict[str, tuple[str, str]]:
             for dep in entry.get("deps", []):
                 if "md5" in dep:
                     recorded[dep["path"]] = (dep["md5"], f"dvc.lock:{stage}")
-    for dvc_file in sorted(repo.glob("*.dvc")):
+    for dvc_file in sorted(p for p in repo.glob("*.dvc") if p.is_file()):  # not the .dvc folder
         for out in (yaml.safe_load(dvc_file.read_text()) or {}).get("outs", []):
             recorded[out["path"]] = (out["md5"], dvc_file.name)
     return recorded

@@ -7,7 +7,6 @@ through the CLI in a subprocess, as a user would run it with ``MLFLOW_TRACKING_U
 from __future__ import annotations
 
 import filecmp
-import os
 import shutil
 import signal
 import subprocess
@@ -150,13 +149,13 @@ def test_dvc_pushes_and_pulls_the_dataset_through_s3(s3: S3, textile_data: Path,
 
 
 def wait_for_training(client: MlflowClient, cli: subprocess.Popen[bytes], timeout_s: float = 300) -> str:
-    """Waits until a run of the pipeline has per-epoch metrics (the train step is logging); returns its id."""
+    """Waits until the train step logs its first epoch's ``train_loss`` to the server; returns the run id."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and cli.poll() is None:
         experiment = client.get_experiment_by_name("textile")
         if experiment is not None:
             for run in client.search_runs([experiment.experiment_id]):
-                if run.data.metrics:
+                if "train_loss" in run.data.metrics:
                     return str(run.info.run_id)
         time.sleep(0.25)
     raise AssertionError(f"training never showed up in the server (CLI exit code {cli.poll()})")
@@ -177,7 +176,7 @@ def test_a_tracking_server_that_dies_mid_run_fails_the_run_and_registers_nothing
             cli = subprocess.Popen(
                 command, stdout=out, stderr=err, env=tracking_env(server, s3), start_new_session=True
             )
-        wait_for_training(MlflowClient(server.url), cli)
+        run_id = wait_for_training(MlflowClient(server.url), cli)
         started = time.monotonic()
         server.stop()
         cli.wait(timeout=RUN_TIMEOUT_S)
@@ -189,10 +188,7 @@ def test_a_tracking_server_that_dies_mid_run_fails_the_run_and_registers_nothing
     err_text = stderr.read_text(errors="replace")
     report = f"exit {cli.returncode} after {failed_after_s:.0f} s\nstderr:\n{err_text[-4000:]}"
     assert cli.returncode != 0, report
-    assert failed_after_s < 120, report
-    last_line = err_text.strip().splitlines()[-1]
-    assert last_line.startswith("inspectflow: error:"), report
-    assert server.url.removeprefix("http://") in last_line or "tracking server" in last_line, report
+    assert failed_after_s < 60, report  # seconds, thanks to MLFLOW_HTTP_REQUEST_MAX_RETRIES/TIMEOUT
     assert "version 1 -> @" not in stdout.read_text(errors="replace")
 
     restarted = start_mlflow_server(backend, artifacts, s3, tmp_path / "server-restarted.log")
@@ -201,7 +197,12 @@ def test_a_tracking_server_that_dies_mid_run_fails_the_run_and_registers_nothing
         assert client.search_model_versions(f"name = '{MODEL}'") == []
         with pytest.raises(MlflowException):
             client.get_registered_model(MODEL)
+        assert client.get_run(run_id).data.metrics["train_loss"] >= 0  # it did die mid-training
     finally:
         restarted.stop()
     assert postgres.query("mlflow_dies", "select count(*) from model_versions")[0][0] == 0
-    assert os.environ.get("MLFLOW_TRACKING_URI") != server.url  # this process was never pointed at it
+
+    # The last line says what went wrong in words: the tracking server (its address) is unreachable.
+    last_line = err_text.strip().splitlines()[-1]
+    assert last_line.startswith("inspectflow: error:"), report
+    assert server.url.removeprefix("http://") in last_line or "tracking server" in last_line, report
