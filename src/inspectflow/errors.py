@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
@@ -44,12 +45,39 @@ def pipeline_step(name: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
             try:
                 return function(*args, **kwargs)
             except InspectflowError as error:
-                path = os.environ.get(ERROR_FILE_ENV)
-                if path:
-                    with open(path, "a", encoding="utf-8") as handle:
-                        handle.write(f"{name}: {error}\n")
+                _report(name, error)
                 raise
+            except Exception as error:
+                unreachable = _tracking_failure(error)
+                if unreachable is None:
+                    raise
+                _report(name, unreachable)
+                raise unreachable from error
 
         return wrapper
 
     return decorate
+
+
+class TrackingError(InspectflowError):
+    """The MLflow tracking server could not be reached or refused a request."""
+
+
+def _report(step: str, error: InspectflowError) -> None:
+    path = os.environ.get(ERROR_FILE_ENV)
+    if path:
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(f"{step}: {error}\n")
+
+
+def _tracking_failure(error: Exception) -> TrackingError | None:
+    """Turns a failed request to an MLflow server into a one-line error naming the server."""
+    exceptions = sys.modules.get("mlflow.exceptions")  # loaded by then if MLflow raised it
+    if exceptions is None or not isinstance(error, exceptions.MlflowException):
+        return None
+    text = str(error)
+    if "API request to" not in text:
+        return None  # not a transport failure: MLflow's own message says what is wrong
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "the configured tracking URI")
+    cause = "connection refused" if "Connection refused" in text else text.splitlines()[0][:300]
+    return TrackingError(f"the MLflow tracking server {uri} failed ({cause})")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,7 +56,14 @@ def run_local(source: str, config: PipelineConfig, workdir: Path) -> PipelineRes
         pipeline_root=str((workdir / LOCAL_OUTPUTS).resolve()),
         raise_on_error=True,
     )
-    with tempfile.NamedTemporaryFile("r", suffix=".log", encoding="utf-8") as errors:
+    with (
+        tempfile.NamedTemporaryFile("r", suffix=".log", encoding="utf-8") as errors,
+        warnings.catch_warnings(),
+    ):
+        # The component images, GPU and memory requests are for a cluster; running them here in this
+        # interpreter, without them, is what the local runner is for, so kfp's warnings about it are noise.
+        warnings.filterwarnings("ignore", message=".*non-Python base image.*", category=RuntimeWarning)
+        warnings.filterwarnings("ignore", message=".*(ignored|not used by the current local runner).*")
         os.environ[ERROR_FILE_ENV] = errors.name
         try:
             pipeline = inspection_pipeline(config.workload)

@@ -17,6 +17,12 @@ import mlflow
 
 LOCAL_STORE = "mlflow.db"
 LOCAL_ARTIFACTS = "mlartifacts"
+#: MLflow client settings for a tracking server, unless the environment sets them.
+HTTP_CLIENT_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
 
 
 def configure_tracking(workdir: Path) -> str:
@@ -29,6 +35,10 @@ def configure_tracking(workdir: Path) -> str:
     """
     uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(workdir / LOCAL_STORE).resolve()}"
     os.environ["MLFLOW_TRACKING_URI"] = uri
+    # MLflow's defaults (7 retries with exponential backoff, 120 s per request) take many minutes to report
+    # a server that is down; these fail within about a minute and still ride out a short hiccup.
+    for name, value in HTTP_CLIENT_DEFAULTS.items():
+        os.environ.setdefault(name, value)
     mlflow.set_tracking_uri(uri)
     return uri
 

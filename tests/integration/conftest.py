@@ -352,7 +352,8 @@ def start_mlflow_server(backend_uri: str, artifacts: str, s3: S3, log: Path) -> 
             stdout=handle,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env=child_env(s3.env),
+            # No job runner: it forks seven huey consumers, which the pipeline never uses.
+            env=child_env({**s3.env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}),
             cwd=log.parent,
             start_new_session=True,
         )
