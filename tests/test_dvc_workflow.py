@@ -78,6 +78,8 @@ def test_retrain_is_a_no_op_on_unchanged_data(clone: Path) -> None:
 
 
 def test_an_experiment_gives_a_second_run_and_a_metrics_diff(clone: Path) -> None:
+    sh(clone, "git", "add", "dvc.lock", "metrics", "plots")  # README: commit the baseline
+    sh(clone, "git", "commit", "--quiet", "-m", "textile baseline")
     sh(clone, "dvc", "exp", "run", "-S", "textile.train.epochs=2", "train@textile")
     client = registry(clone)
     experiment = client.get_experiment_by_name("textile")
