@@ -179,11 +179,6 @@ def test_segmenter_writes_a_mask_at_each_images_own_size(
         assert mask.size == (48, 40)
 
 
-@pytest.mark.xfail(
-    reason="predict.py:86 names each mask <stem>_mask.png in one folder: DAGM's Class1/Test/0000.PNG and "
-    "Class2/Test/0000.PNG write the same file, so the first image's mask is overwritten",
-    strict=True,
-)
 def test_images_with_the_same_name_in_different_folders_get_their_own_masks(
     uses_store: Store, dagm_dir: Path, tmp_path: Path
 ) -> None:
@@ -267,11 +262,6 @@ def test_cli_predict_with_a_bad_input_writes_no_output_file(uses_store: Store, t
     assert not out.exists()
 
 
-@pytest.mark.xfail(
-    reason="cli.py:521-524 writes to <output>.partial and renames it only on success: when an input cannot "
-    "be decoded the exception leaves the .partial file (with the records before it) behind",
-    strict=True,
-)
 def test_cli_predict_with_a_bad_input_leaves_no_partial_file(uses_store: Store, tmp_path: Path) -> None:
     [good, *_] = textile_pngs(uses_store, tmp_path / "in")
     bad = bad_png(tmp_path / "in")

@@ -91,19 +91,14 @@ def test_data_version_of_a_missing_path_is_file_not_found(tmp_path: Path) -> Non
 # -- write_demo ----------------------------------------------------------------------------------------------
 
 
-def test_demo_textile_is_the_version_dvc_lock_records_and_an_existing_folder_is_kept(tmp_path: Path) -> None:
-    lock = yaml.safe_load((REPO_ROOT / "dvc.lock").read_text())
-    locked = {
-        dep["path"]: dep["md5"]
-        for stage in lock["stages"].values()
-        for dep in stage.get("deps", [])
-        if "md5" in dep
-    }
-    assert "data/textile" in locked, "dvc.lock records no data/textile dependency"
+@pytest.mark.slow  # synthesizes all three demo sets (about 10 s)
+def test_the_demo_sets_are_the_version_data_dvc_records(tmp_path: Path) -> None:
+    assert all(write_demo(tmp_path, ["textile", "dagm", "inserts"]).values())
+    assert data_version(tmp_path) == dvc_out_md5(REPO_ROOT / "data.dvc")
 
+
+def test_write_demo_keeps_an_existing_folder(tmp_path: Path) -> None:
     assert write_demo(tmp_path, ["textile"]) == {"textile": True}
-
-    assert data_version(tmp_path / "textile") == locked["data/textile"]
     before = snapshot(tmp_path / "textile")
     (tmp_path / "textile" / "train64.csv").write_text("edited by hand\n")
 
@@ -180,10 +175,11 @@ def test_replacing_a_folder_the_dvc_cache_does_not_hold_keeps_it_beside(
     result = import_dataset("textile", str(kaggle_dir), data_root)
 
     assert result.kept_previous is not None
-    assert result.kept_previous.parent == data_root
-    assert result.kept_previous.name.startswith("textile.previous-")
-    stamp = result.kept_previous.name.removeprefix("textile.previous-")
-    datetime.strptime(stamp, "%Y%m%dT%H%M%SZ")  # a UTC timestamp
+    # Beside the data root, not inside it, where `dvc add` would record the backup as data.
+    assert result.kept_previous.parent == tmp_path / "data-previous"
+    assert result.kept_previous.name.startswith("textile-")
+    stamp = result.kept_previous.name.removeprefix("textile-")
+    datetime.strptime(stamp, "%Y%m%dT%H%M%S.%fZ")  # a UTC timestamp
     assert snapshot(result.kept_previous) == old
     assert snapshot(data_root / "textile") == snapshot(kaggle_dir)
     assert not (data_root / ".textile.incoming").exists()
@@ -197,13 +193,6 @@ class _FrozenDatetime(datetime):
         return cls(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
-@pytest.mark.xfail(
-    reason="versioning.py:108 names the kept folder by the second only: a second replacement within the "
-    "same second renames onto the first kept folder and fails with OSError (Directory not empty), leaving "
-    "the fetched .textile.incoming behind",
-    raises=OSError,
-    strict=True,
-)
 def test_two_replacements_in_the_same_second_keep_both_previous_folders(
     folders_dir: Path, kaggle_dir: Path, npy_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

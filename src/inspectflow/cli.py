@@ -518,9 +518,13 @@ def predict(
             click.echo(json.dumps(record))
         return
     partial = output.with_name(output.name + ".partial")  # never leave a half-written file under the name
-    with partial.open("w") as handle:
-        for record in records:
-            handle.write(json.dumps(record) + "\n")
+    try:
+        with partial.open("w") as handle:
+            for record in records:
+                handle.write(json.dumps(record) + "\n")
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
     partial.replace(output)
     click.echo(f"wrote {len(paths)} predictions to {output}", err=True)
 

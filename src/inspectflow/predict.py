@@ -73,17 +73,19 @@ def predict_files(
                 }
             continue
         masks = (torch.sigmoid(logits[:, 0]) > thresholds.mask_threshold).numpy()
-        for path, mask, (height, width) in zip(batch_paths, masks, sizes, strict=True):
+        for offset, (path, mask, (height, width)) in enumerate(zip(batch_paths, masks, sizes, strict=True)):
             full = Image.fromarray(mask.astype(np.uint8) * 255).resize(
                 (width, height), Image.Resampling.NEAREST
             )
+            area = float((np.asarray(full) > 0).mean())
             record: dict[str, Any] = {
                 "path": str(path),
-                "defect_area": round(float((np.asarray(full) > 0).mean()), 6),
-                "defective": bool(mask.mean() > thresholds.detection_threshold),
+                "defect_area": round(area, 6),
+                "defective": area > thresholds.detection_threshold,
             }
             if mask_dir is not None:
-                mask_path = mask_dir / f"{path.stem}_mask.png"
+                # Numbered: DAGM classes reuse file names (Class1/Test/0000.PNG, Class2/Test/0000.PNG).
+                mask_path = mask_dir / f"{start + offset:05d}_{path.stem}_mask.png"
                 full.save(mask_path)
                 record["mask"] = str(mask_path)
             yield record

@@ -78,7 +78,8 @@ def import_dataset(
 
     The copy is checked to be in a supported layout before anything is replaced. A replaced folder is
     deleted only when the DVC cache holds every one of its files (so ``git checkout`` of the old
-    ``data.dvc`` and ``dvc checkout`` bring it back); otherwise it is kept beside, with a timestamp.
+    ``data.dvc`` and ``dvc checkout`` bring it back); otherwise it is moved to ``<data_root>-previous/``
+    with a timestamp.
 
     Raises:
         DataError: The source cannot be read or is in no supported layout.
@@ -96,19 +97,30 @@ def import_dataset(
             layout = detect_format(incoming)
         except DataError as exc:
             raise DataError(f"{source}: not a dataset in a supported layout ({exc})") from None
+        kept = None
+        if target.exists():
+            cache = _dvc_cache(data_root)
+            if cache is not None and _restorable(target, cache):
+                shutil.rmtree(target)
+            else:
+                kept = _keep_aside(target, data_root)
+        incoming.rename(target)
     except BaseException:
         shutil.rmtree(incoming, ignore_errors=True)
         raise
-    kept = None
-    if target.exists():
-        cache = _dvc_cache(data_root)
-        if cache is not None and _restorable(target, cache):
-            shutil.rmtree(target)
-        else:
-            kept = target.with_name(f"{workload}.previous-{datetime.now(UTC):%Y%m%dT%H%M%SZ}")
-            target.rename(kept)
-    incoming.rename(target)
     return ImportResult(target, files, layout, kept)
+
+
+def _keep_aside(folder: Path, data_root: Path) -> Path:
+    """Moves a folder DVC cannot restore beside the data root (not into it: `dvc add` would record it)."""
+    aside = data_root.parent / f"{data_root.name}-previous"
+    aside.mkdir(exist_ok=True)
+    stamp = f"{folder.name}-{datetime.now(UTC):%Y%m%dT%H%M%S.%fZ}"
+    kept, count = aside / stamp, 1
+    while kept.exists():  # a clock that did not move
+        kept, count = aside / f"{stamp}-{count}", count + 1
+    folder.rename(kept)
+    return kept
 
 
 def record(path: Path) -> str:
