@@ -249,5 +249,6 @@ def test_mlflow_runs_the_component_image(rendered: tuple[Path, list]) -> None:
     assert container["image"].endswith(f"/inspectflow:{_pyproject()['project']['version']}")
     env = {var["name"]: var for var in container["env"]}
     assert env["MLFLOW_BACKEND_STORE_URI"]["value"].startswith(
-        "postgresql://$(POSTGRES_USER):$(POSTGRES_PASSWORD)@"
+        # The driver named: SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3, which is not installed.
+        "postgresql+psycopg2://$(POSTGRES_USER):$(POSTGRES_PASSWORD)@"
     )

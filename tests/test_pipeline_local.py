@@ -54,7 +54,7 @@ def test_the_pipeline_runs_and_registers_a_champion(tmp_path: Path) -> None:
     client = registry(tmp_path / "work")
     version = client.get_model_version_by_alias("textile-classifier", "champion")
     run = client.get_run(version.run_id)
-    assert run.data.tags["kfp.pipeline_run_name"].startswith("inspectflow-inspection-")
+    assert run.data.tags["kfp.pipeline_run_name"].startswith("inspectflow-textile-")
     assert run.data.tags["gate.decision"] == "promoted"
 
 
