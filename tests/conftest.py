@@ -106,3 +106,18 @@ def tiny_inserts_config(*overrides: str) -> PipelineConfig:
     """Inserts config at 64 px with random weights; MobileNet features for the SVM (VGG16 is slow on CPU)."""
     base = ["data.image_side=64", "weights=none", "backbone=mobilenet_v2", "epochs=1", "repeats=3"]
     return build_config("inserts", [*base, *overrides])
+
+
+@pytest.fixture
+def isolated_kfp(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Keeps the user's ~/.config/kfp/context.json (namespace, cookies) and KF_PIPELINES_* out of tests."""
+    from kfp.client import client
+
+    monkeypatch.setattr(client.Client, "_LOCAL_KFP_CONTEXT", str(tmp_path / "kfp" / "context.json"))
+    for name in (
+        "KF_PIPELINES_ENDPOINT",
+        "KF_PIPELINES_UI_ENDPOINT",
+        "KF_PIPELINES_DEFAULT_EXPERIMENT_NAME",
+        "KF_PIPELINES_OVERRIDE_EXPERIMENT_NAME",
+    ):
+        monkeypatch.delenv(name, raising=False)

@@ -36,6 +36,12 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 API = "/apis/v2beta1"
+#: The calls the tests look for, as ``"METHOD path"``.
+HEALTHZ = f"GET {API}/healthz"
+LIST_EXPERIMENTS = f"GET {API}/experiments"
+CREATE_EXPERIMENT = f"POST {API}/experiments"
+CREATE_RUN = f"POST {API}/runs"
+CREATE_RECURRING_RUN = f"POST {API}/recurringruns"
 TERMINAL_STATES = {"SUCCEEDED", "SKIPPED", "FAILED", "CANCELED"}
 # google.rpc.Code values the API server puts in its error bodies.
 _GRPC_CODES = {400: 3, 401: 16, 403: 7, 404: 5, 409: 6, 500: 13, 503: 14}

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 from click.testing import CliRunner, Result
-from fake_kfp import API, FakeKFP
+from fake_kfp import API, CREATE_RECURRING_RUN, CREATE_RUN, FakeKFP
 
 from inspectflow import remote
 from inspectflow.cli import cli, main
@@ -21,23 +21,7 @@ from inspectflow.errors import ConfigError
 from inspectflow.pipelines.inspection import S3_SECRET, S3_SECRET_KEYS
 from inspectflow.remote import RemoteRunFailed
 
-CREATE_RUN = f"POST {API}/runs"
-CREATE_RECURRING_RUN = f"POST {API}/recurringruns"
-
-
-@pytest.fixture(autouse=True)
-def _isolated_kfp(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Keeps the user's ~/.config/kfp/context.json (namespace, cookies) and KF_PIPELINES_* out of tests."""
-    from kfp.client import client
-
-    monkeypatch.setattr(client.Client, "_LOCAL_KFP_CONTEXT", str(tmp_path / "kfp" / "context.json"))
-    for name in (
-        "KF_PIPELINES_ENDPOINT",
-        "KF_PIPELINES_UI_ENDPOINT",
-        "KF_PIPELINES_DEFAULT_EXPERIMENT_NAME",
-        "KF_PIPELINES_OVERRIDE_EXPERIMENT_NAME",
-    ):
-        monkeypatch.delenv(name, raising=False)
+pytestmark = pytest.mark.usefixtures("isolated_kfp")
 
 
 @pytest.fixture

@@ -13,7 +13,15 @@ from typing import Any
 
 import pytest
 import yaml
-from fake_kfp import API, FakeKFP
+from fake_kfp import (
+    API,
+    CREATE_EXPERIMENT,
+    CREATE_RECURRING_RUN,
+    CREATE_RUN,
+    HEALTHZ,
+    LIST_EXPERIMENTS,
+    FakeKFP,
+)
 
 from inspectflow.config import PipelineConfig
 from inspectflow.errors import ConfigError, InspectflowError
@@ -29,26 +37,7 @@ from inspectflow.remote import (
     submit_run,
 )
 
-HEALTHZ = f"GET {API}/healthz"
-LIST_EXPERIMENTS = f"GET {API}/experiments"
-CREATE_EXPERIMENT = f"POST {API}/experiments"
-CREATE_RUN = f"POST {API}/runs"
-CREATE_RECURRING_RUN = f"POST {API}/recurringruns"
-
-
-@pytest.fixture(autouse=True)
-def _isolated_kfp(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Keeps the user's ~/.config/kfp/context.json (namespace, cookies) and KF_PIPELINES_* out of tests."""
-    from kfp.client import client
-
-    monkeypatch.setattr(client.Client, "_LOCAL_KFP_CONTEXT", str(tmp_path / "kfp" / "context.json"))
-    for name in (
-        "KF_PIPELINES_ENDPOINT",
-        "KF_PIPELINES_UI_ENDPOINT",
-        "KF_PIPELINES_DEFAULT_EXPERIMENT_NAME",
-        "KF_PIPELINES_OVERRIDE_EXPERIMENT_NAME",
-    ):
-        monkeypatch.delenv(name, raising=False)
+pytestmark = pytest.mark.usefixtures("isolated_kfp")
 
 
 @pytest.fixture(scope="module")
