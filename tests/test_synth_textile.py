@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import h5py
@@ -93,3 +95,14 @@ def test_rejects_bad_test_fraction(tmp_path: Path, fraction: float) -> None:
 
 def test_smallest_dataset_keeps_every_class_in_both_splits(tmp_path: Path) -> None:
     assert synthesize_textile(tmp_path, n=12, test_fraction=0.9) == {"train": 6, "test": 6}
+
+
+def test_the_cli_refuses_to_overwrite_a_dataset_with_a_one_line_error(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "inspectflow", "synth", "textile", "--out", str(tmp_path), "--n", "24"]
+    assert subprocess.run(command, capture_output=True, check=False).returncode == 0
+    again = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert again.returncode == 1
+    assert (
+        again.stderr.startswith("inspectflow: error: refusing to overwrite")
+        and "Traceback" not in again.stderr
+    )

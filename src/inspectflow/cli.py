@@ -538,6 +538,6 @@ def main() -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
-    except InspectflowError as exc:
+    except (InspectflowError, FileExistsError) as exc:  # FileExistsError: synth refuses to overwrite
         click.echo(f"inspectflow: error: {exc}", err=True)
         sys.exit(1)
