@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from inspectflow.data import versioning
+from inspectflow.data.transfer import local_copy
 from inspectflow.data.versioning import find_dvc_repo, import_dataset, record, write_demo
 from inspectflow.errors import DataError, InspectflowError
 from inspectflow.lineage import data_version
@@ -358,3 +359,18 @@ def test_a_missing_bucket_is_a_data_error(s3: Any, s3_endpoint: str, tmp_path: P
     with pytest.raises(DataError, match=r"s3://no-such-bucket/x: cannot read from S3"):
         import_dataset("textile", "s3://no-such-bucket/x", tmp_path / "data", s3_endpoint)
     assert leftovers(tmp_path / "data", "textile") == []
+
+
+def test_a_pipeline_source_on_s3_is_read_from_a_temporary_local_copy(
+    s3: Any, s3_endpoint: str, kaggle_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    upload(s3, kaggle_dir, "runs/textile")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)  # as the pipeline pods get it from their config map
+
+    with local_copy(f"s3://{BUCKET}/runs/textile") as root:
+        assert snapshot(root) == snapshot(kaggle_dir)
+    assert not root.exists()  # the download is gone once ingest has read it
+    with local_copy(str(kaggle_dir)) as root:
+        assert root == kaggle_dir
+    with pytest.raises(DataError, match="no such data folder"), local_copy(str(kaggle_dir / "missing")):
+        pass

@@ -186,19 +186,17 @@ def retrain(
     plots_dir: Path | None,
 ) -> None:
     """Run the pipeline only if the data version differs from the one the champion was trained on."""
-    from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
+    from inspectflow.lifecycle import CHAMPION
     from inspectflow.lineage import DATA_VERSION_TAG, data_version
-    from inspectflow.tracking import configure_tracking
 
     config = _config(workload, params_file, overrides)
     source = _local_data(workload, data, workdir)
     current = data_version(Path(source))
-    configure_tracking(workdir)
     name = config.register_.model_name
     try:
-        champion = MlflowClient().get_model_version_by_alias(name, "champion")
+        champion = _client(workdir).get_model_version_by_alias(name, CHAMPION)
     except MlflowException:
         champion = None
     if champion is not None and champion.tags.get(DATA_VERSION_TAG) == current:
@@ -506,10 +504,11 @@ def predict(
 ) -> None:
     """Predict images with the champion: a JSON line per image (dagm: also a mask PNG, the defect area)."""
     from inspectflow.config import TASKS
+    from inspectflow.lifecycle import CHAMPION
     from inspectflow.predict import predict_files
 
     _client(workdir)
-    uri = model_uri or f"models:/{_model_name(workload)}@champion"
+    uri = model_uri or f"models:/{_model_name(workload)}@{CHAMPION}"
     if TASKS[workload] == "segmentation" and mask_dir is None:
         mask_dir = (output.parent if output else Path(".")) / "masks"
     records = predict_files(uri, list(paths), TASKS[workload], batch_size, mask_dir)

@@ -33,6 +33,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal
 
 from inspectflow.errors import InspectflowError
+from inspectflow.lineage import DATA_VERSION_TAG
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -55,7 +56,7 @@ AUDIT_VALUE_LIMIT = 5000
 _ELLIPSIS = "…"
 
 #: Version tags (set by the register step and DVC tracking) that identify the data a version was trained on.
-DATA_VERSION_TAGS = ("data.dvc_md5", "data.digest")
+DATA_VERSION_TAGS = (DATA_VERSION_TAG, "data.digest")
 #: Test metrics shown by ``compare``, in this order, with their column headers.
 KEY_METRICS: dict[str, str] = {
     "test_accuracy": "acc",

@@ -36,7 +36,8 @@ PIPELINE_NAME_TAG = "kfp.pipeline_name"
 PIPELINE_RUN_NAME_TAG = "kfp.pipeline_run_name"
 PIPELINE_RUN_ID_TAG = "kfp.pipeline_run_id"
 #: Prefixes of the lineage tags, copied from the run onto the model version it registers.
-LINEAGE_TAG_PREFIXES = ("data.dvc_md5", "git.", "kfp.", "version.")
+LINEAGE_TAG_PREFIXES = (DATA_VERSION_TAG, "git.", "kfp.", "version.")
+
 #: Set in a component image, where the source tree is not a git checkout.
 GIT_COMMIT_ENV = "INSPECTFLOW_GIT_COMMIT"
 

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from inspectflow.errors import DataError
+
+log = logging.getLogger(__name__)
 
 S3_SCHEME = "s3://"
 
@@ -37,6 +43,24 @@ def fetch(source: str, dest: Path, endpoint_url: str | None = None) -> int:
     if not count:
         raise DataError(f"{root}: no files")
     return count
+
+
+@contextmanager
+def local_copy(source: str) -> Iterator[Path]:
+    """Yields ``source`` as a local folder: itself, or an S3 prefix downloaded into a temporary one.
+
+    Raises:
+        DataError: The folder does not exist, or the S3 prefix cannot be read or is empty.
+    """
+    if not is_s3_uri(source):
+        if not Path(source).is_dir():
+            raise DataError(f"{source}: no such data folder")
+        yield Path(source)
+        return
+    with tempfile.TemporaryDirectory(prefix="inspectflow-source-") as scratch:
+        local = Path(scratch) / "data"
+        log.info("downloaded %d files from %s", fetch(source, local), source)
+        yield local
 
 
 def _download_prefix(uri: str, dest: Path, endpoint_url: str | None) -> int:

@@ -184,64 +184,43 @@ def ingest_step(
     Returns:
         The MLflow run id every later step logs to, and the source's DVC hash.
     """
-    import tempfile
-
-    from inspectflow.data.transfer import fetch, is_s3_uri
-
-    if not is_s3_uri(source):
-        return _ingest_and_track(
-            Path(source), source, raw_config, out_dir, pipeline_name, kfp_run_name, kfp_run_id
-        )
-    with tempfile.TemporaryDirectory(prefix="inspectflow-source-") as scratch:
-        local = Path(scratch) / "data"
-        log.info("downloaded %d files from %s", fetch(source, local), source)
-        return _ingest_and_track(local, source, raw_config, out_dir, pipeline_name, kfp_run_name, kfp_run_id)
-
-
-def _ingest_and_track(
-    root: Path,
-    source: str,
-    raw_config: dict[str, object],
-    out_dir: Path,
-    pipeline_name: str,
-    kfp_run_name: str,
-    kfp_run_id: str,
-) -> tuple[str, str]:
     import mlflow
     import mlflow.data.pandas_dataset
 
     from inspectflow.config import validate_config
+    from inspectflow.data.transfer import local_copy
     from inspectflow.lineage import DATA_VERSION_TAG, lineage_tags
     from inspectflow.tracking import resume_run, start_pipeline_run
 
     config: PipelineConfig = validate_config(raw_config)
-    if not root.is_dir():
-        raise DataError(f"{source}: no such data folder")
-    tags = {
-        "inspectflow.workload": config.workload,
-        "data.source": source,
-        **lineage_tags(root, pipeline_name, kfp_run_name, kfp_run_id),
-    }
-    run_id = start_pipeline_run(config.tracking.experiment, kfp_run_name, config.flat(), tags)
-    with resume_run(run_id):
-        dataset = ingest(root, config.data)
-        save_dataset(dataset, out_dir)
-        digest = dataset_digest(dataset.manifest)
-        counts = dataset.manifest.groupby(["split", "label"]).size()
-        log.info("ingested %d images from %s (%s layout)", len(dataset.manifest), source, dataset.info.format)
-        mlflow.set_tags(
-            {
-                "data.digest": digest,
-                "data.format": dataset.info.format,
-                "data.split_origin": dataset.info.split_origin,
-            }
-        )
-        mlflow.log_metrics({f"data.{split}.{label}": int(n) for (split, label), n in counts.items()})
-        mlflow.log_input(
-            mlflow.data.pandas_dataset.from_pandas(
-                dataset.manifest, source=source, name=f"{config.workload}-{tags[DATA_VERSION_TAG][:12]}"
-            ),
-            context="ingest",
-        )
-        mlflow.log_artifact(str(out_dir / "manifest.csv"), artifact_path="data")
-    return run_id, tags[DATA_VERSION_TAG]
+    with local_copy(source) as root:
+        tags = {
+            "inspectflow.workload": config.workload,
+            "data.source": source,
+            **lineage_tags(root, pipeline_name, kfp_run_name, kfp_run_id),
+        }
+        run_id = start_pipeline_run(config.tracking.experiment, kfp_run_name, config.flat(), tags)
+        with resume_run(run_id):
+            dataset = ingest(root, config.data)
+            save_dataset(dataset, out_dir)
+            digest = dataset_digest(dataset.manifest)
+            counts = dataset.manifest.groupby(["split", "label"]).size()
+            log.info(
+                "ingested %d images from %s (%s layout)", len(dataset.manifest), source, dataset.info.format
+            )
+            mlflow.set_tags(
+                {
+                    "data.digest": digest,
+                    "data.format": dataset.info.format,
+                    "data.split_origin": dataset.info.split_origin,
+                }
+            )
+            mlflow.log_metrics({f"data.{split}.{label}": int(n) for (split, label), n in counts.items()})
+            mlflow.log_input(
+                mlflow.data.pandas_dataset.from_pandas(
+                    dataset.manifest, source=source, name=f"{config.workload}-{tags[DATA_VERSION_TAG][:12]}"
+                ),
+                context="ingest",
+            )
+            mlflow.log_artifact(str(out_dir / "manifest.csv"), artifact_path="data")
+        return run_id, tags[DATA_VERSION_TAG]

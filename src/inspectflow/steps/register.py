@@ -18,12 +18,12 @@ from typing import Any
 from inspectflow.config import PipelineConfig, RegisterConfig
 from inspectflow.data.dataset import Dataset
 from inspectflow.errors import pipeline_step
+from inspectflow.lifecycle import CHALLENGER, CHAMPION, move_alias
 from inspectflow.models.artifact import ModelSpec, Predictor
 from inspectflow.steps.evaluate import Scores
 
 log = logging.getLogger(__name__)
 
-CHAMPION, CHALLENGER = "champion", "challenger"
 # Scores are ratios of counts: 0.86 - 0.85 is 0.0100000000000001 in floating point, which must not count as
 # beating a 0.01 margin.
 _FLOAT_TOLERANCE = 1e-9
@@ -164,7 +164,6 @@ def register_step(
 
     from inspectflow.config import validate_config
     from inspectflow.data.dataset import dataset_digest, load_dataset
-    from inspectflow.lifecycle import move_alias
     from inspectflow.lineage import LINEAGE_TAG_PREFIXES
     from inspectflow.models.artifact import load_trained_model
     from inspectflow.steps.evaluate import SCORES_FILE, evaluate, load_scores
