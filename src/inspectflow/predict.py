@@ -11,8 +11,6 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from inspectflow.errors import DataError
-
 
 def predict_files(
     model_uri: str, paths: list[Path], task: str, batch_size: int, mask_dir: Path | None = None
@@ -37,7 +35,7 @@ def predict_files(
     import mlflow
 
     from inspectflow.config import EvaluateConfig
-    from inspectflow.data.sources import decode
+    from inspectflow.serving import read_image
     from inspectflow.steps.ingest import to_cache
     from inspectflow.steps.register import load_registered_predictor
     from inspectflow.steps.train import to_tensor
@@ -52,13 +50,9 @@ def predict_files(
         batch_paths = paths[start : start + batch_size]
         sizes, images = [], []
         for path in batch_paths:
-            pixels, error = decode(path)
-            if pixels is None:
-                raise DataError(f"{path}: cannot be decoded ({error})")
+            pixels = read_image(path)
             sizes.append(pixels.shape[:2])
-            images.append(
-                to_cache(pixels if pixels.ndim == 3 else pixels[..., None], side, channels, "resize")
-            )
+            images.append(to_cache(pixels, side, channels, "resize"))
         with torch.no_grad():
             logits = predictor(to_tensor(np.stack(images)))
         if task == "classification":

@@ -54,19 +54,27 @@ class ImageClassifier(PythonModel):
         return frame
 
     def _prepare(self, item: Any) -> np.ndarray:
-        from inspectflow.data.sources import decode
-        from inspectflow.errors import DataError
         from inspectflow.steps.ingest import to_cache
 
-        if isinstance(item, str | Path):
-            pixels, error = decode(Path(item))
-            if pixels is None:
-                raise DataError(f"{item}: cannot be decoded ({error})")
-        else:
-            pixels = np.asarray(item)
-        if pixels.ndim == 2:
-            pixels = pixels[..., np.newaxis]
-        return to_cache(pixels, self.spec.image_side, self.spec.channels, "resize")
+        return to_cache(read_image(item), self.spec.image_side, self.spec.channels, "resize")
+
+
+def read_image(item: Any) -> np.ndarray:
+    """Returns an image file (decoded with Pillow, as ingest does) or array as uint8 ``(H, W, C)``.
+
+    Raises:
+        DataError: The file cannot be decoded (named in the message).
+    """
+    from inspectflow.data.sources import decode
+    from inspectflow.errors import DataError
+
+    if isinstance(item, str | Path):
+        pixels, error = decode(Path(item))
+        if pixels is None:
+            raise DataError(f"{item}: cannot be decoded ({error})")
+    else:
+        pixels = np.asarray(item)
+    return pixels[..., np.newaxis] if pixels.ndim == 2 else pixels
 
 
 def _items(model_input: Any) -> list[Any]:

@@ -50,6 +50,11 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def training_device() -> torch.device:
+    """The GPU when there is one (the cluster's train task asks for it), else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def to_tensor(images: np.ndarray, channels_last: bool = False) -> torch.Tensor:
     """Converts uint8 ``(N, H, W, C)`` images to float ``(N, C, H, W)`` in ``[0, 1]``."""
     tensor = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0)
@@ -142,7 +147,7 @@ def train(
 
     model = build_model(config, len(dataset.info.classes), dataset.info.channels)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = training_device()
     log.info("training on %s", device)
     model = model.to(device, memory_format=memory_format)  # type: ignore[call-overload]
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = (
@@ -328,7 +333,7 @@ def train_feature_svm(
     key = feature_cache_key(config.backbone, config.layer, weights_id, dataset_digest(dataset.manifest))
     cache_dir = Path(config.feature_cache).expanduser()
     started = time.perf_counter()
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = training_device()
     features, cache_hit = cached_features(
         cache_dir, key, lambda: extract_features(extractor.to(device), dataset.images, config.batch_size)
     )
