@@ -1,6 +1,5 @@
 """Compiles the pipeline to the YAML a Kubeflow Pipelines cluster runs, one file per workload."""
 
-import json
 from pathlib import Path
 
 from kfp import compiler
@@ -18,7 +17,7 @@ def compile_pipeline(config: PipelineConfig, package_path: Path) -> Path:
     compiler.Compiler().compile(
         inspection_pipeline(config.workload),
         str(package_path),
-        pipeline_parameters={"config": json.dumps(config.to_dict())},
+        pipeline_parameters={"config": config.to_json()},
     )
     return package_path
 

@@ -278,7 +278,7 @@ def _submit(
         run_id = submit_run(
             host,
             package,
-            {"source": data, "config": json.dumps(config.to_dict())},
+            {"source": data, "config": config.to_json()},
             run_name=run_name,
             experiment=experiment or config.tracking.experiment,
             namespace=namespace,
@@ -322,7 +322,7 @@ def schedule(
         job_id = schedule_run(
             host,
             package,
-            {"source": data, "config": json.dumps(config.to_dict())},
+            {"source": data, "config": config.to_json()},
             job_name=f"inspectflow-{workload}-retrain",
             experiment=experiment or config.tracking.experiment,
             cron=expression,

@@ -8,6 +8,7 @@ so a step never sees an unchecked value and the MLflow run logs exactly what ran
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -265,6 +266,10 @@ class PipelineConfig(_Section):
     def to_dict(self) -> dict[str, Any]:
         """Returns the config as plain JSON-able data, section names as users write them."""
         return self.model_dump(mode="json", by_alias=True)
+
+    def to_json(self) -> str:
+        """Returns the config as the JSON string the pipeline's ``config`` parameter carries."""
+        return json.dumps(self.to_dict())
 
     def flat(self) -> dict[str, Any]:
         """Returns ``{"section.key": value}`` for every setting, as logged to MLflow."""

@@ -68,7 +68,7 @@ def run_local(source: str, config: PipelineConfig, workdir: Path) -> PipelineRes
         try:
             pipeline = inspection_pipeline(config.workload)
             local_source = source if is_s3_uri(source) else str(Path(source).resolve())
-            task = pipeline(source=local_source, config=json.dumps(config.to_dict()))
+            task = pipeline(source=local_source, config=config.to_json())
         except RuntimeError as exc:
             step_errors = errors.read().strip()
             raise PipelineFailed(step_errors or str(exc)) from None
