@@ -9,23 +9,27 @@ import torch
 from PIL import Image
 
 from conftest import DAGM_SAMPLES, tiny_dagm_config
+from inspectflow.augment import augment, random_crops
 from inspectflow.config import EvaluateConfig, RegisterConfig
 from inspectflow.data.dataset import MASK_COLUMNS, load_dataset, save_dataset
-from inspectflow.data.segmentation import parse_labels_txt
-from inspectflow.data.sources import detect_format
+from inspectflow.data.layouts import detect_layout
+from inspectflow.data.layouts.dagm import parse_labels_txt
 from inspectflow.errors import DataError
-from inspectflow.steps.evaluate import (
+from inspectflow.steps.evaluate import evaluate
+from inspectflow.steps.ingest import ingest
+from inspectflow.steps.register import decide
+from inspectflow.steps.train import train
+from inspectflow.tasks import get_task
+from inspectflow.tasks.segmentation import (
     SegmentationScores,
     draw_overlays,
-    evaluate,
     predict_masks,
     score_masks,
     score_segmentation,
 )
-from inspectflow.steps.ingest import ingest
-from inspectflow.steps.register import decide
-from inspectflow.steps.train import augment, random_crops, train
 from inspectflow.validation import validate_dataset
+
+SEGMENTATION = get_task("segmentation")
 
 
 def validate(dataset, config):
@@ -57,7 +61,7 @@ def test_labels_txt_is_parsed_as_dagm_writes_it(tmp_path: Path) -> None:
 
 
 def test_synthetic_dagm_keeps_its_split_and_class_subsets(dagm_dir: Path) -> None:
-    assert detect_format(dagm_dir) == "dagm"
+    assert detect_layout(dagm_dir).name == "dagm"
     dataset = ingest(dagm_dir, tiny_dagm_config("data.classes=[Class2]").data)
     assert set(dataset.manifest["label"]) == {"Class2"} and dataset.info.split_origin == "source"
     assert dataset.images.shape == (12, 32, 32, 1) and dataset.masks.shape == (12, 32, 32)
@@ -144,9 +148,9 @@ def test_segmentation_training_evaluation_and_overlays(dagm_dir: Path, tmp_path:
     config = tiny_dagm_config("train.epochs=2")
     dataset = ingest(dagm_dir, config.data)
     epochs = []
-    result = train(dataset, config.train, tmp_path / "ckpt", lambda e, m: epochs.append(m))
+    result = train(SEGMENTATION, dataset, config.train, tmp_path / "ckpt", lambda e, m: epochs.append(m))
     assert result.spec.task == "segmentation" and {"val_iou", "val_dice"} <= set(epochs[0])
-    scores = evaluate(result.model, dataset, config.evaluate)
+    scores = evaluate(SEGMENTATION, result.model, dataset, config.evaluate)
     assert isinstance(scores, SegmentationScores)
     assert set(scores.per_class) == {"Class1", "Class2"}
     assert {"test_iou", "test_iou_Class1", "test_detection_fpr_Class2"} <= set(scores.metrics())

@@ -1,8 +1,8 @@
 import pytest
 
 from inspectflow.config import RegisterConfig
-from inspectflow.steps.evaluate import ClassificationScores
 from inspectflow.steps.register import decide
+from inspectflow.tasks.classification import ClassificationScores
 
 CLASSES = ["good", "hole"]
 

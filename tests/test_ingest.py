@@ -8,19 +8,19 @@ import pytest
 from conftest import TINY_SIDE, tiny_config
 from inspectflow.config import TEXTILE_CLASSES
 from inspectflow.data.dataset import MANIFEST_COLUMNS, dataset_digest, load_dataset, save_dataset
-from inspectflow.data.sources import detect_format
+from inspectflow.data.layouts import detect_layout
 from inspectflow.errors import DataError
 from inspectflow.steps.ingest import ingest
 
 
 def test_formats_are_detected(kaggle_dir: Path, npy_dir: Path, folders_dir: Path, tmp_path: Path) -> None:
-    assert detect_format(kaggle_dir) == "kaggle-h5"
-    assert detect_format(npy_dir) == "npy"
-    assert detect_format(folders_dir) == "folders"
+    assert detect_layout(kaggle_dir).name == "kaggle-h5"
+    assert detect_layout(npy_dir).name == "npy"
+    assert detect_layout(folders_dir).name == "folders"
     with pytest.raises(DataError, match="no supported layout"):
-        detect_format(tmp_path)
+        detect_layout(tmp_path)
     with pytest.raises(DataError, match="not found"):
-        detect_format(tmp_path / "missing")
+        detect_layout(tmp_path / "missing")
 
 
 def test_kaggle_layout_keeps_the_source_split(kaggle_dir: Path) -> None:

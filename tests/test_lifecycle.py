@@ -15,21 +15,15 @@ import pytest
 from mlflow import MlflowClient
 
 from inspectflow.errors import InspectflowError
-from inspectflow.lifecycle import (
-    AUDIT_VALUE_LIMIT,
-    AuditEntry,
-    audit_trail,
-    compare_runs,
+from inspectflow.lifecycle.aliases import list_versions, previous_champion, promote, rollback
+from inspectflow.lifecycle.audit import AUDIT_VALUE_LIMIT, AuditEntry, audit_trail, move_alias
+from inspectflow.lifecycle.comparison import compare_runs
+from inspectflow.lifecycle.render import (
     format_history,
     format_promotion,
     format_rollback,
     format_table,
     format_versions,
-    list_versions,
-    move_alias,
-    previous_champion,
-    promote,
-    rollback,
 )
 from inspectflow.tracking import ensure_experiment
 

@@ -20,14 +20,9 @@ from inspectflow.reports import (
     write_metrics,
     write_plots,
 )
-from inspectflow.steps.evaluate import (
-    ClassificationScores,
-    SegmentationScores,
-    load_scores,
-    save_scores,
-    score_masks,
-    score_predictions,
-)
+from inspectflow.tasks import load_scores, save_scores
+from inspectflow.tasks.classification import ClassificationScores, score_predictions
+from inspectflow.tasks.segmentation import SegmentationScores, score_masks
 
 # -- confusion_rows: classification --------------------------------------------------------------------------
 

@@ -5,11 +5,16 @@ import pytest
 import torch
 
 from conftest import tiny_config
+from inspectflow.augment import augment
 from inspectflow.config import EvaluateConfig
 from inspectflow.models.artifact import load_trained_model, save_trained_model
-from inspectflow.steps.evaluate import evaluate, load_scores, plot_confusion, save_scores, score_predictions
+from inspectflow.steps.evaluate import evaluate
 from inspectflow.steps.ingest import ingest
-from inspectflow.steps.train import augment, train
+from inspectflow.steps.train import train
+from inspectflow.tasks import get_task, load_scores, save_scores
+from inspectflow.tasks.classification import plot_confusion, score_predictions
+
+CLASSIFICATION = get_task("classification")
 
 
 @pytest.fixture
@@ -20,7 +25,9 @@ def tiny_dataset(npy_dir: Path):
 def test_training_logs_every_epoch_and_checkpoints(tiny_dataset, tmp_path: Path) -> None:
     seen = []
     config = tiny_config("train.epochs=2").train
-    result = train(tiny_dataset, config, tmp_path / "ckpt", lambda epoch, m: seen.append((epoch, m)))
+    result = train(
+        CLASSIFICATION, tiny_dataset, config, tmp_path / "ckpt", lambda epoch, m: seen.append((epoch, m))
+    )
     assert [epoch for epoch, _ in seen] == [1, 2]
     assert {"train_loss", "train_accuracy", "val_loss", "val_accuracy"} <= set(seen[0][1])
     assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["best.pt", "last.pt"]
@@ -31,13 +38,15 @@ def test_training_logs_every_epoch_and_checkpoints(tiny_dataset, tmp_path: Path)
 
 def test_training_is_seeded(tiny_dataset, tmp_path: Path) -> None:
     config = tiny_config().train
-    first = train(tiny_dataset, config, tmp_path / "a").model.state_dict()
-    second = train(tiny_dataset, config, tmp_path / "b").model.state_dict()
+    first = train(CLASSIFICATION, tiny_dataset, config, tmp_path / "a").model.state_dict()
+    second = train(CLASSIFICATION, tiny_dataset, config, tmp_path / "b").model.state_dict()
     assert all(torch.equal(first[k], second[k]) for k in first)
 
 
 def test_trained_model_round_trips(tiny_dataset, tmp_path: Path) -> None:
-    result = train(tiny_dataset, tiny_config("train.channels_last=false").train, tmp_path / "ckpt")
+    result = train(
+        CLASSIFICATION, tiny_dataset, tiny_config("train.channels_last=false").train, tmp_path / "ckpt"
+    )
     save_trained_model(result.model, result.spec, tmp_path / "model")
     model, spec = load_trained_model(tmp_path / "model")
     batch = torch.rand(3, 1, 16, 16)
@@ -63,8 +72,8 @@ def test_scores_match_hand_computed_values() -> None:
 
 
 def test_evaluate_scores_the_test_split_and_plots(tiny_dataset, tmp_path: Path) -> None:
-    result = train(tiny_dataset, tiny_config().train, tmp_path / "ckpt")
-    scores = evaluate(result.model, tiny_dataset, EvaluateConfig(batch_size=4))
+    result = train(CLASSIFICATION, tiny_dataset, tiny_config().train, tmp_path / "ckpt")
+    scores = evaluate(CLASSIFICATION, result.model, tiny_dataset, EvaluateConfig(batch_size=4))
     assert sum(scores.support.values()) == (tiny_dataset.manifest["split"] == "test").sum()
     plot_confusion(scores, tmp_path / "cm.png")
     assert (tmp_path / "cm.png").stat().st_size > 1000

@@ -188,8 +188,8 @@ def retrain(
     """Run the pipeline only if the data version differs from the one the champion was trained on."""
     from mlflow.exceptions import MlflowException
 
-    from inspectflow.lifecycle import CHAMPION
-    from inspectflow.lineage import DATA_VERSION_TAG, data_version
+    from inspectflow.lineage import data_version
+    from inspectflow.names import CHAMPION, DATA_VERSION_TAG
 
     config = _config(workload, params_file, overrides)
     source = _local_data(workload, data, workdir)
@@ -426,7 +426,8 @@ def _client(workdir: Path) -> Any:
 @_WORKDIR
 def models_list(workload: str, workdir: Path) -> None:
     """Versions with their aliases, primary metric and gate decision, newest first."""
-    from inspectflow.lifecycle import format_versions, list_versions
+    from inspectflow.lifecycle.aliases import list_versions
+    from inspectflow.lifecycle.render import format_versions
 
     name = _model_name(workload)
     click.echo(format_versions(name, list_versions(_client(workdir), name)))
@@ -439,7 +440,8 @@ def models_list(workload: str, workdir: Path) -> None:
 @_WORKDIR
 def models_promote(workload: str, version: str, reason: str, workdir: Path) -> None:
     """Make VERSION the champion by hand (the gate's verdict on it is shown and recorded)."""
-    from inspectflow.lifecycle import format_promotion, promote
+    from inspectflow.lifecycle.aliases import promote
+    from inspectflow.lifecycle.render import format_promotion
 
     click.echo(format_promotion(promote(_client(workdir), _model_name(workload), version, reason)))
 
@@ -450,7 +452,8 @@ def models_promote(workload: str, version: str, reason: str, workdir: Path) -> N
 @_WORKDIR
 def models_rollback(workload: str, reason: str, workdir: Path) -> None:
     """Move the champion back to the previous champion."""
-    from inspectflow.lifecycle import format_rollback, rollback
+    from inspectflow.lifecycle.aliases import rollback
+    from inspectflow.lifecycle.render import format_rollback
 
     click.echo(format_rollback(rollback(_client(workdir), _model_name(workload), reason)))
 
@@ -460,7 +463,8 @@ def models_rollback(workload: str, reason: str, workdir: Path) -> None:
 @_WORKDIR
 def models_history(workload: str, workdir: Path) -> None:
     """The audit trail of alias moves: who, when, from, to, why."""
-    from inspectflow.lifecycle import audit_trail, format_history
+    from inspectflow.lifecycle.audit import audit_trail
+    from inspectflow.lifecycle.render import format_history
 
     name = _model_name(workload)
     click.echo(format_history(name, audit_trail(_client(workdir), name)))
@@ -473,7 +477,8 @@ def models_history(workload: str, workdir: Path) -> None:
 def compare(workload: str, last_n: int, workdir: Path) -> None:
     """Recent runs side by side: differing parameters, metrics, data versions; champion marked *."""
     from inspectflow.config import build_config
-    from inspectflow.lifecycle import compare_runs, format_table
+    from inspectflow.lifecycle.comparison import compare_runs
+    from inspectflow.lifecycle.render import format_table
 
     experiment = build_config(workload).tracking.experiment
     click.echo(format_table(compare_runs(_client(workdir), experiment, last_n)))
@@ -503,15 +508,17 @@ def predict(
     workdir: Path,
 ) -> None:
     """Predict images with the champion: a JSON line per image (dagm: also a mask PNG, the defect area)."""
-    from inspectflow.config import TASKS
-    from inspectflow.lifecycle import CHAMPION
+    from inspectflow.config import WORKLOAD_TASKS
+    from inspectflow.names import CHAMPION
     from inspectflow.predict import predict_files
+    from inspectflow.tasks import get_task
 
     _client(workdir)
     uri = model_uri or f"models:/{_model_name(workload)}@{CHAMPION}"
-    if TASKS[workload] == "segmentation" and mask_dir is None:
+    task_name = WORKLOAD_TASKS[workload]
+    if get_task(task_name).writes_files and mask_dir is None:
         mask_dir = (output.parent if output else Path(".")) / "masks"
-    records = predict_files(uri, list(paths), TASKS[workload], batch_size, mask_dir)
+    records = predict_files(uri, list(paths), task_name, batch_size, mask_dir)
     if output is None:
         for record in records:
             click.echo(json.dumps(record))

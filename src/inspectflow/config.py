@@ -13,15 +13,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from inspectflow.errors import ConfigError
 
 TEXTILE_CLASSES = ["good", "color", "cut", "hole", "thread", "metal_contamination"]
 
 Workload = Literal["textile", "dagm", "inserts"]
-#: What each workload learns: a class per image, or a defect mask per image.
-TASKS: dict[str, Literal["classification", "segmentation"]] = {
+#: What each workload learns (a task of :mod:`inspectflow.tasks`): a class per image, or a defect mask.
+WORKLOAD_TASKS: dict[str, str] = {
     "textile": "classification",
     "dagm": "segmentation",
     "inserts": "classification",
@@ -72,7 +72,8 @@ class DataConfig(_Section):
     """How ingest reads the source and splits it.
 
     Attributes:
-        format: Source layout; ``auto`` detects it from the files present.
+        format: Source layout: ``auto`` detects it from the files present; otherwise the name of a layout
+            registered in :mod:`inspectflow.data.layouts`, such as ``kaggle-h5`` or ``dagm``.
         classes: Class names, in label-index order; labels outside this set fail validation. For
             segmentation, the groups to read (DAGM classes such as ``Class1``); empty reads all.
         image_side: Side of the cached square images (pixels); ``None`` keeps the sources' side, padded up
@@ -84,13 +85,25 @@ class DataConfig(_Section):
         split_seed: Seed of that split.
     """
 
-    format: Literal["auto", "kaggle-h5", "npy", "folders", "dagm", "images-masks"] = "auto"
+    format: str = "auto"
     classes: list[str] = Field(default_factory=lambda: list(TEXTILE_CLASSES))
     image_side: int | None = Field(64, ge=8, le=4096)
     resize: Literal["resize", "pad"] = "resize"
     channels: Literal[1, 3] = 1
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0)
     split_seed: int = 0
+
+    @field_validator("format")
+    @classmethod
+    def _known_layout(cls, value: str) -> str:
+        if value == "auto":
+            return value
+        from inspectflow.data.layouts import layout_names  # imports every reader: only when one is named
+
+        names = layout_names()
+        if value not in names:
+            raise ValueError(f"unknown layout {value!r}; choose one of {', '.join(['auto', *names])}")
+        return value
 
 
 class ValidateConfig(_Section):
@@ -232,26 +245,9 @@ class PipelineConfig(_Section):
 
     @model_validator(mode="after")
     def _check_model_fits_data(self) -> PipelineConfig:
-        segmentation = self.task == "segmentation"
-        if self.train.method == "features+svm":
-            if segmentation:
-                raise ValueError("train.method=features+svm applies to classification workloads only")
-            if self.register_.flavor != "pyfunc":
-                raise ValueError("train.method=features+svm needs register.flavor=pyfunc")
-        if segmentation != (self.train.model == "unet"):
-            raise ValueError(f"train.model={self.train.model} does not fit the {self.task} workload")
-        if segmentation == (self.train.loss == "cross_entropy"):
-            raise ValueError(f"train.loss={self.train.loss} does not fit the {self.task} workload")
-        if segmentation != (self.register_.primary_metric in ("iou", "dice")):
-            metric = self.register_.primary_metric
-            raise ValueError(f"register.primary_metric={metric} does not fit the {self.task} workload")
-        if not segmentation and len(self.data.classes) == 1:
-            raise ValueError("data.classes needs at least two classes (or none: one per folder found)")
-        if not segmentation and self.data.image_side is None:
-            raise ValueError("data.image_side must be set for classification")
-        for name, side in (("data.image_side", self.data.image_side), ("train.crop", self.train.crop)):
-            if segmentation and side is not None and side % 16:
-                raise ValueError(f"{name}={side} must be a multiple of 16 (the U-Net pools four times)")
+        from inspectflow.tasks import get_task  # the tasks' checks, imported lazily: config stays light
+
+        get_task(self.task).check_config(self)
         if self.train.freeze_backbone and self.train.model != "resnet18":
             raise ValueError("train.freeze_backbone applies to train.model=resnet18 only")
         if self.train.weights == "imagenet" and self.train.model != "resnet18":
@@ -259,9 +255,9 @@ class PipelineConfig(_Section):
         return self
 
     @property
-    def task(self) -> Literal["classification", "segmentation"]:
-        """``classification`` or ``segmentation``."""
-        return TASKS[self.workload]
+    def task(self) -> str:
+        """The workload's task: ``classification`` or ``segmentation``."""
+        return WORKLOAD_TASKS[self.workload]
 
     def to_dict(self) -> dict[str, Any]:
         """Returns the config as plain JSON-able data, section names as users write them."""

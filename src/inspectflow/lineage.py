@@ -16,6 +16,18 @@ from typing import Any
 
 import yaml
 
+from inspectflow.names import (
+    DATA_DIGEST_TAG,
+    DATA_VERSION_TAG,
+    GIT_COMMIT_TAG,
+    GIT_DIRTY_TAG,
+    LINEAGE_TAG_PREFIXES,
+    PACKAGE_VERSION_TAG_PREFIX,
+    PIPELINE_NAME_TAG,
+    PIPELINE_RUN_ID_TAG,
+    PIPELINE_RUN_NAME_TAG,
+)
+
 #: Packages whose versions are tagged on every run: what decides whether a result can be reproduced.
 KEY_PACKAGES = (
     "inspectflow",
@@ -28,16 +40,6 @@ KEY_PACKAGES = (
     "dvc",
     "great-expectations",
 )
-#: Tag names, on MLflow runs and on registered model versions alike.
-DATA_VERSION_TAG = "data.dvc_md5"
-GIT_COMMIT_TAG = "git.commit"
-GIT_DIRTY_TAG = "git.dirty"
-PIPELINE_NAME_TAG = "kfp.pipeline_name"
-PIPELINE_RUN_NAME_TAG = "kfp.pipeline_run_name"
-PIPELINE_RUN_ID_TAG = "kfp.pipeline_run_id"
-#: Prefixes of the lineage tags, copied from the run onto the model version it registers.
-LINEAGE_TAG_PREFIXES = (DATA_VERSION_TAG, "git.", "kfp.", "version.")
-
 #: Set in a component image, where the source tree is not a git checkout.
 GIT_COMMIT_ENV = "INSPECTFLOW_GIT_COMMIT"
 
@@ -120,8 +122,13 @@ def lineage_tags(
         PIPELINE_RUN_NAME_TAG: kfp_run_name,
         PIPELINE_RUN_ID_TAG: kfp_run_id,
     }
-    tags.update({f"version.{name}": value for name, value in package_versions().items()})
+    tags.update({f"{PACKAGE_VERSION_TAG_PREFIX}{name}": value for name, value in package_versions().items()})
     return tags
+
+
+def tagged_data_version(tags: dict[str, str]) -> str | None:
+    """The data version a run or model version is tagged with: DVC's hash, else the dataset's digest."""
+    return tags.get(DATA_VERSION_TAG) or tags.get(DATA_DIGEST_TAG) or None
 
 
 def recorded_data_versions(repo: Path) -> dict[str, tuple[str, str]]:
@@ -205,7 +212,9 @@ def format_lineage(lineage: Lineage) -> str:
     recorded = ", ".join(lineage.recorded_in) or "not recorded in this repository's data.dvc or dvc.lock"
     dirty = " (working tree had uncommitted changes)" if tags.get(GIT_DIRTY_TAG) == "true" else ""
     versions = ", ".join(
-        f"{k.removeprefix('version.')} {v}" for k, v in sorted(tags.items()) if k[:8] == "version."
+        f"{k.removeprefix(PACKAGE_VERSION_TAG_PREFIX)} {v}"
+        for k, v in sorted(tags.items())
+        if k.startswith(PACKAGE_VERSION_TAG_PREFIX)
     )
     aliases = ", ".join(f"@{a}" for a in lineage.aliases) or "no alias"
     lines = [

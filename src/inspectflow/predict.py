@@ -8,26 +8,27 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from tqdm import tqdm
+
+from inspectflow.tasks.base import PredictedImage
 
 
 def predict_files(
-    model_uri: str, paths: list[Path], task: str, batch_size: int, mask_dir: Path | None = None
+    model_uri: str, paths: list[Path], task_name: str, batch_size: int, mask_dir: Path | None = None
 ) -> Iterator[dict[str, Any]]:
     """Yields one record per image, in order, predicting in batches.
 
-    A classifier's record holds ``label``, its ``probability`` and every class's probability; a segmenter's
-    the ``defect_area`` (share of defective pixels), ``defective`` (area above the evaluation's detection
-    threshold) and the path of its mask PNG
-    (255 = defect, at the image's own size) written into ``mask_dir``.
+    Images are brought to the model's input as ingest brought its training images. A classifier's record
+    holds ``label``, its ``probability`` and every class's probability; a segmenter's the ``defect_area``
+    (share of defective pixels), ``defective`` (area above the evaluation's detection threshold) and the
+    path of its mask PNG (255 = defect, at the image's own size) written into ``mask_dir``.
 
     Args:
         model_uri: An MLflow model URI, such as ``models:/textile-classifier@champion``.
         paths: Image files.
-        task: ``classification`` or ``segmentation``.
+        task_name: The model's task (``classification``, ``segmentation``).
         batch_size: Images per forward pass.
-        mask_dir: Where masks go (segmentation).
+        mask_dir: Where files a prediction writes go (segmentation masks).
 
     Raises:
         DataError: An image cannot be decoded (named); nothing after it is predicted.
@@ -35,11 +36,11 @@ def predict_files(
     import mlflow
 
     from inspectflow.config import EvaluateConfig
-    from inspectflow.serving import read_image
-    from inspectflow.steps.ingest import to_cache
-    from inspectflow.steps.register import load_registered_predictor
-    from inspectflow.steps.train import to_tensor
+    from inspectflow.imaging import read_image, to_cache, to_tensor
+    from inspectflow.registered import load_registered_predictor
+    from inspectflow.tasks import get_task
 
+    task = get_task(task_name)
     thresholds = EvaluateConfig()  # the thresholds the model was evaluated with by default
     metadata = mlflow.models.get_model_info(model_uri).metadata or {}
     classes, side, channels = metadata["classes"], int(metadata["image_side"]), int(metadata["channels"])
@@ -47,39 +48,11 @@ def predict_files(
     if mask_dir is not None:
         mask_dir.mkdir(parents=True, exist_ok=True)
     for start in tqdm(range(0, len(paths), batch_size), desc="predict", unit="batch", leave=False):
-        batch_paths = paths[start : start + batch_size]
-        sizes, images = [], []
-        for path in batch_paths:
+        batch, images = [], []
+        for number, path in enumerate(paths[start : start + batch_size], start):
             pixels = read_image(path)
-            sizes.append(pixels.shape[:2])
+            batch.append(PredictedImage(path, pixels.shape[0], pixels.shape[1], number))
             images.append(to_cache(pixels, side, channels, "resize"))
         with torch.no_grad():
             logits = predictor(to_tensor(np.stack(images)))
-        if task == "classification":
-            probabilities = torch.softmax(logits, dim=1).numpy()
-            for path, row in zip(batch_paths, probabilities, strict=True):
-                best = int(row.argmax())
-                yield {
-                    "path": str(path),
-                    "label": classes[best],
-                    "probability": round(float(row[best]), 6),
-                    "probabilities": {c: round(float(p), 6) for c, p in zip(classes, row, strict=True)},
-                }
-            continue
-        masks = (torch.sigmoid(logits[:, 0]) > thresholds.mask_threshold).numpy()
-        for offset, (path, mask, (height, width)) in enumerate(zip(batch_paths, masks, sizes, strict=True)):
-            full = Image.fromarray(mask.astype(np.uint8) * 255).resize(
-                (width, height), Image.Resampling.NEAREST
-            )
-            area = float((np.asarray(full) > 0).mean())
-            record: dict[str, Any] = {
-                "path": str(path),
-                "defect_area": round(area, 6),
-                "defective": area > thresholds.detection_threshold,
-            }
-            if mask_dir is not None:
-                # Numbered: DAGM classes reuse file names (Class1/Test/0000.PNG, Class2/Test/0000.PNG).
-                mask_path = mask_dir / f"{start + offset:05d}_{path.stem}_mask.png"
-                full.save(mask_path)
-                record["mask"] = str(mask_path)
-            yield record
+        yield from task.records(logits, batch, classes, thresholds, mask_dir)

@@ -12,13 +12,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from inspectflow.steps.evaluate import SCORES_FILE, ClassificationScores, SegmentationScores, load_scores
+from inspectflow.names import HISTORY_ARTIFACT, SCORES_ARTIFACT, TRAINING_ARTIFACTS
+from inspectflow.tasks import load_scores
+from inspectflow.tasks.base import Scores
 
 TRAINING_PLOT = "training.csv"
 CONFUSION_PLOT = "confusion.csv"
-#: Where the train and evaluate steps log what the plots are made of, in the MLflow run.
-HISTORY_ARTIFACT = "training/history.json"
-SCORES_ARTIFACT = f"evaluation/{SCORES_FILE}"
 
 
 def write_metrics(summary: dict[str, Any], run_metrics: dict[str, float], path: Path) -> dict[str, Any]:
@@ -56,7 +55,7 @@ def write_plots(run_id: str, out_dir: Path) -> list[Path]:
     client = MlflowClient()
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    available = {item.path for item in client.list_artifacts(run_id, "training")}
+    available = {item.path for item in client.list_artifacts(run_id, TRAINING_ARTIFACTS)}
     with tempfile.TemporaryDirectory() as scratch:
         if HISTORY_ARTIFACT in available:
             history = json.loads(
@@ -68,28 +67,11 @@ def write_plots(run_id: str, out_dir: Path) -> list[Path]:
     return written
 
 
-def confusion_rows(scores: ClassificationScores | SegmentationScores) -> list[dict[str, Any]]:
+def confusion_rows(scores: Scores) -> list[dict[str, Any]]:
     """One ``{"actual", "predicted"}`` row per test image, as DVC's confusion template reads them."""
-    if isinstance(scores, ClassificationScores):
-        counts = {
-            (actual, predicted): scores.confusion[i][j]
-            for i, actual in enumerate(scores.classes)
-            for j, predicted in enumerate(scores.classes)
-        }
-    else:
-        # The detection rates are ratios of image counts, so the counts come back exactly.
-        defective = sum(group["defective_images"] for group in scores.per_class.values())
-        clean = sum(group["images"] for group in scores.per_class.values()) - defective
-        found, false_alarms = round(scores.detection_tpr * defective), round(scores.detection_fpr * clean)
-        counts = {
-            ("defective", "defective"): found,
-            ("defective", "clean"): round(defective) - found,
-            ("clean", "defective"): false_alarms,
-            ("clean", "clean"): round(clean) - false_alarms,
-        }
     return [
         {"actual": actual, "predicted": predicted}
-        for (actual, predicted), count in counts.items()
+        for (actual, predicted), count in scores.confusion_counts().items()
         for _ in range(count)
     ]
 

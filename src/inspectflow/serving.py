@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 from mlflow.pyfunc.model import PythonModel
 
-MODEL_ARTIFACT = "model"
+from inspectflow.names import MODEL_ARTIFACT
 
 
 class ImageClassifier(PythonModel):
@@ -42,7 +42,7 @@ class ImageClassifier(PythonModel):
         Returns:
             One row per image: ``label``, its ``probability`` and ``p_<class>`` for every class.
         """
-        from inspectflow.steps.train import to_tensor
+        from inspectflow.imaging import to_tensor
 
         images = np.stack([self._prepare(item) for item in _items(model_input)])
         with torch.no_grad():
@@ -54,27 +54,9 @@ class ImageClassifier(PythonModel):
         return frame
 
     def _prepare(self, item: Any) -> np.ndarray:
-        from inspectflow.steps.ingest import to_cache
+        from inspectflow.imaging import read_image, to_cache
 
         return to_cache(read_image(item), self.spec.image_side, self.spec.channels, "resize")
-
-
-def read_image(item: Any) -> np.ndarray:
-    """Returns an image file (decoded with Pillow, as ingest does) or array as uint8 ``(H, W, C)``.
-
-    Raises:
-        DataError: The file cannot be decoded (named in the message).
-    """
-    from inspectflow.data.sources import decode
-    from inspectflow.errors import DataError
-
-    if isinstance(item, str | Path):
-        pixels, error = decode(Path(item))
-        if pixels is None:
-            raise DataError(f"{item}: cannot be decoded ({error})")
-    else:
-        pixels = np.asarray(item)
-    return pixels[..., np.newaxis] if pixels.ndim == 2 else pixels
 
 
 def _items(model_input: Any) -> list[Any]:

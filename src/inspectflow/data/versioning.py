@@ -84,7 +84,7 @@ def import_dataset(
     Raises:
         DataError: The source cannot be read or is in no supported layout.
     """
-    from inspectflow.data.sources import detect_format
+    from inspectflow.data.layouts import detect_layout
     from inspectflow.data.transfer import fetch
 
     data_root.mkdir(parents=True, exist_ok=True)
@@ -94,7 +94,7 @@ def import_dataset(
     try:
         files = fetch(source, incoming, endpoint_url)
         try:
-            layout = detect_format(incoming)
+            layout = detect_layout(incoming).name
         except DataError as exc:
             raise DataError(f"{source}: not a dataset in a supported layout ({exc})") from None
         kept = None

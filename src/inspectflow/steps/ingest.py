@@ -7,30 +7,38 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 
 from inspectflow.config import DataConfig, PipelineConfig
 from inspectflow.data.dataset import (
+    MANIFEST_FILE,
     Dataset,
     DatasetInfo,
     dataset_digest,
     pixel_sha256,
     save_dataset,
 )
-from inspectflow.data.sources import SourceImage, detect_format, read_source
+from inspectflow.data.layouts import SourceImage, detect_layout, get_layout, read_source
 from inspectflow.data.splits import stratified_holdout
 from inspectflow.errors import DataError, pipeline_step
+from inspectflow.imaging import mask_to_cache, to_cache
+from inspectflow.names import (
+    DATA_ARTIFACTS,
+    DATA_DIGEST_TAG,
+    DATA_FORMAT_TAG,
+    DATA_SOURCE_TAG,
+    DATA_SPLIT_ORIGIN_TAG,
+    DATA_VERSION_TAG,
+    WORKLOAD_TAG,
+)
 
 log = logging.getLogger(__name__)
-
-SEGMENTATION_LAYOUTS = ("dagm", "images-masks")
 
 
 def ingest(root: Path, config: DataConfig) -> Dataset:
     """Reads a dataset from ``root`` and caches it at the configured size.
 
     The source's own train/test split is kept when it has both parts; otherwise a seeded split is made,
-    stratified by label (and, for segmentation, by defective/clean).
+    stratified by :meth:`Dataset.strata` (the label, and defective/clean when the layout has masks).
 
     Args:
         root: Data root in one of the supported layouts.
@@ -42,15 +50,14 @@ def ingest(root: Path, config: DataConfig) -> Dataset:
     Raises:
         DataError: ``root`` is missing, empty or structurally broken.
     """
-    layout = detect_format(root) if config.format == "auto" else config.format
-    records = read_source(root, layout, config.classes)
+    layout = detect_layout(root) if config.format == "auto" else get_layout(config.format)
+    records = read_source(root, layout.name, config.classes)
     if not records:
         raise DataError(f"{root}: no images found")
-    segmentation = layout in SEGMENTATION_LAYOUTS
     side = config.image_side or _native_side(records)
     channels = config.channels
     images = np.zeros((len(records), side, side, channels), dtype=np.uint8)
-    masks = np.zeros((len(records), side, side), dtype=np.uint8) if segmentation else None
+    masks = np.zeros((len(records), side, side), dtype=np.uint8) if layout.has_masks else None
     rows = []
     for i, record in enumerate(records):
         row: dict[str, object] = {
@@ -76,27 +83,25 @@ def ingest(root: Path, config: DataConfig) -> Dataset:
         if masks is not None:
             row.update(_mask_row(record))
             if record.mask is not None:
-                masks[i] = _fit(record.mask.astype(np.uint8), side, config.resize, Image.Resampling.NEAREST)
+                masks[i] = mask_to_cache(record.mask, side, config.resize)
         rows.append(row)
     manifest = pd.DataFrame(rows)
     split_origin = "source" if _source_has_split(records) else "seeded"
-    if split_origin == "seeded":
-        strata = manifest["label"].astype(str)
-        if segmentation:
-            strata = strata + "/" + (manifest["defect_fraction"].fillna(0) > 0).astype(str)
-        test = stratified_holdout(strata.to_numpy(), config.test_fraction, config.split_seed)
-        manifest["split"] = np.where(test, "test", "train")
     # No configured classes: one per label found (class folders, DAGM classes), in sorted order.
     classes = list(config.classes) if config.classes else sorted(set(manifest["label"].astype(str)))
     info = DatasetInfo(
         classes=classes,
         source=str(root),
-        format=layout,
+        format=layout.name,
         image_side=side,
         channels=channels,
         split_origin=split_origin,
     )
-    return Dataset(images=images, manifest=manifest, info=info, masks=masks)
+    dataset = Dataset(images=images, manifest=manifest, info=info, masks=masks)
+    if split_origin == "seeded":
+        test = stratified_holdout(dataset.strata(), config.test_fraction, config.split_seed)
+        manifest["split"] = np.where(test, "test", "train")
+    return dataset
 
 
 def _source_has_split(records: list[SourceImage]) -> bool:
@@ -125,38 +130,6 @@ def _mask_row(record: SourceImage) -> dict[str, object]:
         "defect_flag": None if record.defect_flag is None else int(record.defect_flag),
         "defect_fraction": None if mask is None else float(mask.mean()),
     }
-
-
-def to_cache(pixels: np.ndarray, side: int, channels: int, resize: str) -> np.ndarray:
-    """Converts stored pixels to the cache's uint8 ``(side, side, channels)``.
-
-    Samples that are not uint8 are clipped only so that the row can be cached; validation rejects them.
-    """
-    if pixels.dtype != np.uint8:
-        pixels = np.clip(pixels, 0, 255).astype(np.uint8)
-    mode = {1: "L", 3: "RGB", 4: "RGBA"}.get(pixels.shape[2])
-    if mode is None:
-        raise DataError(f"unsupported channel count {pixels.shape[2]}")
-    image = Image.fromarray(pixels[..., 0] if mode == "L" else pixels, mode=mode)
-    array = np.asarray(image.convert("L" if channels == 1 else "RGB"))
-    array = _fit(array, side, resize, Image.Resampling.BILINEAR)
-    return array[..., np.newaxis] if channels == 1 else array
-
-
-def _fit(array: np.ndarray, side: int, resize: str, resample: Image.Resampling) -> np.ndarray:
-    """Brings a 2-D (or HxWx3) uint8 array to ``side`` x ``side`` by resizing or by centred zero-padding."""
-    height, width = array.shape[:2]
-    if (height, width) == (side, side):
-        return array
-    if resize == "resize":
-        return np.asarray(Image.fromarray(array).resize((side, side), resample))
-    canvas = np.zeros((side, side, *array.shape[2:]), dtype=array.dtype)
-    top, left = (side - height) // 2, (side - width) // 2
-    src = array[
-        max(0, -top) : max(0, -top) + min(height, side), max(0, -left) : max(0, -left) + min(width, side)
-    ]
-    canvas[max(0, top) : max(0, top) + src.shape[0], max(0, left) : max(0, left) + src.shape[1]] = src
-    return canvas
 
 
 @pipeline_step("ingest")
@@ -189,14 +162,14 @@ def ingest_step(
 
     from inspectflow.config import validate_config
     from inspectflow.data.transfer import local_copy
-    from inspectflow.lineage import DATA_VERSION_TAG, lineage_tags
+    from inspectflow.lineage import lineage_tags
     from inspectflow.tracking import resume_run, start_pipeline_run
 
     config: PipelineConfig = validate_config(raw_config)
     with local_copy(source) as root:
         tags = {
-            "inspectflow.workload": config.workload,
-            "data.source": source,
+            WORKLOAD_TAG: config.workload,
+            DATA_SOURCE_TAG: source,
             **lineage_tags(root, pipeline_name, kfp_run_name, kfp_run_id),
         }
         run_id = start_pipeline_run(config.tracking.experiment, kfp_run_name, config.flat(), tags)
@@ -210,9 +183,9 @@ def ingest_step(
             )
             mlflow.set_tags(
                 {
-                    "data.digest": digest,
-                    "data.format": dataset.info.format,
-                    "data.split_origin": dataset.info.split_origin,
+                    DATA_DIGEST_TAG: digest,
+                    DATA_FORMAT_TAG: dataset.info.format,
+                    DATA_SPLIT_ORIGIN_TAG: dataset.info.split_origin,
                 }
             )
             mlflow.log_metrics({f"data.{split}.{label}": int(n) for (split, label), n in counts.items()})
@@ -222,5 +195,5 @@ def ingest_step(
                 ),
                 context="ingest",
             )
-            mlflow.log_artifact(str(out_dir / "manifest.csv"), artifact_path="data")
+            mlflow.log_artifact(str(out_dir / MANIFEST_FILE), artifact_path=DATA_ARTIFACTS)
         return run_id, tags[DATA_VERSION_TAG]

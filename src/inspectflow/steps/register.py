@@ -16,11 +16,28 @@ from pathlib import Path
 from typing import Any
 
 from inspectflow.config import PipelineConfig, RegisterConfig
-from inspectflow.data.dataset import Dataset
 from inspectflow.errors import pipeline_step
-from inspectflow.lifecycle import CHALLENGER, CHAMPION, move_alias
-from inspectflow.models.artifact import ModelSpec, Predictor
-from inspectflow.steps.evaluate import Scores
+from inspectflow.lifecycle.audit import move_alias
+from inspectflow.names import (
+    ARCHITECTURE_TAG,
+    CHALLENGER,
+    CHAMPION,
+    CLASSES_TAG,
+    DATA_DIGEST_TAG,
+    GATE_CHAMPION_SCORE_TAG,
+    GATE_CHAMPION_VERSION_TAG,
+    GATE_DECISION_TAG,
+    GATE_NEW_SCORE_TAG,
+    GATE_PRIMARY_METRIC_TAG,
+    GATE_REASON_TAG,
+    LINEAGE_TAG_PREFIXES,
+    MLFLOW_RUN_ID_TAG,
+    REGISTERED_MODEL_NAME_TAG,
+    REGISTERED_MODEL_VERSION_TAG,
+    REGISTRY_SUMMARY_ARTIFACT,
+    SCORES_FILE,
+)
+from inspectflow.tasks.base import Scores
 
 log = logging.getLogger(__name__)
 
@@ -87,68 +104,6 @@ def decide(
     return GateDecision(True, reason, new_score, champion_score)
 
 
-def load_registered_predictor(uri: str) -> Predictor:
-    """Loads a registered model as a callable on float image tensors, whichever flavor it was logged in."""
-    import mlflow
-
-    from inspectflow.serving import ImageClassifier
-
-    flavors = mlflow.models.get_model_info(uri).flavors
-    if "pytorch" in flavors:
-        predictor: Predictor = mlflow.pytorch.load_model(uri)
-        return predictor
-    wrapper = mlflow.pyfunc.load_model(uri).unwrap_python_model()
-    if not isinstance(wrapper, ImageClassifier):
-        raise TypeError(f"{uri} is not an inspectflow model")
-    return wrapper.predictor
-
-
-def log_model(predictor: Predictor, spec: ModelSpec, model_dir: Path, dataset: Dataset, flavor: str) -> Any:
-    """Logs the model to the active MLflow run.
-
-    ``pytorch`` logs a pt2 export with its signature and input example, loadable without inspectflow;
-    ``pyfunc`` logs the model directory behind :class:`~inspectflow.serving.ImageClassifier`, which takes
-    image paths or arrays of any size.
-
-    Returns:
-        MLflow's ``ModelInfo``.
-    """
-    import mlflow
-    import numpy as np
-    import torch
-    from mlflow.models import infer_signature
-
-    import inspectflow
-    from inspectflow.serving import MODEL_ARTIFACT, ImageClassifier
-    from inspectflow.steps.train import to_tensor
-
-    # The +cpu local tag of the installed torch is not installable from PyPI: name the release.
-    requirements = [f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}"]
-    if flavor == "pyfunc":
-        # No signature: the model takes paths or arrays of any size, which no MLflow schema describes, and
-        # MLflow would refuse every input that does not match the one it inferred.
-        return mlflow.pyfunc.log_model(
-            name="model",
-            python_model=ImageClassifier(),
-            artifacts={MODEL_ARTIFACT: str(model_dir)},
-            # The wrapper's code travels with the model, so serving needs no inspectflow install.
-            code_paths=[str(Path(inspectflow.__file__).parent)],
-            pip_requirements=[*requirements, "scikit-learn", "pillow", "pandas", "torchvision==0.28.0"],
-            metadata={"classes": spec.classes, "image_side": spec.image_side, "channels": spec.channels},
-        )
-    tensor = to_tensor(dataset.split("test")[0][:2])
-    with torch.no_grad():
-        signature = infer_signature(tensor.numpy(), predictor(tensor).numpy())
-    return mlflow.pytorch.log_model(
-        predictor,
-        name="model",
-        input_example=tensor.numpy(),
-        signature=signature,
-        pip_requirements=requirements,
-        metadata={"classes": spec.classes, "image_side": spec.image_side, "channels": spec.channels},
-    )
-
-
 @pipeline_step("register")
 def register_step(
     dataset_dir: Path, model_dir: Path, evaluation_dir: Path, raw_config: dict[str, object], run_id: str
@@ -164,12 +119,13 @@ def register_step(
 
     from inspectflow.config import validate_config
     from inspectflow.data.dataset import dataset_digest, load_dataset
-    from inspectflow.lineage import LINEAGE_TAG_PREFIXES
     from inspectflow.models.artifact import load_trained_model
-    from inspectflow.steps.evaluate import SCORES_FILE, evaluate, load_scores
+    from inspectflow.registered import load_registered_predictor, log_model
+    from inspectflow.tasks import load_scores, task_for
     from inspectflow.tracking import resume_run
 
     config: PipelineConfig = validate_config(raw_config)
+    task = task_for(config)
     gate_config = config.register_
     name = gate_config.model_name
     dataset = load_dataset(dataset_dir)
@@ -187,22 +143,19 @@ def register_step(
         champion_version = client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException:
         champion_version = None  # no registered model or no champion yet
-    champion_classes = (
-        json.loads(champion_version.tags.get("inspectflow.classes", "[]")) if champion_version else []
-    )
+    champion_classes = json.loads(champion_version.tags.get(CLASSES_TAG, "[]")) if champion_version else []
     if champion_version is None:
         decision = decide(new_scores, None, gate_config, new_primary)
-    elif spec.task == "classification" and champion_classes != spec.classes:
-        # A classifier of other classes cannot be scored on this data, let alone compared.
+    elif mismatch := task.champion_mismatch(champion_classes, spec.classes):
         decision = GateDecision(
             False,
-            f"the champion (version {champion_version.version}) predicts other classes {champion_classes}; "
-            "promote manually if intended",
+            f"the champion (version {champion_version.version}) {mismatch}; promote manually if intended",
             new_primary,
         )
     else:
         champion = load_registered_predictor(f"models:/{name}/{champion_version.version}")
-        decision = decide(new_scores, evaluate(champion, dataset, config.evaluate), gate_config, new_primary)
+        champion_scores = task.evaluate(champion, dataset, config.evaluate)
+        decision = decide(new_scores, champion_scores, gate_config, new_primary)
 
     digest = dataset_digest(dataset.manifest)
     with resume_run(run_id) as run:
@@ -210,18 +163,18 @@ def register_step(
         version = mlflow.register_model(model_info.model_uri, name).version
         alias = CHAMPION if decision.promote else CHALLENGER
         tags = {
-            "inspectflow.classes": json.dumps(spec.classes),
-            "inspectflow.architecture": spec.architecture,
-            "data.digest": digest,
-            "inspectflow.mlflow_run_id": run.info.run_id,
+            CLASSES_TAG: json.dumps(spec.classes),
+            ARCHITECTURE_TAG: spec.architecture,
+            DATA_DIGEST_TAG: digest,
+            MLFLOW_RUN_ID_TAG: run.info.run_id,
             # Lineage: data version, git commit, kfp pipeline and run, package versions.
             **{k: v for k, v in run.data.tags.items() if k.startswith(LINEAGE_TAG_PREFIXES)},
-            "gate.decision": "promoted" if decision.promote else "rejected",
-            "gate.reason": decision.reason,
-            "gate.primary_metric": gate_config.primary_metric,
-            "gate.new_score": f"{decision.new_score:.6f}",
-            "gate.champion_version": champion_version.version if champion_version else "",
-            "gate.champion_score": ""
+            GATE_DECISION_TAG: "promoted" if decision.promote else "rejected",
+            GATE_REASON_TAG: decision.reason,
+            GATE_PRIMARY_METRIC_TAG: gate_config.primary_metric,
+            GATE_NEW_SCORE_TAG: f"{decision.new_score:.6f}",
+            GATE_CHAMPION_VERSION_TAG: champion_version.version if champion_version else "",
+            GATE_CHAMPION_SCORE_TAG: ""
             if decision.champion_score is None
             else f"{decision.champion_score:.6f}",
         }
@@ -230,10 +183,10 @@ def register_step(
         move_alias(client, name, alias, version, action="gate", reason=decision.reason)
         mlflow.set_tags(
             {
-                "registered_model.name": name,
-                "registered_model.version": version,
-                "gate.decision": tags["gate.decision"],
-                "gate.reason": decision.reason,
+                REGISTERED_MODEL_NAME_TAG: name,
+                REGISTERED_MODEL_VERSION_TAG: version,
+                GATE_DECISION_TAG: tags[GATE_DECISION_TAG],
+                GATE_REASON_TAG: decision.reason,
             }
         )
         summary = {
@@ -241,11 +194,11 @@ def register_step(
             "model_name": name,
             "version": str(version),
             "alias": alias,
-            "decision": tags["gate.decision"],
+            "decision": tags[GATE_DECISION_TAG],
             "reason": decision.reason,
             "metrics": new_scores.metrics(),
             "gate": asdict(decision),
         }
-        mlflow.log_dict(summary, "registry/summary.json")
+        mlflow.log_dict(summary, REGISTRY_SUMMARY_ARTIFACT)
     log.info("%s version %s -> %s: %s", name, version, alias, decision.reason)
     return summary

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from inspectflow.config import PipelineConfig
 from inspectflow.errors import DataError, pipeline_step
+from inspectflow.names import VALIDATION_ARTIFACTS, VALIDATION_SUCCESS_TAG
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +40,9 @@ def validate_step(dataset_dir: Path, raw_config: dict[str, object], run_id: str,
         json_path, html_path = write_report(report, Path(tmp))
         report_path.parent.mkdir(parents=True, exist_ok=True)
         report_path.write_text(html_path.read_text())
-        mlflow.log_artifact(str(json_path), artifact_path="validation")
-        mlflow.log_artifact(str(html_path), artifact_path="validation")
-        mlflow.set_tag("validation.success", str(report.success).lower())
+        mlflow.log_artifact(str(json_path), artifact_path=VALIDATION_ARTIFACTS)
+        mlflow.log_artifact(str(html_path), artifact_path=VALIDATION_ARTIFACTS)
+        mlflow.set_tag(VALIDATION_SUCCESS_TAG, str(report.success).lower())
         mlflow.log_metric("validation.failed_checks", len(report.failures))
         if not report.success:
             raise DataError(f"data validation failed ({dataset.info.source}):\n{report.summary()}")

@@ -1,0 +1,52 @@
+"""Training-time augmentation: joint flips and rotations, defect-biased crops."""
+
+from __future__ import annotations
+
+import torch
+
+
+def augment(tensors: tuple[torch.Tensor, ...], generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+    """Applies one random horizontal flip and 90-degree rotation per sample to every tensor alike.
+
+    Inspection images have no canonical orientation, so these eight symmetries preserve the label; applying
+    the same transform to an image and its mask keeps them aligned. Images must be square.
+    """
+    count = len(tensors[0])
+    flip = torch.rand(count, generator=generator) < 0.5
+    turns = torch.randint(0, 4, (count,), generator=generator)
+    out = []
+    for tensor in tensors:
+        tensor = torch.where(flip[:, None, None, None], tensor.flip(-1), tensor)
+        for k in (1, 2, 3):
+            chosen = turns == k
+            if chosen.any():
+                tensor[chosen] = torch.rot90(tensor[chosen], k, dims=(-2, -1))
+        out.append(tensor)
+    return tuple(out)
+
+
+def random_crops(
+    images: torch.Tensor, masks: torch.Tensor, side: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cuts one ``side`` x ``side`` crop per image.
+
+    For half the images that have defects the crop is placed to contain a random defect pixel, so that
+    small defects are not drowned by background. The pixel lands anywhere in the crop: always centring
+    it would teach the network that defects sit in the middle.
+    """
+    height, width = images.shape[-2:]
+    if side >= min(height, width):
+        return images, masks
+    crops, crop_masks = [], []
+    for image, mask in zip(images, masks, strict=True):
+        defect = torch.nonzero(mask[0])
+        top = int(torch.randint(height - side + 1, (1,), generator=generator))
+        left = int(torch.randint(width - side + 1, (1,), generator=generator))
+        if len(defect) and torch.rand(1, generator=generator) < 0.5:
+            y, x = defect[torch.randint(len(defect), (1,), generator=generator)][0].tolist()
+            dy, dx = torch.randint(side, (2,), generator=generator).tolist()
+            top = min(max(y - dy, 0), height - side)
+            left = min(max(x - dx, 0), width - side)
+        crops.append(image[:, top : top + side, left : left + side])
+        crop_masks.append(mask[:, top : top + side, left : left + side])
+    return torch.stack(crops), torch.stack(crop_masks)

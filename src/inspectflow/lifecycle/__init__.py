@@ -1,0 +1,7 @@
+"""The model lifecycle: who moved which alias when and why, manual promotion, rollback, run comparison.
+
+- :mod:`~inspectflow.lifecycle.audit`: every alias move, kept as registered-model tags ``audit.NNNNNN``.
+- :mod:`~inspectflow.lifecycle.aliases`: list the versions, promote by hand, roll back.
+- :mod:`~inspectflow.lifecycle.comparison`: the last pipeline runs side by side.
+- :mod:`~inspectflow.lifecycle.render`: their text for a terminal; the CLI commands print it.
+"""

@@ -1,0 +1,71 @@
+"""Every MLflow tag key, registered-model alias and artifact path that inspectflow writes or reads.
+
+Runs and registered model versions share tag names: the register step copies a run's lineage tags (those
+starting with one of :data:`LINEAGE_TAG_PREFIXES`) onto the version it registers.
+"""
+
+# -- registered-model aliases
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+
+# -- lineage tags (ingest, on the run; copied onto the model version)
+
+#: DVC's content hash of the source folder, as ``dvc add`` writes it to ``data.dvc``.
+DATA_VERSION_TAG = "data.dvc_md5"
+GIT_TAG_PREFIX = "git."
+GIT_COMMIT_TAG = f"{GIT_TAG_PREFIX}commit"
+GIT_DIRTY_TAG = f"{GIT_TAG_PREFIX}dirty"
+KFP_TAG_PREFIX = "kfp."
+PIPELINE_NAME_TAG = f"{KFP_TAG_PREFIX}pipeline_name"
+PIPELINE_RUN_NAME_TAG = f"{KFP_TAG_PREFIX}pipeline_run_name"
+PIPELINE_RUN_ID_TAG = f"{KFP_TAG_PREFIX}pipeline_run_id"
+#: ``version.<package>``: the installed version of each key package.
+PACKAGE_VERSION_TAG_PREFIX = "version."
+LINEAGE_TAG_PREFIXES = (DATA_VERSION_TAG, GIT_TAG_PREFIX, KFP_TAG_PREFIX, PACKAGE_VERSION_TAG_PREFIX)
+
+# -- other run tags
+
+WORKLOAD_TAG = "inspectflow.workload"
+DATA_SOURCE_TAG = "data.source"
+#: The ingested dataset's digest (its manifest), on the run and on the model version.
+DATA_DIGEST_TAG = "data.digest"
+DATA_FORMAT_TAG = "data.format"
+DATA_SPLIT_ORIGIN_TAG = "data.split_origin"
+VALIDATION_SUCCESS_TAG = "validation.success"
+FEATURES_CACHE_TAG = "features.cache"
+REGISTERED_MODEL_NAME_TAG = "registered_model.name"
+REGISTERED_MODEL_VERSION_TAG = "registered_model.version"
+#: MLflow's own tag on a nested run.
+PARENT_RUN_TAG = "mlflow.parentRunId"
+
+# -- model-version tags (register step); the gate's decision and reason are also run tags
+
+CLASSES_TAG = "inspectflow.classes"
+ARCHITECTURE_TAG = "inspectflow.architecture"
+MLFLOW_RUN_ID_TAG = "inspectflow.mlflow_run_id"
+GATE_DECISION_TAG = "gate.decision"
+GATE_REASON_TAG = "gate.reason"
+GATE_PRIMARY_METRIC_TAG = "gate.primary_metric"
+GATE_NEW_SCORE_TAG = "gate.new_score"
+GATE_CHAMPION_VERSION_TAG = "gate.champion_version"
+GATE_CHAMPION_SCORE_TAG = "gate.champion_score"
+
+# -- registered-model tags
+
+#: ``audit.NNNNNN``: one alias move each (see :mod:`inspectflow.lifecycle.audit`).
+AUDIT_TAG_PREFIX = "audit."
+
+# -- run artifacts
+
+#: The logged model's name in its run, and the pyfunc model's key for the model folder.
+MODEL_ARTIFACT = "model"
+DATA_ARTIFACTS = "data"
+VALIDATION_ARTIFACTS = "validation"
+CHECKPOINTS_ARTIFACTS = "checkpoints"
+TRAINING_ARTIFACTS = "training"
+HISTORY_ARTIFACT = f"{TRAINING_ARTIFACTS}/history.json"
+EVALUATION_ARTIFACTS = "evaluation"
+SCORES_FILE = "scores.json"
+SCORES_ARTIFACT = f"{EVALUATION_ARTIFACTS}/{SCORES_FILE}"
+REGISTRY_SUMMARY_ARTIFACT = "registry/summary.json"

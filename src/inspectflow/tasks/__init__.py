@@ -1,0 +1,49 @@
+"""The tasks a workload can be (classification, segmentation), chosen once by name.
+
+See :mod:`inspectflow.tasks.base` for what a task owns. A new task is one module here, a subclass of
+:class:`~inspectflow.tasks.base.Task`, added to :data:`TASKS`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from inspectflow.tasks.base import Scores, Task
+from inspectflow.tasks.classification import Classification
+from inspectflow.tasks.segmentation import Segmentation
+
+if TYPE_CHECKING:
+    from inspectflow.config import PipelineConfig
+
+TASKS: dict[str, Task] = {task.name: task for task in (Classification(), Segmentation())}
+
+
+def get_task(name: str) -> Task:
+    """Returns the task called ``name``.
+
+    Raises:
+        ValueError: No task has that name.
+    """
+    try:
+        return TASKS[name]
+    except KeyError:
+        raise ValueError(f"unknown task {name!r}; choose from {sorted(TASKS)}") from None
+
+
+def task_for(config: PipelineConfig) -> Task:
+    """Returns the task of a run's workload: the one place a run's task is chosen."""
+    return get_task(config.task)
+
+
+def save_scores(scores: Scores, path: Path) -> None:
+    """Writes scores as JSON (with their task, so that :func:`load_scores` knows the type)."""
+    path.write_text(json.dumps(asdict(scores), indent=2))  # type: ignore[call-overload]
+
+
+def load_scores(path: Path) -> Scores:
+    """Reads scores written by :func:`save_scores`."""
+    data = json.loads(path.read_text())
+    return get_task(data.get("task", "classification")).scores_from_dict(data)

@@ -1,0 +1,172 @@
+"""What a task is: the one seam between the pipeline's steps and what differs between learning problems.
+
+The steps (train, evaluate, register) and prediction are written once; everything that differs between
+classifying an image and segmenting its defects (targets, loss, training crops, the per-epoch validation
+figures, prediction, scores and evaluation artifacts, which configurations fit) is a method of a
+:class:`Task`. A task is chosen once, from the configuration (``PipelineConfig.task``) or from a trained
+model's spec, with :func:`inspectflow.tasks.get_task`.
+
+Task modules import torch inside their methods, so that configuration checks and the data steps can use a
+task without paying for the import.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+    from inspectflow.config import EvaluateConfig, PipelineConfig, TrainConfig
+    from inspectflow.data.dataset import Dataset
+    from inspectflow.models.artifact import Predictor
+
+#: A training loss: ``(logits, targets) -> scalar``.
+LossFn = Callable[["torch.Tensor", "torch.Tensor"], "torch.Tensor"]
+
+
+class Scores(Protocol):
+    """Test-split scores of any task, as the gate, MLflow and DVC read them."""
+
+    task: str
+    classes: list[str]
+    #: The per-class score the promotion gate guards against regressions (``F1``, ``IoU``).
+    class_metric: ClassVar[str]
+
+    def class_scores(self) -> dict[str, float]:
+        """The per-class score the gate compares with the champion's."""
+        ...
+
+    def metrics(self, prefix: str = "test_") -> dict[str, float]:
+        """Flat MLflow metrics, such as ``test_macro_f1``."""
+        ...
+
+    def confusion_counts(self) -> dict[tuple[str, str], int]:
+        """``(actual, predicted) -> count``: classes, or defective/clean images for a segmenter."""
+        ...
+
+
+class Meter(Protocol):
+    """Accumulates one epoch's figures (accuracy, pooled IoU, ...) batch by batch."""
+
+    def update(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
+        """Adds one batch."""
+        ...
+
+    def result(self, prefix: str) -> dict[str, float]:
+        """The epoch's figures, named ``<prefix><figure>``."""
+        ...
+
+
+@dataclass
+class PredictedImage:
+    """One image given to :meth:`Task.records`: where it came from and its size as stored."""
+
+    path: Path
+    height: int
+    width: int
+    number: int  # position in the whole prediction request, to name output files uniquely
+
+
+class Task(ABC):
+    """What one kind of learning problem does differently; see the module docstring."""
+
+    #: The task's name, as ``PipelineConfig.task`` and a model's spec give it.
+    name: ClassVar[str]
+    #: ``train.model`` values that solve this task.
+    models: ClassVar[tuple[str, ...]]
+    #: ``train.loss`` values of this task.
+    losses: ClassVar[tuple[str, ...]]
+    #: ``register.primary_metric`` values of this task (attributes of its scores).
+    primary_metrics: ClassVar[tuple[str, ...]]
+    #: The per-epoch validation figure that picks the best epoch.
+    best_epoch_key: ClassVar[str]
+    #: Whether BatchNorm statistics are recomputed on whole training images after each epoch.
+    recalibrate_batchnorm: ClassVar[bool]
+    #: Whether prediction writes a file per image (mask PNGs), which needs an output folder.
+    writes_files: ClassVar[bool]
+
+    def check_config(self, config: PipelineConfig) -> None:
+        """Refuses settings that do not fit this task (the model, loss and primary metric it names).
+
+        Raises:
+            ValueError: The message names the setting.
+        """
+        checks = (
+            ("train.model", config.train.model, self.models),
+            ("train.loss", config.train.loss, self.losses),
+            ("register.primary_metric", config.register_.primary_metric, self.primary_metrics),
+        )
+        for setting, value, allowed in checks:
+            if value not in allowed:
+                raise ValueError(f"{setting}={value} does not fit the {self.name} workload")
+
+    @abstractmethod
+    def targets(self, dataset: Dataset, split: str) -> torch.Tensor:
+        """The training targets of one split: class indices, or float masks ``(n, 1, H, W)``."""
+
+    @abstractmethod
+    def loss(self, config: TrainConfig) -> LossFn:
+        """The training loss."""
+
+    @abstractmethod
+    def training_batch(
+        self, images: torch.Tensor, targets: torch.Tensor, config: TrainConfig, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Crops and augments one training batch (images ``(n, C, H, W)`` float)."""
+
+    @abstractmethod
+    def meter(self) -> Meter:
+        """A fresh accumulator of one epoch's figures."""
+
+    @abstractmethod
+    def evaluate(
+        self, predictor: Predictor, dataset: Dataset, config: EvaluateConfig, out_dir: Path | None = None
+    ) -> Scores:
+        """Scores a model on the dataset's test split.
+
+        Args:
+            predictor: The model, a callable on float ``(N, C, H, W)`` images.
+            dataset: The dataset whose test split is scored.
+            config: Evaluation settings.
+            out_dir: Where the evaluation artifacts go (confusion matrix, overlays); none when ``None``
+                (the gate re-scoring a champion).
+        """
+
+    @abstractmethod
+    def scores_from_dict(self, data: dict[str, Any]) -> Scores:
+        """Rebuilds scores saved as JSON."""
+
+    def champion_mismatch(self, champion_classes: list[str], classes: list[str]) -> str | None:
+        """Why a champion with other classes cannot be scored on this data, or ``None`` when it can."""
+        return None
+
+    @abstractmethod
+    def records(
+        self,
+        logits: torch.Tensor,
+        images: list[PredictedImage],
+        classes: list[str],
+        config: EvaluateConfig,
+        out_dir: Path | None,
+    ) -> list[dict[str, Any]]:
+        """Turns one batch of model outputs into one JSON-able prediction record per image."""
+
+
+def batched(predictor: Predictor, images: np.ndarray, batch_size: int) -> list[torch.Tensor]:
+    """Runs a model over uint8 images ``(N, H, W, C)`` in batches, without gradients."""
+    import torch
+
+    from inspectflow.imaging import to_tensor
+
+    with torch.no_grad():
+        return [
+            predictor(to_tensor(images[start : start + batch_size]))
+            for start in range(0, len(images), batch_size)
+        ]

@@ -1,0 +1,248 @@
+"""Classification: one class per image (textile, inserts).
+
+Scored by accuracy, macro-F1 and per-class precision, recall and F1, with a confusion matrix (rows are true
+classes).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from inspectflow.tasks.base import PredictedImage, Task, batched
+
+if TYPE_CHECKING:
+    import torch
+
+    from inspectflow.config import EvaluateConfig, PipelineConfig, TrainConfig
+    from inspectflow.data.dataset import Dataset
+    from inspectflow.models.artifact import Predictor
+    from inspectflow.tasks.base import LossFn
+
+CONFUSION_JSON = "confusion_matrix.json"
+CONFUSION_PNG = "confusion_matrix.png"
+
+
+@dataclass
+class ClassificationScores:
+    """Test-split scores of a classifier.
+
+    Attributes:
+        classes: Class names, in label-index order.
+        accuracy: Share of correct predictions.
+        macro_f1: Unweighted mean of the per-class F1 scores.
+        precision: Per-class precision.
+        recall: Per-class recall.
+        f1: Per-class F1.
+        support: Per-class count of test images.
+        confusion: Confusion matrix, rows true classes, columns predicted classes.
+    """
+
+    classes: list[str]
+    accuracy: float
+    macro_f1: float
+    precision: dict[str, float]
+    recall: dict[str, float]
+    f1: dict[str, float]
+    support: dict[str, int]
+    confusion: list[list[int]]
+    task: str = "classification"
+
+    class_metric: ClassVar[str] = "F1"
+
+    def class_scores(self) -> dict[str, float]:
+        """Per-class F1, which the gate compares with the champion's."""
+        return self.f1
+
+    def metrics(self, prefix: str = "test_") -> dict[str, float]:
+        """Flattens the scores into MLflow metric names, such as ``test_f1_hole``."""
+        flat = {f"{prefix}accuracy": self.accuracy, f"{prefix}macro_f1": self.macro_f1}
+        for name, values in (("precision", self.precision), ("recall", self.recall), ("f1", self.f1)):
+            flat.update({f"{prefix}{name}_{cls}": value for cls, value in values.items()})
+        return flat
+
+    def confusion_counts(self) -> dict[tuple[str, str], int]:
+        """``(true class, predicted class) -> count``."""
+        return {
+            (actual, predicted): self.confusion[i][j]
+            for i, actual in enumerate(self.classes)
+            for j, predicted in enumerate(self.classes)
+        }
+
+
+def score_predictions(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> ClassificationScores:
+    """Computes accuracy, macro-F1, per-class precision/recall/F1 and the confusion matrix."""
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    labels = list(range(len(classes)))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, zero_division=0
+    )
+    return ClassificationScores(
+        classes=list(classes),
+        accuracy=float(np.mean(y_true == y_pred)),
+        macro_f1=float(np.mean(f1)),
+        precision=dict(zip(classes, map(float, precision), strict=True)),
+        recall=dict(zip(classes, map(float, recall), strict=True)),
+        f1=dict(zip(classes, map(float, f1), strict=True)),
+        support=dict(zip(classes, map(int, support), strict=True)),
+        confusion=confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+    )
+
+
+def predict_labels(predictor: Predictor, images: np.ndarray, batch_size: int) -> np.ndarray:
+    """Runs a classifier (an ``nn.Module`` or a loaded MLflow model) over uint8 images in batches."""
+    predictions = [logits.argmax(1).numpy() for logits in batched(predictor, images, batch_size)]
+    return np.concatenate(predictions) if predictions else np.zeros(0, dtype=np.int64)
+
+
+def plot_confusion(scores: ClassificationScores, path: Path) -> None:
+    """Draws the confusion matrix with counts in the cells."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    matrix = np.array(scores.confusion)
+    size = 1.0 + 0.8 * len(scores.classes)
+    fig, ax = plt.subplots(figsize=(size + 1.5, size))
+    image = ax.imshow(matrix, cmap="Blues")
+    ax.set(
+        xticks=range(len(scores.classes)),
+        yticks=range(len(scores.classes)),
+        xlabel="predicted",
+        ylabel="true",
+        title=f"accuracy {scores.accuracy:.3f}, macro-F1 {scores.macro_f1:.3f}",
+    )
+    ax.set_xticklabels(scores.classes, rotation=45, ha="right")
+    ax.set_yticklabels(scores.classes)
+    threshold = matrix.max() / 2 if matrix.size else 0
+    for (row, col), count in np.ndenumerate(matrix):
+        ax.text(
+            col, row, str(count), ha="center", va="center", color="white" if count > threshold else "black"
+        )
+    fig.colorbar(image, ax=ax)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+class AccuracyMeter:
+    """Counts correct argmax predictions."""
+
+    def __init__(self) -> None:
+        self.correct = 0
+        self.seen = 0
+
+    def update(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
+        """Adds one batch of logits ``(n, classes)`` and class indices ``(n,)``."""
+        self.correct += int((logits.argmax(1) == targets).sum())
+        self.seen += len(targets)
+
+    def result(self, prefix: str) -> dict[str, float]:
+        """``<prefix>accuracy``."""
+        return {f"{prefix}accuracy": self.correct / self.seen} if self.seen else {}
+
+
+class Classification(Task):
+    """One class per image, learned with cross-entropy."""
+
+    name: ClassVar[str] = "classification"
+    models: ClassVar[tuple[str, ...]] = ("residual_cnn", "resnet18")
+    losses: ClassVar[tuple[str, ...]] = ("cross_entropy",)
+    primary_metrics: ClassVar[tuple[str, ...]] = ("macro_f1", "accuracy")
+    best_epoch_key: ClassVar[str] = "val_accuracy"
+    # Few optimisation steps leave BatchNorm's running averages behind the weights: classifiers need the
+    # recomputation (segmenters train on defect-biased crops, where it measurably hurt their IoU).
+    recalibrate_batchnorm: ClassVar[bool] = True
+    writes_files: ClassVar[bool] = False
+
+    def check_config(self, config: PipelineConfig) -> None:
+        """Also refuses one class, no image side, and ``features+svm`` without the pyfunc flavor."""
+        if config.train.method == "features+svm" and config.register_.flavor != "pyfunc":
+            raise ValueError("train.method=features+svm needs register.flavor=pyfunc")
+        super().check_config(config)
+        if len(config.data.classes) == 1:
+            raise ValueError("data.classes needs at least two classes (or none: one per folder found)")
+        if config.data.image_side is None:
+            raise ValueError("data.image_side must be set for classification")
+
+    def targets(self, dataset: Dataset, split: str) -> torch.Tensor:
+        """Class indices ``(n,)``."""
+        import torch
+
+        return torch.tensor(dataset.split(split)[1])  # a copy: pandas hands out read-only arrays
+
+    def loss(self, config: TrainConfig) -> LossFn:
+        """Cross-entropy."""
+        from torch import nn
+
+        return nn.CrossEntropyLoss()
+
+    def training_batch(
+        self, images: torch.Tensor, targets: torch.Tensor, config: TrainConfig, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Flips and rotates the images (labels do not change)."""
+        from inspectflow.augment import augment
+
+        if config.augment:
+            (images,) = augment((images,), generator)
+        return images, targets
+
+    def meter(self) -> AccuracyMeter:
+        """Accuracy."""
+        return AccuracyMeter()
+
+    def evaluate(
+        self, predictor: Predictor, dataset: Dataset, config: EvaluateConfig, out_dir: Path | None = None
+    ) -> ClassificationScores:
+        """Scores the test split; writes the confusion matrix (JSON and PNG) into ``out_dir``."""
+        images, labels = dataset.split("test")
+        scores = score_predictions(
+            labels, predict_labels(predictor, images, config.batch_size), dataset.info.classes
+        )
+        if out_dir is not None:
+            (out_dir / CONFUSION_JSON).write_text(
+                json.dumps({"classes": scores.classes, "matrix": scores.confusion}, indent=2)
+            )
+            plot_confusion(scores, out_dir / CONFUSION_PNG)
+        return scores
+
+    def scores_from_dict(self, data: dict[str, Any]) -> ClassificationScores:
+        """Rebuilds :class:`ClassificationScores`."""
+        return ClassificationScores(**data)
+
+    def champion_mismatch(self, champion_classes: list[str], classes: list[str]) -> str | None:
+        """A classifier of other classes cannot be scored on this data, let alone compared."""
+        if champion_classes == classes:
+            return None
+        return f"predicts other classes {champion_classes}"
+
+    def records(
+        self,
+        logits: torch.Tensor,
+        images: list[PredictedImage],
+        classes: list[str],
+        config: EvaluateConfig,
+        out_dir: Path | None,
+    ) -> list[dict[str, Any]]:
+        """The label, its probability and every class's probability."""
+        import torch
+
+        probabilities = torch.softmax(logits, dim=1).numpy()
+        records = []
+        for image, row in zip(images, probabilities, strict=True):
+            best = int(row.argmax())
+            records.append(
+                {
+                    "path": str(image.path),
+                    "label": classes[best],
+                    "probability": round(float(row[best]), 6),
+                    "probabilities": {c: round(float(p), 6) for c, p in zip(classes, row, strict=True)},
+                }
+            )
+        return records

@@ -1,0 +1,291 @@
+"""Segmentation: a defect mask per image (DAGM 2007 and any ``images/`` + ``masks/`` set).
+
+Scored by foreground Dice and IoU, the mean per-image IoU of defective images and image-level detection
+rates, all also broken down per image group (DAGM class); evaluation draws its best and worst test images.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from inspectflow import segmentation_metrics as seg
+from inspectflow.tasks.base import PredictedImage, Task, batched
+
+if TYPE_CHECKING:
+    import torch
+
+    from inspectflow.config import EvaluateConfig, PipelineConfig, TrainConfig
+    from inspectflow.data.dataset import Dataset
+    from inspectflow.models.artifact import Predictor
+    from inspectflow.tasks.base import LossFn
+
+OVERLAYS_DIR = "overlays"
+#: The U-Net pools four times: its input sides must divide by 2**4.
+SIDE_MULTIPLE = 16
+
+
+@dataclass
+class SegmentationScores:
+    """Test-split scores of a defect segmenter.
+
+    Attributes:
+        classes: Image groups (DAGM classes) the scores are broken down by.
+        dice: Foreground Dice pooled over all test pixels.
+        iou: Foreground IoU pooled over all test pixels.
+        mean_defect_iou: Mean per-image IoU over the defective test images.
+        detection_tpr: Share of defective images declared defective (predicted area above the threshold).
+        detection_fpr: Share of clean images declared defective.
+        per_class: The same five figures for each group, plus its image counts.
+    """
+
+    classes: list[str]
+    dice: float
+    iou: float
+    mean_defect_iou: float
+    detection_tpr: float
+    detection_fpr: float
+    per_class: dict[str, dict[str, float]] = field(default_factory=dict)
+    task: str = "segmentation"
+
+    class_metric: ClassVar[str] = "IoU"
+
+    def class_scores(self) -> dict[str, float]:
+        """Per-group foreground IoU, which the gate compares with the champion's."""
+        return {name: values["iou"] for name, values in self.per_class.items()}
+
+    def metrics(self, prefix: str = "test_") -> dict[str, float]:
+        """Flattens the scores into MLflow metric names, such as ``test_iou_Class1``."""
+        names = ("dice", "iou", "mean_defect_iou", "detection_tpr", "detection_fpr")
+        flat = {f"{prefix}{name}": float(getattr(self, name)) for name in names}
+        for group, values in self.per_class.items():
+            flat.update({f"{prefix}{name}_{group}": values[name] for name in names})
+        return flat
+
+    def confusion_counts(self) -> dict[tuple[str, str], int]:
+        """Image-level detection: ``(defective|clean, defective|clean) -> images``."""
+        # The detection rates are ratios of image counts, so the counts come back exactly.
+        defective = sum(group["defective_images"] for group in self.per_class.values())
+        clean = sum(group["images"] for group in self.per_class.values()) - defective
+        found, false_alarms = round(self.detection_tpr * defective), round(self.detection_fpr * clean)
+        return {
+            ("defective", "defective"): found,
+            ("defective", "clean"): round(defective) - found,
+            ("clean", "defective"): false_alarms,
+            ("clean", "clean"): round(clean) - false_alarms,
+        }
+
+
+def predict_masks(predictor: Predictor, images: np.ndarray, batch_size: int, threshold: float) -> np.ndarray:
+    """Runs a segmenter over uint8 images in batches; returns boolean masks ``(N, H, W)``."""
+    import torch
+
+    masks = [
+        (torch.sigmoid(logits) > threshold)[:, 0].numpy() for logits in batched(predictor, images, batch_size)
+    ]
+    return np.concatenate(masks) if masks else np.zeros((0, *images.shape[1:3]), dtype=bool)
+
+
+def score_masks(
+    pred: np.ndarray, truth: np.ndarray, groups: np.ndarray, config: EvaluateConfig
+) -> SegmentationScores:
+    """Computes the segmentation scores, overall and per group."""
+
+    def figures(p: np.ndarray, t: np.ndarray) -> dict[str, float]:
+        defective = t.reshape(len(t), -1).any(axis=1)
+        per_image = seg.per_image_iou(p, t)
+        rates = seg.detection_rates(p.reshape(len(p), -1).mean(axis=1), defective, config.detection_threshold)
+        return {
+            "dice": seg.foreground_dice(p, t),
+            "iou": seg.foreground_iou(p, t),
+            "mean_defect_iou": float(per_image[defective].mean()) if defective.any() else 1.0,
+            "detection_tpr": float(rates["true_positive_rate"]),
+            "detection_fpr": float(rates["false_positive_rate"]),
+            "images": float(len(t)),
+            "defective_images": float(defective.sum()),
+        }
+
+    names = sorted(set(groups.tolist()))
+    overall = figures(pred, truth)
+    return SegmentationScores(
+        classes=names,
+        dice=overall["dice"],
+        iou=overall["iou"],
+        mean_defect_iou=overall["mean_defect_iou"],
+        detection_tpr=overall["detection_tpr"],
+        detection_fpr=overall["detection_fpr"],
+        per_class={name: figures(pred[groups == name], truth[groups == name]) for name in names},
+    )
+
+
+def score_segmentation(dataset: Dataset, pred: np.ndarray, config: EvaluateConfig) -> SegmentationScores:
+    """Scores predicted test masks ``(n, H, W)`` against the dataset's, overall and per image group."""
+    groups = dataset.manifest.loc[dataset.manifest["split"] == "test", "label"].astype(str).to_numpy()
+    return score_masks(pred, dataset.split_masks("test") > 0, groups, config)
+
+
+def draw_overlays(dataset: Dataset, pred: np.ndarray, count: int, out_dir: Path) -> list[Path]:
+    """Draws the best and worst test images by IoU (defective images first) as image | truth | prediction.
+
+    Truth is drawn in green and prediction in red over the image; each file is named after its rank and
+    source image.
+
+    Args:
+        dataset: The dataset whose test split was predicted.
+        pred: Predicted test masks ``(n, H, W)``, as :func:`predict_masks` returns them.
+        count: Images drawn at each end of the ranking.
+        out_dir: Where the PNGs go.
+    """
+    from PIL import Image
+
+    images, _ = dataset.split("test")
+    truth = dataset.split_masks("test") > 0
+    iou = seg.per_image_iou(pred, truth)
+    defective = truth.reshape(len(truth), -1).any(axis=1)
+    candidates = np.flatnonzero(defective) if defective.any() else np.arange(len(truth))
+    ranked = candidates[np.argsort(iou[candidates], kind="stable")]
+    count = min(count, len(ranked))
+    chosen = [("best", i) for i in ranked[::-1][:count]] + [("worst", i) for i in ranked[:count]]
+    names = dataset.file_names("test")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for rank, (kind, i) in enumerate(chosen):
+        gray = np.repeat(images[i][..., :1], 3, axis=2).astype(np.float32)
+        panels = [gray]
+        for mask, colour in ((truth[i], (0, 255, 0)), (pred[i], (255, 0, 0))):
+            tinted = gray.copy()
+            tinted[mask] = 0.5 * tinted[mask] + 0.5 * np.array(colour, dtype=np.float32)
+            panels.append(tinted)
+        strip = np.concatenate(panels, axis=1).clip(0, 255).astype(np.uint8)
+        stem = names[i].replace("/", "_").rsplit(".", 1)[0]
+        path = out_dir / f"{kind}_{rank % count + 1}_iou{iou[i]:.2f}_{stem}.png"
+        Image.fromarray(strip).save(path)
+        paths.append(path)
+    return paths
+
+
+class OverlapMeter:
+    """Pools intersection and areas over an epoch for foreground Dice and IoU (pixel probability > 0.5)."""
+
+    def __init__(self) -> None:
+        self.intersection = 0.0
+        self.predicted = 0.0
+        self.truth = 0.0
+
+    def update(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
+        """Adds one batch of logit maps and float masks, both ``(n, 1, H, W)``."""
+        mask = logits > 0  # probability > 0.5
+        self.intersection += float((mask & (targets > 0)).sum())
+        self.predicted += float(mask.sum())
+        self.truth += float(targets.sum())
+
+    def result(self, prefix: str) -> dict[str, float]:
+        """``<prefix>dice`` and ``<prefix>iou`` (1 when both masks are empty)."""
+        total = self.predicted + self.truth
+        union = total - self.intersection
+        return {
+            f"{prefix}dice": 2 * self.intersection / total if total else 1.0,
+            f"{prefix}iou": self.intersection / union if union else 1.0,
+        }
+
+
+class Segmentation(Task):
+    """A defect-probability map per image, learned with Dice and/or BCE on defect-biased crops."""
+
+    name: ClassVar[str] = "segmentation"
+    models: ClassVar[tuple[str, ...]] = ("unet",)
+    losses: ClassVar[tuple[str, ...]] = ("dice", "bce", "bce+dice")
+    primary_metrics: ClassVar[tuple[str, ...]] = ("iou", "dice")
+    best_epoch_key: ClassVar[str] = "val_iou"
+    recalibrate_batchnorm: ClassVar[bool] = False
+    writes_files: ClassVar[bool] = True
+
+    def check_config(self, config: PipelineConfig) -> None:
+        """Also refuses ``features+svm`` and sides the U-Net's poolings do not divide."""
+        if config.train.method == "features+svm":
+            raise ValueError("train.method=features+svm applies to classification workloads only")
+        super().check_config(config)
+        for name, side in (("data.image_side", config.data.image_side), ("train.crop", config.train.crop)):
+            if side is not None and side % SIDE_MULTIPLE:
+                raise ValueError(f"{name}={side} must be a multiple of 16 (the U-Net pools four times)")
+
+    def targets(self, dataset: Dataset, split: str) -> torch.Tensor:
+        """Float defect masks ``(n, 1, H, W)``."""
+        import torch
+
+        return torch.from_numpy(dataset.split_masks(split)).unsqueeze(1).float()
+
+    def loss(self, config: TrainConfig) -> LossFn:
+        """Smoothed soft Dice, pixel-wise BCE, or their sum."""
+        from inspectflow.models.losses import segmentation_loss
+
+        return segmentation_loss(config.loss)  # type: ignore[arg-type]  # the config check limits the names
+
+    def training_batch(
+        self, images: torch.Tensor, targets: torch.Tensor, config: TrainConfig, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cuts defect-biased crops, then flips and rotates images and masks alike."""
+        from inspectflow.augment import augment, random_crops
+
+        if config.crop:
+            images, targets = random_crops(images, targets, config.crop, generator)
+        if config.augment:
+            images, targets = augment((images, targets), generator)
+        return images, targets
+
+    def meter(self) -> OverlapMeter:
+        """Pooled foreground Dice and IoU."""
+        return OverlapMeter()
+
+    def evaluate(
+        self, predictor: Predictor, dataset: Dataset, config: EvaluateConfig, out_dir: Path | None = None
+    ) -> SegmentationScores:
+        """Scores the test split; draws the best and worst test images into ``out_dir/overlays``."""
+        images, _ = dataset.split("test")
+        pred = predict_masks(predictor, images, config.batch_size, config.mask_threshold)
+        scores = score_segmentation(dataset, pred, config)
+        if out_dir is not None:
+            draw_overlays(dataset, pred, config.overlays, out_dir / OVERLAYS_DIR)
+        return scores
+
+    def scores_from_dict(self, data: dict[str, Any]) -> SegmentationScores:
+        """Rebuilds :class:`SegmentationScores`."""
+        return SegmentationScores(**data)
+
+    def records(
+        self,
+        logits: torch.Tensor,
+        images: list[PredictedImage],
+        classes: list[str],
+        config: EvaluateConfig,
+        out_dir: Path | None,
+    ) -> list[dict[str, Any]]:
+        """The defect area, whether it exceeds the detection threshold, and a mask PNG in ``out_dir``.
+
+        The mask is brought back to the image's own size (255 = defect).
+        """
+        import torch
+        from PIL import Image
+
+        masks = (torch.sigmoid(logits[:, 0]) > config.mask_threshold).numpy()
+        records = []
+        for image, mask in zip(images, masks, strict=True):
+            full = Image.fromarray(mask.astype(np.uint8) * 255).resize(
+                (image.width, image.height), Image.Resampling.NEAREST
+            )
+            area = float((np.asarray(full) > 0).mean())
+            record: dict[str, Any] = {
+                "path": str(image.path),
+                "defect_area": round(area, 6),
+                "defective": area > config.detection_threshold,
+            }
+            if out_dir is not None:
+                # Numbered: DAGM classes reuse file names (Class1/Test/0000.PNG, Class2/Test/0000.PNG).
+                mask_path = out_dir / f"{image.number:05d}_{image.path.stem}_mask.png"
+                full.save(mask_path)
+                record["mask"] = str(mask_path)
+            records.append(record)
+        return records
