@@ -56,10 +56,14 @@ def npy_dir(tmp_path: Path) -> Path:
 def tiny_config(*overrides: str) -> PipelineConfig:
     """Textile config for 16x16 test images and one quick epoch."""
     base = [
+        f"data.classes=[{', '.join(TEXTILE_CLASSES)}]",
         f"data.image_side={TINY_SIDE}",
         f"validate.expected_side={TINY_SIDE}",
         "train.epochs=1",
         "train.batch_size=8",
+        # Random pixels teach nothing: the gate's floors are tested on their own.
+        "register.min_score=0",
+        "register.baseline_margin=null",
     ]
     return build_config("textile", [*base, *overrides])
 
@@ -89,7 +93,14 @@ def dagm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def tiny_dagm_config(*overrides: str) -> PipelineConfig:
     """DAGM config for 32x32 test images and one quick epoch on 16x16 crops."""
-    return build_config("dagm", ["train.epochs=1", "train.crop=16", "train.batch_size=4", *overrides])
+    base = [
+        "train.model=unet",
+        "train.epochs=1",
+        "train.crop=16",
+        "train.batch_size=4",
+        "register.min_score=0",
+    ]
+    return build_config("dagm", [*base, "register.baseline_margin=null", *overrides])
 
 
 @pytest.fixture(scope="session")
@@ -104,7 +115,8 @@ def inserts_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def tiny_inserts_config(*overrides: str) -> PipelineConfig:
     """Inserts config at 64 px with random weights; MobileNet features for the SVM (VGG16 is slow on CPU)."""
-    base = ["data.image_side=64", "weights=none", "backbone=mobilenet_v2", "epochs=1", "repeats=3"]
+    base = ["data.image_side=64", "weights=random", "backbone=mobilenet_v2", "epochs=1", "repeats=3"]
+    base += ["register.min_score=0", "register.baseline_margin=null"]
     return build_config("inserts", [*base, *overrides])
 
 

@@ -6,7 +6,7 @@ from inspectflow.errors import ConfigError
 
 def test_defaults_validate_and_round_trip_through_a_dict() -> None:
     config = build_config("textile")
-    assert config.train.model == "residual_cnn"
+    assert config.train.model == "auto" and config.task == "classification"
     assert config.register_.primary_metric == "macro_f1"
     assert validate_config(config.to_dict()) == config
     assert "register" in config.to_dict() and "validate" in config.to_dict()
@@ -22,8 +22,9 @@ def test_overrides_are_typed_yaml_scalars() -> None:
 
 def test_flat_names_every_setting() -> None:
     flat = build_config("textile").flat()
-    assert flat["train.epochs"] == 5
+    assert flat["train.epochs"] == 30
     assert flat["register.model_name"] == "textile-classifier"
+    assert flat["tracking.experiment"] == "textile"
 
 
 @pytest.mark.parametrize(
@@ -35,20 +36,42 @@ def test_flat_names_every_setting() -> None:
         ("data.format=tiff", "data.format"),
         ("train.freeze_backbone=true", "resnet18"),
         ("train.weights=imagenet", "resnet18"),
+        ("train.method=features+svm", "register.flavor=pyfunc"),
         ("epochs", "key=value"),
     ],
 )
 def test_bad_overrides_fail_with_the_setting_named(override: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        build_config("textile", [override])
+        build_config("textile", ["train.model=residual_cnn", override])
 
 
 def test_fine_tuning_from_random_weights_gets_its_own_recipe_under_the_users_overrides() -> None:
     pretrained = build_config("inserts")
-    assert (pretrained.data.image_side, pretrained.train.epochs) == (224, 8)
+    assert (pretrained.data.image_side, pretrained.train.weights, pretrained.train.patience) == (
+        None,
+        "auto",
+        5,
+    )
     scratch = build_config("inserts", ["method=finetune", "weights=none"])
     assert (scratch.data.image_side, scratch.train.epochs, scratch.train.lr) == (112, 30, 3e-3)
+    assert scratch.train.patience is None
     mine = build_config("inserts", ["weights=none", "epochs=2", "data.image_side=64"])
     assert (mine.data.image_side, mine.train.epochs) == (64, 2)
-    # Features of random weights are still taken at the backbone's input side.
-    assert build_config("inserts", ["method=features+svm", "weights=none"]).data.image_side == 224
+    # Features of random weights are asked for by name, and still taken at the data's side.
+    assert build_config("inserts", ["method=features+svm", "weights=random"]).data.image_side is None
+    with pytest.raises(ConfigError, match="weights=random"):
+        build_config("inserts", ["method=features+svm", "weights=none"])
+
+
+def test_a_workload_of_the_users_own_needs_its_task_and_gets_its_own_names() -> None:
+    steel = build_config("steel", task="classification")
+    assert (steel.task, steel.register_.model_name, steel.tracking.experiment) == (
+        "classification",
+        "steel-classifier",
+        "steel",
+    )
+    assert build_config("cracks", params={"task": "segmentation"}).register_.model_name == "cracks-segmenter"
+    with pytest.raises(ConfigError, match="--task"):
+        build_config("steel")
+    with pytest.raises(ConfigError, match="workload"):
+        build_config("Steel Line", task="classification")

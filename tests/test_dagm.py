@@ -15,6 +15,7 @@ from inspectflow.data.dataset import MASK_COLUMNS, load_dataset, save_dataset
 from inspectflow.data.layouts import detect_layout
 from inspectflow.data.layouts.dagm import parse_labels_txt
 from inspectflow.errors import DataError
+from inspectflow.imaging import Preprocess
 from inspectflow.steps.evaluate import evaluate
 from inspectflow.steps.ingest import ingest
 from inspectflow.steps.register import decide
@@ -44,7 +45,7 @@ def test_the_real_dagm_samples_ingest_and_validate_cleanly() -> None:
     assert len(dataset.manifest) == 15
     assert int((dataset.manifest["defect_fraction"] > 0).sum()) == 9
     assert int(dataset.manifest["defect_flag"].sum()) == 9
-    assert dataset.info.image_side == 512 and dataset.masks is not None
+    assert dataset.info.preprocess == Preprocess("scale", 512, 512, 1) and dataset.masks is not None
     assert dataset.info.split_origin == "seeded"  # the samples ship Train only
     assert set(dataset.manifest["split"]) == {"train", "test"}
     report = validate(dataset, config)

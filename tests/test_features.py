@@ -16,6 +16,7 @@ from inspectflow.features import (
     svm_repeated_splits,
     weights_identity,
 )
+from inspectflow.models.efficientnet import build_efficientnet_lite0
 from inspectflow.models.torchvision_compat import import_torchvision
 
 
@@ -71,7 +72,8 @@ def test_grayscale_images_are_repeated_to_three_channels() -> None:
 @pytest.mark.parametrize(
     ("backbone", "layer"),
     [("mobilenet_v2", "features.19"), ("mobilenet_v2", "features.-1"), ("mobilenet_v2", "fc1"),
-     ("mobilenet_v2", "classifier"), ("vgg16", "pool"), ("resnet18", None)],
+     ("mobilenet_v2", "classifier"), ("vgg16", "pool"), ("efficientnet_lite0", "features.3"),
+     ("efficientnet_lite0", "fc1"), ("resnet18", None)],
 )  # fmt: skip
 def test_bad_layers_fail_naming_the_valid_choices(backbone: str, layer: str | None) -> None:
     with pytest.raises(ValueError, match=r"pool|fc1|mobilenet_v2"):
@@ -82,6 +84,7 @@ def test_layer_defaults_resolve_to_their_names() -> None:
     assert resolve_layer("vgg16", None) == "fc1"
     assert resolve_layer("mobilenet_v2", None) == "pool"
     assert resolve_layer("mobilenet_v2", "features.0") == "features.0"
+    assert resolve_layer("efficientnet_lite0", None) == resolve_layer("efficientnet_lite0", "pool") == "pool"
 
 
 def test_weights_load_from_a_state_dict_with_another_head(tmp_path: Path) -> None:
@@ -95,6 +98,23 @@ def test_weights_load_from_a_state_dict_with_another_head(tmp_path: Path) -> Non
     torch.save(torchvision.models.resnet18(weights=None).state_dict(), wrong)
     with pytest.raises(ConfigError, match=r"resnet\.pt: weights do not fit MobileNetV2"):
         build_extractor("mobilenet_v2", str(wrong))
+
+
+def test_efficientnet_features_load_a_finetuned_classifier_and_their_own_state(tmp_path: Path) -> None:
+    classifier = build_efficientnet_lite0(num_classes=4, in_channels=1, weights="none", freeze_backbone=False)
+    path = tmp_path / "finetuned.pt"
+    torch.save(classifier.state_dict(), path)
+    extractor, dim = build_extractor("efficientnet_lite0", str(path))
+    assert dim == 1280
+    assert torch.equal(extractor.state_dict()["conv_head.weight"], classifier.net.conv_head.weight)
+    rebuilt, _ = build_extractor("efficientnet_lite0", "none")
+    rebuilt.load_state_dict(extractor.state_dict())  # what load_trained_model does with a features+svm model
+    images = random_images(2, 64, channels=1)
+    np.testing.assert_array_equal(
+        extract_features(rebuilt, images, batch_size=2), extract_features(extractor, images, batch_size=2)
+    )
+    with pytest.raises(ConfigError, match=r"finetuned\.pt: weights do not fit MobileNetV2"):
+        build_extractor("mobilenet_v2", str(path))
 
 
 def test_cache_computes_once_then_hits(tmp_path: Path) -> None:
@@ -139,11 +159,12 @@ def test_cache_key_is_stable_short_hex_and_changes_with_each_input() -> None:
     assert len(base) == 16 and int(base, 16) >= 0
     variants = {
         feature_cache_key("vgg16", None, "none", "d1"),
+        feature_cache_key("efficientnet_lite0", None, "none", "d1"),
         feature_cache_key("mobilenet_v2", "features.3", "none", "d1"),
         feature_cache_key("mobilenet_v2", "pool", "imagenet", "d1"),
         feature_cache_key("mobilenet_v2", "pool", "none", "d2"),
     }
-    assert len(variants) == 4 and base not in variants
+    assert len(variants) == 5 and base not in variants
 
 
 def test_weights_identity_hashes_file_contents(tmp_path: Path) -> None:

@@ -49,3 +49,20 @@ def test_a_score_other_than_the_test_splits_can_be_judged() -> None:
     gate = RegisterConfig(primary_metric="accuracy", min_improvement=0.01)
     decision = decide(scores(0.9, 0.9, 0.9, accuracy=0.5), scores(0.9, 0.9, 0.9, accuracy=0.9), gate, 0.95)
     assert decision.promote and decision.new_score == 0.95
+
+
+def test_a_score_below_min_score_is_never_promoted_not_even_first() -> None:
+    gate = GATE.model_copy(update={"min_score": 0.6})
+    decision = decide(scores(0.55, 0.55, 0.55), None, gate)
+    assert not decision.promote
+    assert "below register.min_score 0.6000" in decision.reason
+
+
+def test_a_model_that_does_not_beat_the_trivial_baseline_is_never_promoted() -> None:
+    majority = scores(0.3333, 1.0, 0.0, accuracy=0.5)
+    decision = decide(scores(0.36, 0.7, 0.02), None, GATE, baseline=majority, baseline_description="majority")
+    assert not decision.promote
+    assert "does not beat the trivial baseline (majority: macro_f1 0.3333)" in decision.reason
+    assert decide(scores(0.40, 0.7, 0.1), None, GATE, baseline=majority).promote
+    unguarded = GATE.model_copy(update={"baseline_margin": None})
+    assert decide(scores(0.36, 0.7, 0.02), None, unguarded, baseline=majority).promote

@@ -21,10 +21,10 @@ from inspectflow.steps.train import train_step
 from inspectflow.steps.validate import validate_step
 
 
-def test_class_folders_of_mixed_sizes_become_rgb_at_the_backbone_side(inserts_dir: Path) -> None:
+def test_class_folders_of_mixed_sizes_become_rgb_at_a_side_from_the_data(inserts_dir: Path) -> None:
     dataset = ingest(inserts_dir, build_config("inserts").data)
     assert dataset.info.classes == ["Damaged", "Intact"]  # one class per folder, found
-    assert dataset.images.shape == (16, 224, 224, 3)
+    assert dataset.images.shape == (16, 160, 160, 3)  # the median side, at most data.max_side
     assert dataset.manifest["width"].nunique() > 1  # the sources vary in size
 
 
@@ -80,9 +80,10 @@ def test_missing_imagenet_weights_stop_the_cli_in_seconds(
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setattr(weights, "_reachable", lambda url: False)
     with pytest.raises(ConfigError, match=r"vgg16-397923af\.pth"):
-        weights.check_weights(build_config("inserts", ["method=features+svm"]).train)
+        weights.check_weights(build_config("inserts", ["method=features+svm", "backbone=vgg16"]).train)
     started = time.monotonic()
     command = [sys.executable, "-m", "inspectflow", "run", "inserts", "--data", str(inserts_dir)]
+    command += ["--set", "train.model=resnet18", "--set", "train.weights=imagenet"]
     result = subprocess.run(
         command,
         capture_output=True,

@@ -6,7 +6,9 @@ import torch
 
 from inspectflow.config import TrainConfig
 from inspectflow.errors import ConfigError
+from inspectflow.imaging import Preprocess
 from inspectflow.models import weights
+from inspectflow.models.artifact import ModelSpec, load_trained_model, save_trained_model
 from inspectflow.models.factory import build_model
 from inspectflow.models.residual_cnn import ResidualBlock, ResidualCNN
 from inspectflow.models.resnet import build_resnet18
@@ -67,3 +69,26 @@ def test_missing_imagenet_weights_fail_fast_saying_where_to_put_them(
     with pytest.raises(ConfigError, match=r"hub/checkpoints/resnet18-f37072fd.pth"):
         build_resnet18(num_classes=6, in_channels=1, weights="imagenet", freeze_backbone=False)
     assert time.monotonic() - started < 30
+
+
+@pytest.mark.parametrize(
+    ("architecture", "task", "channels", "shape"),
+    [
+        ("efficientnet_lite0", "classification", 1, (2, 3)),
+        ("unet_lite0", "segmentation", 3, (2, 1, 64, 64)),
+    ],
+)
+def test_pretrained_architectures_round_trip_through_the_model_artifact(
+    architecture: str, task: str, channels: int, shape: tuple[int, ...], tmp_path: Path
+) -> None:
+    model = build_model(TrainConfig(model=architecture, weights="none"), 3, channels).eval()
+    preprocess = Preprocess(mode="resize", height=64, width=64, channels=channels)
+    spec = ModelSpec(architecture=architecture, classes=["a", "b", "c"], preprocess=preprocess, task=task)
+    save_trained_model(model, spec, tmp_path / "model")
+    loaded, loaded_spec = load_trained_model(tmp_path / "model")
+    images = torch.rand(2, channels, 64, 64)
+    with torch.no_grad():
+        expected = model(images)
+        assert expected.shape == shape
+        torch.testing.assert_close(loaded(images), expected, rtol=0, atol=0)
+    assert loaded_spec == spec

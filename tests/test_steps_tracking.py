@@ -82,3 +82,18 @@ def test_dice_and_bce_runs_compare_side_by_side_in_one_experiment(dagm_dir: Path
         assert "test_iou" in run.data.metrics and "test_iou_Class1" in run.data.metrics
         overlays = client.list_artifacts(run.info.run_id, "evaluation/overlays")
         assert any(a.path.split("/")[-1].startswith("worst_") for a in overlays)
+
+
+@pytest.mark.usefixtures("tracking")
+def test_a_first_run_that_learned_nothing_ends_with_no_champion_and_says_why(
+    npy_dir: Path, tmp_path: Path
+) -> None:
+    # Random pixels: nothing to learn, so the model cannot beat the majority class by a margin.
+    config = tiny_config("register.min_score=0", "register.baseline_margin=0.5").to_dict()
+    summary = run_steps(npy_dir, tmp_path / "one", config)
+    assert summary["alias"] == "challenger" and summary["decision"] == "rejected"
+    assert "does not beat the trivial baseline (the training split's majority class" in summary["reason"]
+    client = MlflowClient()
+    assert "champion" not in client.get_registered_model("textile-classifier").aliases
+    run = client.get_run(summary["mlflow_run_id"])
+    assert "baseline_macro_f1" in run.data.metrics

@@ -8,10 +8,11 @@ import pytest
 from inspectflow.config import ValidateConfig
 from inspectflow.data.dataset import Dataset, DatasetInfo, load_dataset, pixel_sha256, save_dataset
 from inspectflow.errors import DataError
+from inspectflow.imaging import Preprocess
 from inspectflow.validation import ValidationReport, validate_dataset, write_report
 
 CLASSES = ["good", "color", "cut", "hole", "thread", "metal_contamination"]
-CONFIG = ValidateConfig(min_per_class=3, expected_side=8, min_side=8)
+CONFIG = ValidateConfig(min_per_class=3, expected_side=8, min_side=8, unique_images=True)
 
 
 def make_dataset(per_split: int = 3) -> Dataset:
@@ -36,8 +37,9 @@ def make_dataset(per_split: int = 3) -> Dataset:
                     "decode_error": None,
                 }
             )
+    preprocess = Preprocess("resize", 8, 8, 1)
     info = DatasetInfo(
-        classes=list(CLASSES), source="mem", format="npy", image_side=8, channels=1, split_origin="seeded"
+        classes=list(CLASSES), source="mem", format="npy", preprocess=preprocess, split_origin="seeded"
     )
     return Dataset(images=np.stack(images), manifest=pd.DataFrame(rows), info=info)
 
@@ -155,6 +157,17 @@ def test_duplicates_name_every_file_sharing_the_hash(dataset: Dataset) -> None:
     assert sorted(failure.files) == ["color/0000.png", "color/0001.png", "color/0002.png"]
     assert failure.values == [sha] * 3
     assert "color/0000.png (train) = color/0001.png (train) = color/0002.png (train)" in failure.problem
+
+
+def test_by_default_repeated_images_fail_only_when_their_labels_differ(dataset: Dataset) -> None:
+    config = CONFIG.model_copy(update={"unique_images": False})
+    sha = dataset.manifest.loc[row(dataset, "color/0000.png"), "sha256"]
+    dataset.manifest.loc[row(dataset, "color/0001.png"), "sha256"] = sha
+    assert validate_dataset(dataset, CLASSES, config).success
+    dataset.manifest.loc[row(dataset, "hole/0000.png"), "sha256"] = sha
+    failure = only_failure(validate_dataset(dataset, CLASSES, config), "same_pixels_other_label")
+    assert sorted(failure.files) == ["color/0000.png", "color/0001.png", "hole/0000.png"]
+    assert "same pixels but different labels" in failure.problem
 
 
 def test_train_test_leakage(dataset: Dataset) -> None:

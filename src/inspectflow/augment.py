@@ -26,27 +26,33 @@ def augment(tensors: tuple[torch.Tensor, ...], generator: torch.Generator) -> tu
 
 
 def random_crops(
-    images: torch.Tensor, masks: torch.Tensor, side: int, generator: torch.Generator
+    images: torch.Tensor,
+    masks: torch.Tensor,
+    side: int,
+    generator: torch.Generator,
+    on_defect: float = 0.5,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cuts one ``side`` x ``side`` crop per image.
+    """Cuts one ``side`` x ``side`` crop per image (a side larger than the image is cut down to it).
 
-    For half the images that have defects the crop is placed to contain a random defect pixel, so that
-    small defects are not drowned by background. The pixel lands anywhere in the crop: always centring
-    it would teach the network that defects sit in the middle.
+    For a share ``on_defect`` of the images that have defects the crop is placed to contain a random defect
+    pixel, so that small defects are not drowned by background. The pixel lands anywhere in the crop:
+    always centring it would teach the network that defects sit in the middle.
     """
     height, width = images.shape[-2:]
-    if side >= min(height, width):
+    crop_h, crop_w = min(side, height), min(side, width)
+    if (crop_h, crop_w) == (height, width):
         return images, masks
     crops, crop_masks = [], []
     for image, mask in zip(images, masks, strict=True):
         defect = torch.nonzero(mask[0])
-        top = int(torch.randint(height - side + 1, (1,), generator=generator))
-        left = int(torch.randint(width - side + 1, (1,), generator=generator))
-        if len(defect) and torch.rand(1, generator=generator) < 0.5:
+        top = int(torch.randint(height - crop_h + 1, (1,), generator=generator))
+        left = int(torch.randint(width - crop_w + 1, (1,), generator=generator))
+        if len(defect) and torch.rand(1, generator=generator) < on_defect:
             y, x = defect[torch.randint(len(defect), (1,), generator=generator)][0].tolist()
-            dy, dx = torch.randint(side, (2,), generator=generator).tolist()
-            top = min(max(y - dy, 0), height - side)
-            left = min(max(x - dx, 0), width - side)
-        crops.append(image[:, top : top + side, left : left + side])
-        crop_masks.append(mask[:, top : top + side, left : left + side])
+            dy = int(torch.randint(crop_h, (1,), generator=generator))
+            dx = int(torch.randint(crop_w, (1,), generator=generator))
+            top = min(max(y - dy, 0), height - crop_h)
+            left = min(max(x - dx, 0), width - crop_w)
+        crops.append(image[:, top : top + crop_h, left : left + crop_w])
+        crop_masks.append(mask[:, top : top + crop_h, left : left + crop_w])
     return torch.stack(crops), torch.stack(crop_masks)

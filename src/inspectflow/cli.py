@@ -19,7 +19,15 @@ if TYPE_CHECKING:
 from inspectflow.errors import InspectflowError
 
 _Command = TypeVar("_Command", bound=Callable[..., Any])
-HEADLINE_METRICS = ("test_accuracy", "test_macro_f1", "test_iou", "test_dice", "test_detection_tpr")
+HEADLINE_METRICS = (
+    "test_accuracy",
+    "test_macro_f1",
+    "test_iou",
+    "test_dice",
+    "test_defect_dice",
+    "test_detection_tpr",
+    "test_detection_fpr",
+)
 
 
 @click.group()
@@ -89,7 +97,13 @@ def synth_inserts(out_dir: Path, count: int, seed: int) -> None:
     click.echo(f"wrote {sum(counts.values())} insert images to {out_dir} ({counts})")
 
 
-_WORKLOAD = click.argument("workload", type=click.Choice(sorted(WORKLOAD_DEFAULTS)))
+# A built-in workload (with a demo set) or any line of the user's, named in lower case.
+_WORKLOAD = click.argument("workload", metavar=f"WORKLOAD ({'|'.join(WORKLOAD_DEFAULTS)}|your own)")
+_TASK = click.option(
+    "--task",
+    type=click.Choice(["classification", "segmentation"]),
+    help="What a workload that is not built in learns (or task: in its params.yaml section).",
+)
 _WORKDIR = click.option(
     "--workdir",
     type=click.Path(path_type=Path),
@@ -109,6 +123,7 @@ def _run_options(command: _Command) -> _Command:
     """The options ``run`` and ``retrain`` share."""
     options = [
         click.option("--data", "data", help=_DATA_HELP),
+        _TASK,
         click.option(
             "--params",
             "params_file",
@@ -154,6 +169,7 @@ def _run_options(command: _Command) -> _Command:
 def run(
     workload: str,
     data: str | None,
+    task: str | None,
     params_file: Path | None,
     overrides: tuple[str, ...],
     workdir: Path,
@@ -166,7 +182,7 @@ def run(
     timeout: int,
 ) -> None:
     """Run the pipeline (ingest, validate, train, evaluate, register), locally with kfp or on a cluster."""
-    config = _config(workload, params_file, overrides)
+    config = _config(workload, params_file, overrides, task)
     if host is not None:
         _submit(config, data, host, namespace, experiment, no_wait, timeout)
         return
@@ -179,6 +195,7 @@ def run(
 def retrain(
     workload: str,
     data: str | None,
+    task: str | None,
     params_file: Path | None,
     overrides: tuple[str, ...],
     workdir: Path,
@@ -191,7 +208,7 @@ def retrain(
     from inspectflow.lineage import data_version
     from inspectflow.names import CHAMPION, DATA_VERSION_TAG
 
-    config = _config(workload, params_file, overrides)
+    config = _config(workload, params_file, overrides, task)
     source = _local_data(workload, data, workdir)
     current = data_version(Path(source))
     name = config.register_.model_name
@@ -210,12 +227,14 @@ def retrain(
     _run_locally(config, source, workdir, metrics_file, plots_dir)
 
 
-def _config(workload: str, params_file: Path | None, overrides: tuple[str, ...]) -> PipelineConfig:
+def _config(
+    workload: str, params_file: Path | None, overrides: tuple[str, ...], task: str | None
+) -> PipelineConfig:
     from inspectflow.config import build_config, read_params
     from inspectflow.models.weights import check_weights
 
     params = read_params(params_file, workload) if params_file else None
-    config = build_config(workload, list(overrides), params)
+    config = build_config(workload, list(overrides), params, task)
     check_weights(config.train)  # fail in seconds, not after ingest and validation
     return config
 
@@ -226,6 +245,10 @@ def _local_data(workload: str, data: str | None, workdir: Path) -> str:
 
     if data is not None:
         return data
+    if workload not in WORKLOAD_DEFAULTS:
+        raise click.UsageError(
+            f"--data is needed: only the built-in workloads ({', '.join(WORKLOAD_DEFAULTS)}) have demo sets"
+        )
     if write_demo(workdir / "data", [workload])[workload]:
         click.echo(f"synthesized the {workload} demo set into {workdir / 'data' / workload}")
     return str(workdir / "data" / workload)
@@ -246,6 +269,10 @@ def _run_locally(
     for name, value in summary["metrics"].items():
         if name in HEADLINE_METRICS:
             click.echo(f"{name + ':':<20}{value:.4f}")
+    metric = config.register_.primary_metric
+    baseline = summary["baseline"]
+    floor = baseline["metrics"][f"test_{metric}"]
+    click.echo(f"{'baseline:':<20}{metric} {floor:.4f} ({baseline['description']})")
     click.echo(f"{'model:':<20}{summary['model_name']} version {summary['version']} -> @{summary['alias']}")
     click.echo(f"{'gate:':<20}{summary['decision']}: {summary['reason']}")
     if metrics_file is not None:
@@ -295,6 +322,7 @@ def _submit(
 @click.option("--cron", required=True, help="When: five cron fields, or KFP's six (seconds first).")
 @click.option("--host", required=True, help="The Kubeflow Pipelines API URL.")
 @click.option("--data", required=True, help="Data URI the cluster reads, such as s3://bucket/textile.")
+@_TASK
 @click.option("--params", "params_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
 @click.option("--namespace", help="KFP namespace (multi-user deployments).")
@@ -304,6 +332,7 @@ def schedule(
     cron: str,
     host: str,
     data: str,
+    task: str | None,
     params_file: Path | None,
     overrides: tuple[str, ...],
     namespace: str | None,
@@ -315,7 +344,7 @@ def schedule(
     from inspectflow.pipelines.compile import compile_pipeline
     from inspectflow.remote import kfp_cron, schedule_run
 
-    config = _config(workload, params_file, overrides)
+    config = _config(workload, params_file, overrides, task)
     expression = kfp_cron(cron)
     with tempfile.TemporaryDirectory() as scratch:
         package = compile_pipeline(config, Path(scratch) / "pipeline.yaml")
@@ -406,10 +435,22 @@ def models() -> None:
     """Registered model versions: list, promote, roll back, audit history."""
 
 
-def _model_name(workload: str) -> str:
-    from inspectflow.config import build_config
+def _model_name(workload: str, client: Any) -> str:
+    """The registered model of a workload: a built-in one's default, else the one of its task that exists."""
+    from mlflow.exceptions import MlflowException
 
-    return build_config(workload).register_.model_name
+    from inspectflow.config import TASK_DEFAULTS, build_config
+
+    if workload in WORKLOAD_DEFAULTS:
+        return build_config(workload).register_.model_name
+    names = [build_config(workload, task=task).register_.model_name for task in TASK_DEFAULTS]
+    for name in names:
+        try:
+            client.get_registered_model(name)
+        except MlflowException:
+            continue
+        return name
+    raise InspectflowError(f"no registered model {' or '.join(names)} yet: a pipeline run registers it")
 
 
 def _client(workdir: Path) -> Any:
@@ -429,8 +470,9 @@ def models_list(workload: str, workdir: Path) -> None:
     from inspectflow.lifecycle.aliases import list_versions
     from inspectflow.lifecycle.render import format_versions
 
-    name = _model_name(workload)
-    click.echo(format_versions(name, list_versions(_client(workdir), name)))
+    client = _client(workdir)
+    name = _model_name(workload, client)
+    click.echo(format_versions(name, list_versions(client, name)))
 
 
 @models.command("promote")
@@ -443,7 +485,8 @@ def models_promote(workload: str, version: str, reason: str, workdir: Path) -> N
     from inspectflow.lifecycle.aliases import promote
     from inspectflow.lifecycle.render import format_promotion
 
-    click.echo(format_promotion(promote(_client(workdir), _model_name(workload), version, reason)))
+    client = _client(workdir)
+    click.echo(format_promotion(promote(client, _model_name(workload, client), version, reason)))
 
 
 @models.command("rollback")
@@ -455,7 +498,8 @@ def models_rollback(workload: str, reason: str, workdir: Path) -> None:
     from inspectflow.lifecycle.aliases import rollback
     from inspectflow.lifecycle.render import format_rollback
 
-    click.echo(format_rollback(rollback(_client(workdir), _model_name(workload), reason)))
+    client = _client(workdir)
+    click.echo(format_rollback(rollback(client, _model_name(workload, client), reason)))
 
 
 @models.command("history")
@@ -466,8 +510,9 @@ def models_history(workload: str, workdir: Path) -> None:
     from inspectflow.lifecycle.audit import audit_trail
     from inspectflow.lifecycle.render import format_history
 
-    name = _model_name(workload)
-    click.echo(format_history(name, audit_trail(_client(workdir), name)))
+    client = _client(workdir)
+    name = _model_name(workload, client)
+    click.echo(format_history(name, audit_trail(client, name)))
 
 
 @cli.command("compare")
@@ -476,11 +521,10 @@ def models_history(workload: str, workdir: Path) -> None:
 @_WORKDIR
 def compare(workload: str, last_n: int, workdir: Path) -> None:
     """Recent runs side by side: differing parameters, metrics, data versions; champion marked *."""
-    from inspectflow.config import build_config
     from inspectflow.lifecycle.comparison import compare_runs
     from inspectflow.lifecycle.render import format_table
 
-    experiment = build_config(workload).tracking.experiment
+    experiment = workload  # every workload's experiment is named after it unless configured otherwise
     click.echo(format_table(compare_runs(_client(workdir), experiment, last_n)))
 
 
@@ -508,14 +552,14 @@ def predict(
     workdir: Path,
 ) -> None:
     """Predict images with the champion: a JSON line per image (dagm: also a mask PNG, the defect area)."""
-    from inspectflow.config import WORKLOAD_TASKS
     from inspectflow.names import CHAMPION
     from inspectflow.predict import predict_files
+    from inspectflow.registered import registered_spec
     from inspectflow.tasks import get_task
 
-    _client(workdir)
-    uri = model_uri or f"models:/{_model_name(workload)}@{CHAMPION}"
-    task_name = WORKLOAD_TASKS[workload]
+    client = _client(workdir)
+    uri = model_uri or f"models:/{_model_name(workload, client)}@{CHAMPION}"
+    task_name = registered_spec(uri).task
     if get_task(task_name).writes_files and mask_dir is None:
         mask_dir = (output.parent if output else Path(".")) / "masks"
     records = predict_files(uri, list(paths), task_name, batch_size, mask_dir)

@@ -1,8 +1,9 @@
 """ImageNet CNN features + SVM: the classic baseline of the cutting-insert workload.
 
-A frozen ImageNet backbone (VGG16 fc1 or a globally pooled MobileNetV2 block) turns each image into a feature
-vector; a standardised SVM is then scored over repeated seeded, stratified 70/30 splits. Features are cached
-on disk by backbone, layer, weights and data, since extraction dominates the cost and the SVM is cheap.
+A frozen ImageNet backbone (pooled EfficientNet-Lite0, VGG16 fc1 or a globally pooled MobileNetV2 block) turns
+each image into a feature vector; a standardised SVM is then scored over repeated seeded, stratified 70/30
+splits. Features are cached on disk by backbone, layer, weights and data, since extraction dominates the cost
+and the SVM is cheap.
 """
 
 from __future__ import annotations
@@ -27,17 +28,16 @@ from torch import nn
 
 from inspectflow.data.splits import stratified_holdout
 from inspectflow.errors import ConfigError
+from inspectflow.models.efficientnet import FEATURE_DIM as LITE0_FEATURE_DIM
+from inspectflow.models.efficientnet import IMAGENET_MEAN, IMAGENET_STD, build_lite0_extractor
 from inspectflow.models.torchvision_compat import import_torchvision
 from inspectflow.models.weights import load_pretrained_state
 
-Backbone = Literal["vgg16", "mobilenet_v2"]
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+Backbone = Literal["efficientnet_lite0", "vgg16", "mobilenet_v2"]
 
 #: Part of every cache key: bump it when extraction changes (preprocessing, cut points) to orphan old caches.
 _FEATURE_FORMAT = 1
-_DEFAULT_LAYERS: dict[str, str] = {"vgg16": "fc1", "mobilenet_v2": "pool"}
+_DEFAULT_LAYERS: dict[str, str] = {"efficientnet_lite0": "pool", "vgg16": "fc1", "mobilenet_v2": "pool"}
 _MOBILENET_BLOCKS = 19  # len(mobilenet_v2().features)
 _HASH_CHUNK = 1 << 20
 
@@ -46,11 +46,12 @@ def resolve_layer(backbone: str, layer: str | None) -> str:
     """Validates a cut point and fills in the backbone's default.
 
     Args:
-        backbone: ``vgg16`` or ``mobilenet_v2``.
-        layer: ``None`` for the default; ``fc1`` for VGG16; ``pool`` or ``features.N`` for MobileNetV2.
+        backbone: ``efficientnet_lite0``, ``vgg16`` or ``mobilenet_v2``.
+        layer: ``None`` for the default; ``pool`` for EfficientNet-Lite0; ``fc1`` for VGG16; ``pool`` or
+            ``features.N`` for MobileNetV2.
 
     Returns:
-        The explicit layer name (``fc1`` or ``pool`` for ``None``).
+        The explicit layer name (``pool`` or ``fc1`` for ``None``).
 
     Raises:
         ValueError: Unknown backbone or a layer the backbone does not have.
@@ -59,9 +60,9 @@ def resolve_layer(backbone: str, layer: str | None) -> str:
         raise ValueError(f"unknown backbone {backbone!r}; choose one of {', '.join(get_args(Backbone))}")
     if layer is None:
         return _DEFAULT_LAYERS[backbone]
-    if backbone == "vgg16":
-        if layer != "fc1":
-            raise ValueError(f"vgg16 layer must be fc1 (or None), got {layer!r}")
+    if backbone != "mobilenet_v2":
+        if layer != _DEFAULT_LAYERS[backbone]:
+            raise ValueError(f"{backbone} layer must be {_DEFAULT_LAYERS[backbone]} (or None), got {layer!r}")
         return layer
     if layer == "pool" or _mobilenet_block(layer) is not None:
         return layer
@@ -83,10 +84,14 @@ def build_extractor(backbone: Backbone, weights: str, layer: str | None = None) 
     """Builds a frozen feature extractor from an ImageNet classifier.
 
     Args:
-        backbone: ``vgg16``: the first fully connected layer and its ReLU (fc1, 4096-d), as in the classic
-            insert-inspection papers. ``mobilenet_v2``: a globally average-pooled block output.
+        backbone: ``efficientnet_lite0``: the globally average-pooled features before the classifier
+            (1280-d; ImageNet weights from a pip package, no network needed). ``vgg16``: the first fully
+            connected layer and its ReLU (fc1, 4096-d), as in the classic insert-inspection papers.
+            ``mobilenet_v2``: a globally average-pooled block output.
         weights: ``none``, ``imagenet`` or a path to the backbone's state dict (see
-            :func:`~inspectflow.models.weights.load_pretrained_state`).
+            :func:`~inspectflow.models.weights.load_pretrained_state`; for EfficientNet-Lite0, also a
+            fine-tuned ``efficientnet_lite0`` classifier's, see
+            :func:`~inspectflow.models.efficientnet.build_efficientnet_lite0`).
         layer: Cut point; ``None`` for the default (see :func:`resolve_layer`). For MobileNetV2, ``pool``
             (the last block, 1280-d) or ``features.N``, which pools block ``N`` of ``.features``.
 
@@ -102,7 +107,9 @@ def build_extractor(backbone: Backbone, weights: str, layer: str | None = None) 
     torchvision = import_torchvision()
     models = torchvision.models
     extractor: nn.Module
-    if backbone == "vgg16":
+    if backbone == "efficientnet_lite0":
+        extractor, dim = build_lite0_extractor(weights), LITE0_FEATURE_DIM
+    elif backbone == "vgg16":
         vgg = models.vgg16(weights=None)
         _load_weights(vgg, weights, models.VGG16_Weights.IMAGENET1K_V1, head_prefix="classifier.6.")
         extractor = nn.Sequential(
@@ -211,7 +218,7 @@ def feature_cache_key(backbone: str, layer: str | None, weights_id: str, data_di
     """Names the cached features of one extractor over one dataset.
 
     Args:
-        backbone: ``vgg16`` or ``mobilenet_v2``.
+        backbone: ``efficientnet_lite0``, ``vgg16`` or ``mobilenet_v2``.
         layer: Cut point; ``None`` and the backbone's explicit default give the same key.
         weights_id: Identity of the weights, such as :func:`weights_identity`'s.
         data_digest: Digest of the images in order (the caller's; e.g. the manifest's sha256).

@@ -6,8 +6,9 @@ float tensors: a model sees the same pixels in training, in the gate's re-scorin
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -19,6 +20,106 @@ if TYPE_CHECKING:
 
 #: File endings read as images by every source layout and by prediction.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+#: Working sizes are multiples of this, so that networks that downsample five times divide them.
+SIZE_MULTIPLE = 32
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How stored pixels become a model's input; kept with the dataset and with every trained model.
+
+    Attributes:
+        mode: ``resize`` stretches to ``height`` x ``width``; ``pad`` centres on a zero canvas of that size
+            (cropping what is larger); ``scale`` multiplies both sides by ``scale`` (keeping the aspect; by
+            less for an image that would not fit the canvas) and pads right and bottom to the canvas.
+        height: Canvas height.
+        width: Canvas width.
+        channels: 1 (grayscale) or 3 (RGB).
+        scale: The factor of ``scale`` mode.
+    """
+
+    mode: Literal["resize", "pad", "scale"]
+    height: int
+    width: int
+    channels: int
+    scale: float = 1.0
+
+    def image(self, pixels: np.ndarray) -> np.ndarray:
+        """Brings stored pixels ``(H, W, C)`` to the model's uint8 ``(height, width, channels)`` input."""
+        return self._fit(_to_mode(pixels, self.channels), Image.Resampling.BILINEAR)
+
+    def mask(self, mask: np.ndarray) -> np.ndarray:
+        """Brings a defect mask ``(H, W)`` to uint8 ``(height, width)`` as its image is brought."""
+        return self._fit(mask.astype(np.uint8), Image.Resampling.NEAREST)
+
+    def restore(self, mask: np.ndarray, height: int, width: int) -> np.ndarray:
+        """Maps a predicted mask on the model's input back onto the original ``height`` x ``width`` image."""
+        if self.mode == "pad":  # the inverse of _pad_or_crop: the image's pixels that are on the canvas
+            restored = np.zeros((height, width), dtype=mask.dtype)
+            top, left = (self.height - height) // 2, (self.width - width) // 2
+            rows, cols = min(height, self.height), min(width, self.width)
+            restored[max(0, -top) : max(0, -top) + rows, max(0, -left) : max(0, -left) + cols] = mask[
+                max(0, top) : max(0, top) + rows, max(0, left) : max(0, left) + cols
+            ]
+            return restored
+        if self.mode == "scale":
+            scale = self._scale_for(height, width)
+            mask = mask[: round(height * scale), : round(width * scale)]
+        image = Image.fromarray(mask.astype(np.uint8)).resize((width, height), Image.Resampling.NEAREST)
+        return np.asarray(image).astype(mask.dtype)
+
+    def _fit(self, array: np.ndarray, resample: Image.Resampling) -> np.ndarray:
+        height, width = array.shape[:2]
+        if self.mode == "resize":
+            fitted = _resized(array, self.height, self.width, resample)
+        elif self.mode == "pad":
+            fitted = _pad_or_crop(array, self.height, self.width)
+        else:
+            scale = self._scale_for(height, width)
+            scaled = _resized(array, round(height * scale), round(width * scale), resample)
+            fitted = np.zeros((self.height, self.width, *array.shape[2:]), dtype=array.dtype)
+            fitted[: scaled.shape[0], : scaled.shape[1]] = scaled
+        return fitted[..., np.newaxis] if fitted.ndim == 2 and array.ndim == 3 else fitted
+
+    def _scale_for(self, height: int, width: int) -> float:
+        """The ``scale`` mode's factor for an image of this size: ``scale``, or less so that it fits."""
+        return min(self.scale, self.height / height, self.width / width)
+
+
+def _to_mode(pixels: np.ndarray, channels: int) -> np.ndarray:
+    """Converts ``(H, W, C)`` pixels to uint8 grayscale ``(H, W, 1)`` or RGB ``(H, W, 3)``.
+
+    Samples that are not uint8 are clipped only so that the row can be cached; validation rejects them.
+    """
+    if pixels.dtype != np.uint8:
+        pixels = np.clip(pixels, 0, 255).astype(np.uint8)
+    mode = {1: "L", 3: "RGB", 4: "RGBA"}.get(pixels.shape[2])
+    if mode is None:
+        raise DataError(f"unsupported channel count {pixels.shape[2]}")
+    image = Image.fromarray(pixels[..., 0] if mode == "L" else pixels, mode=mode)
+    array = np.asarray(image.convert("L" if channels == 1 else "RGB"))
+    return array[..., np.newaxis] if channels == 1 else array
+
+
+def _resized(array: np.ndarray, height: int, width: int, resample: Image.Resampling) -> np.ndarray:
+    if array.shape[:2] == (height, width):
+        return array
+    squeezed = array[..., 0] if array.ndim == 3 and array.shape[2] == 1 else array
+    resized = np.asarray(Image.fromarray(squeezed).resize((width, height), resample))
+    return resized[..., np.newaxis] if array.ndim == 3 and resized.ndim == 2 else resized
+
+
+def _pad_or_crop(array: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Centres ``array`` on a zero canvas of ``height`` x ``width``, cropping what is larger."""
+    source_h, source_w = array.shape[:2]
+    canvas = np.zeros((height, width, *array.shape[2:]), dtype=array.dtype)
+    top, left = (height - source_h) // 2, (width - source_w) // 2
+    src = array[
+        max(0, -top) : max(0, -top) + min(source_h, height),
+        max(0, -left) : max(0, -left) + min(source_w, width),
+    ]
+    canvas[max(0, top) : max(0, top) + src.shape[0], max(0, left) : max(0, left) + src.shape[1]] = src
+    return canvas
 
 
 def decode(path: Path) -> tuple[np.ndarray | None, str | None]:
@@ -44,46 +145,6 @@ def read_image(item: Any) -> np.ndarray:
     else:
         pixels = np.asarray(item)
     return pixels[..., np.newaxis] if pixels.ndim == 2 else pixels
-
-
-def to_cache(pixels: np.ndarray, side: int, channels: int, resize: str) -> np.ndarray:
-    """Converts stored pixels ``(H, W, C)`` to a model's uint8 ``(side, side, channels)`` input.
-
-    Samples that are not uint8 are clipped only so that the row can be cached; validation rejects them.
-
-    Raises:
-        DataError: The image has a channel count other than 1, 3 or 4.
-    """
-    if pixels.dtype != np.uint8:
-        pixels = np.clip(pixels, 0, 255).astype(np.uint8)
-    mode = {1: "L", 3: "RGB", 4: "RGBA"}.get(pixels.shape[2])
-    if mode is None:
-        raise DataError(f"unsupported channel count {pixels.shape[2]}")
-    image = Image.fromarray(pixels[..., 0] if mode == "L" else pixels, mode=mode)
-    array = np.asarray(image.convert("L" if channels == 1 else "RGB"))
-    array = fit_square(array, side, resize, Image.Resampling.BILINEAR)
-    return array[..., np.newaxis] if channels == 1 else array
-
-
-def mask_to_cache(mask: np.ndarray, side: int, resize: str) -> np.ndarray:
-    """Brings a boolean or 0/1 defect mask ``(H, W)`` to uint8 ``(side, side)`` as its image is brought."""
-    return fit_square(mask.astype(np.uint8), side, resize, Image.Resampling.NEAREST)
-
-
-def fit_square(array: np.ndarray, side: int, resize: str, resample: Image.Resampling) -> np.ndarray:
-    """Brings a 2-D (or HxWx3) uint8 array to ``side`` x ``side`` by resizing or by centred zero-padding."""
-    height, width = array.shape[:2]
-    if (height, width) == (side, side):
-        return array
-    if resize == "resize":
-        return np.asarray(Image.fromarray(array).resize((side, side), resample))
-    canvas = np.zeros((side, side, *array.shape[2:]), dtype=array.dtype)
-    top, left = (side - height) // 2, (side - width) // 2
-    src = array[
-        max(0, -top) : max(0, -top) + min(height, side), max(0, -left) : max(0, -left) + min(width, side)
-    ]
-    canvas[max(0, top) : max(0, top) + src.shape[0], max(0, left) : max(0, left) + src.shape[1]] = src
-    return canvas
 
 
 def to_tensor(images: np.ndarray, channels_last: bool = False) -> torch.Tensor:

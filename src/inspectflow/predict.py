@@ -18,10 +18,11 @@ def predict_files(
 ) -> Iterator[dict[str, Any]]:
     """Yields one record per image, in order, predicting in batches.
 
-    Images are brought to the model's input as ingest brought its training images. A classifier's record
-    holds ``label``, its ``probability`` and every class's probability; a segmenter's the ``defect_area``
-    (share of defective pixels), ``defective`` (area above the evaluation's detection threshold) and the
-    path of its mask PNG (255 = defect, at the image's own size) written into ``mask_dir``.
+    Images are brought to the model's input as its training images were (the preprocessing its spec
+    keeps), and its thresholds are the ones it was evaluated with. A classifier's record holds ``label``,
+    its ``probability`` and every class's probability; a segmenter's the ``defect_area`` (share of
+    defective pixels), ``defective`` (area above the detection threshold) and the path of its mask PNG
+    (255 = defect, at the image's own size) written into ``mask_dir``.
 
     Args:
         model_uri: An MLflow model URI, such as ``models:/textile-classifier@champion``.
@@ -33,17 +34,14 @@ def predict_files(
     Raises:
         DataError: An image cannot be decoded (named); nothing after it is predicted.
     """
-    import mlflow
-
     from inspectflow.config import EvaluateConfig
-    from inspectflow.imaging import read_image, to_cache, to_tensor
-    from inspectflow.registered import load_registered_predictor
+    from inspectflow.imaging import read_image, to_tensor
+    from inspectflow.registered import load_registered_predictor, registered_spec
     from inspectflow.tasks import get_task
 
     task = get_task(task_name)
-    thresholds = EvaluateConfig()  # the thresholds the model was evaluated with by default
-    metadata = mlflow.models.get_model_info(model_uri).metadata or {}
-    classes, side, channels = metadata["classes"], int(metadata["image_side"]), int(metadata["channels"])
+    spec = registered_spec(model_uri)
+    thresholds = EvaluateConfig.model_validate(spec.thresholds)
     predictor = load_registered_predictor(model_uri)
     if mask_dir is not None:
         mask_dir.mkdir(parents=True, exist_ok=True)
@@ -52,7 +50,7 @@ def predict_files(
         for number, path in enumerate(paths[start : start + batch_size], start):
             pixels = read_image(path)
             batch.append(PredictedImage(path, pixels.shape[0], pixels.shape[1], number))
-            images.append(to_cache(pixels, side, channels, "resize"))
+            images.append(spec.preprocess.image(pixels))
         with torch.no_grad():
             logits = predictor(to_tensor(np.stack(images)))
-        yield from task.records(logits, batch, classes, thresholds, mask_dir)
+        yield from task.records(logits, batch, spec.classes, thresholds, mask_dir, spec.preprocess)

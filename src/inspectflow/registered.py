@@ -7,6 +7,7 @@ Both directions live here so that the registry format is defined once: the regis
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,23 @@ def load_registered_predictor(uri: str) -> Predictor:
     return wrapper.predictor
 
 
+def registered_spec(uri: str) -> ModelSpec:
+    """Reads the spec a registered model was logged with (see :func:`log_model`).
+
+    Versions logged before the spec travelled with them carry ``classes``, ``image_side`` and ``channels``.
+    """
+    import mlflow
+
+    from inspectflow.imaging import Preprocess
+
+    metadata = mlflow.models.get_model_info(uri).metadata or {}
+    if "spec" in metadata:
+        fields = dict(metadata["spec"])
+        return ModelSpec(**{**fields, "preprocess": Preprocess(**fields["preprocess"])})
+    side, channels = int(metadata["image_side"]), int(metadata["channels"])
+    return ModelSpec("unknown", list(metadata["classes"]), Preprocess("resize", side, side, channels))
+
+
 def log_model(predictor: Predictor, spec: ModelSpec, model_dir: Path, dataset: Dataset, flavor: str) -> Any:
     """Logs the model to the active MLflow run.
 
@@ -56,7 +74,9 @@ def log_model(predictor: Predictor, spec: ModelSpec, model_dir: Path, dataset: D
 
     # The +cpu local tag of the installed torch is not installable from PyPI: name the release.
     requirements = [f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}"]
-    metadata = {"classes": spec.classes, "image_side": spec.image_side, "channels": spec.channels}
+    # The spec travels with the registered model: prediction brings images to its input and applies its
+    # thresholds as training and evaluation did.
+    metadata = {"spec": asdict(spec)}
     if flavor == "pyfunc":
         # No signature: the model takes paths or arrays of any size, which no MLflow schema describes, and
         # MLflow would refuse every input that does not match the one it inferred.

@@ -54,9 +54,9 @@ class ImageClassifier(PythonModel):
         return frame
 
     def _prepare(self, item: Any) -> np.ndarray:
-        from inspectflow.imaging import read_image, to_cache
+        from inspectflow.imaging import read_image
 
-        return to_cache(read_image(item), self.spec.image_side, self.spec.channels, "resize")
+        return self.spec.preprocess.image(read_image(item))
 
 
 def _items(model_input: Any) -> list[Any]:

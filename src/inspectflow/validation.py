@@ -44,6 +44,7 @@ MAX_LISTED = 20
 _FILE = "file"
 _GROUP = "group"
 _LEAK = "in_train_and_test"
+_CONFLICT = "same_pixels_other_label"
 _MASK_OK = "mask_matches_image"
 _FLAG_OK = "flag_matches_mask"
 
@@ -210,6 +211,8 @@ def _manifest_frame(manifest: pd.DataFrame, segmentation: bool = False) -> pd.Da
     decodable = frame["decode_error"].isna() & frame["sha256"].notna()
     hashes = [set(frame.loc[decodable & (frame["split"] == split), "sha256"]) for split in SPLITS]
     frame[_LEAK] = decodable & frame["sha256"].isin(set.intersection(*hashes))
+    labels_per_hash = frame[decodable].groupby("sha256")["label"].nunique()
+    frame[_CONFLICT] = decodable & frame["sha256"].isin(labels_per_hash[labels_per_hash > 1].index)
     if segmentation:
         frame["mask_error"] = frame["mask_error"].astype("string").replace("", pd.NA)
         # Rows whose image or mask cannot be decoded are reported by those checks; they pass these two.
@@ -347,6 +350,18 @@ def _manifest_checks(
                 "images are duplicates (identical pixels)",
                 where,
                 keep_hashes=True,
+            ),
+        )
+        if config.unique_images
+        # Real sets hold repeated images; harmless unless their labels contradict each other.
+        else _Check(
+            ExpectColumnValuesToBeInSet(column=_CONFLICT, value_set=[False]),
+            "no two images with the same pixels have different labels",
+            _by_hash(
+                "image has the pixels of an image of another class",
+                "images have the same pixels but different labels",
+                where,
+                keep_hashes=False,
             ),
         ),
         _Check(

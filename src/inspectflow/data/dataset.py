@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from inspectflow.imaging import Preprocess
+
 IMAGES_FILE = "images.npy"
 MASKS_FILE = "masks.npy"
 MANIFEST_FILE = "manifest.csv"
@@ -52,15 +54,23 @@ SPLITS = ("train", "test")
 
 @dataclass
 class DatasetInfo:
-    """Facts about an ingested dataset kept beside the manifest."""
+    """Facts about an ingested dataset kept beside the manifest.
+
+    ``preprocess`` says how the source pixels were brought to the cached ones: a model trained on them
+    keeps it, so that prediction brings new images to its input the same way.
+    """
 
     classes: list[str]
     source: str
     format: str
-    image_side: int
-    channels: int
+    preprocess: Preprocess
     split_origin: str  # "source" when the source defines train/test, else "seeded"
     extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def channels(self) -> int:
+        """Channels of the cached images."""
+        return self.preprocess.channels
 
 
 @dataclass
@@ -137,7 +147,8 @@ def save_dataset(dataset: Dataset, out_dir: Path) -> None:
 
 def load_dataset(path: Path) -> Dataset:
     """Reads a dataset directory written by :func:`save_dataset`."""
-    info = DatasetInfo(**json.loads((path / INFO_FILE).read_text()))
+    fields = json.loads((path / INFO_FILE).read_text())
+    info = DatasetInfo(**{**fields, "preprocess": Preprocess(**fields["preprocess"])})
     text_columns = {"decode_error", "label", "mask_source", "mask_error"}
     manifest = pd.read_csv(path / MANIFEST_FILE, dtype=dict.fromkeys(text_columns, "string"))
     images = np.load(path / IMAGES_FILE)

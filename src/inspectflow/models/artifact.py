@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import joblib
@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from inspectflow.config import TrainConfig
+from inspectflow.imaging import Preprocess
 from inspectflow.models.feature_svm import FeatureSvmClassifier
 
 WEIGHTS_FILE = "model.pt"
@@ -28,15 +29,31 @@ SPEC_FILE = "model.json"
 
 @dataclass
 class ModelSpec:
-    """How to rebuild a trained model and interpret its outputs."""
+    """How to rebuild a trained model, prepare its input and interpret its outputs.
+
+    ``preprocess`` is how its training images were brought to its input (size, resize or pad, channels);
+    ``thresholds`` are the evaluation settings its scores were computed with (``mask_threshold``,
+    ``detection_threshold``), which prediction applies too.
+    """
 
     architecture: str
     classes: list[str]  # output classes of a classifier; the image groups (DAGM classes) of a segmenter
-    image_side: int
-    channels: int
+    preprocess: Preprocess
     task: str = "classification"
+    thresholds: dict[str, float] = field(default_factory=dict)
     backbone: str | None = None  # features+svm only
     layer: str | None = None  # features+svm only
+
+    @property
+    def channels(self) -> int:
+        """Image channels the model takes."""
+        return self.preprocess.channels
+
+
+def read_spec(path: Path) -> ModelSpec:
+    """Reads a spec written as JSON (``model.json``, or the registered model's metadata)."""
+    fields = json.loads(path.read_text())
+    return ModelSpec(**{**fields, "preprocess": Preprocess(**fields["preprocess"])})
 
 
 #: What a model directory loads as: a torch network or the features+svm classifier; both map float
@@ -59,7 +76,7 @@ def load_trained_model(model_dir: Path) -> tuple[Predictor, ModelSpec]:
     """Rebuilds a trained model in eval mode from its directory."""
     from inspectflow.models.factory import build_model
 
-    spec = ModelSpec(**json.loads((model_dir / SPEC_FILE).read_text()))
+    spec = read_spec(model_dir / SPEC_FILE)
     if spec.architecture == FEATURE_SVM:
         from inspectflow.features import build_extractor
 

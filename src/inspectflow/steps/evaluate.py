@@ -13,7 +13,7 @@ from inspectflow.config import EvaluateConfig, PipelineConfig
 from inspectflow.data.dataset import Dataset, load_dataset
 from inspectflow.errors import pipeline_step
 from inspectflow.models.artifact import Predictor, load_trained_model
-from inspectflow.names import EVALUATION_ARTIFACTS, SCORES_FILE
+from inspectflow.names import BASELINE_FILE, EVALUATION_ARTIFACTS, SCORES_FILE
 from inspectflow.tasks import save_scores, task_for
 from inspectflow.tasks.base import Scores, Task
 
@@ -33,8 +33,9 @@ def evaluate_step(
 ) -> Scores:
     """Runs evaluation as a pipeline step, logging metrics, scores and plots to MLflow.
 
-    Writes ``scores.json`` and the task's artifacts (the confusion matrix, or overlays) into ``out_dir`` and
-    logs them under the run's ``evaluation/`` artifacts.
+    Writes ``scores.json``, ``baseline.json`` (the trivial model's scores, which the gate's floor uses) and
+    the task's artifacts (the confusion matrix, or overlays) into ``out_dir`` and logs them under the
+    run's ``evaluation/`` artifacts; the baseline's metrics are logged as ``baseline_*``.
     """
     import mlflow
 
@@ -45,8 +46,11 @@ def evaluate_step(
     model, _ = load_trained_model(model_dir)
     dataset = load_dataset(dataset_dir)
     with resume_run(run_id):
-        scores = evaluate(task_for(config), model, dataset, config.evaluate, out_dir)
+        task = task_for(config)
+        scores = evaluate(task, model, dataset, config.evaluate, out_dir)
+        baseline = task.baseline(dataset, config.evaluate)
         save_scores(scores, out_dir / SCORES_FILE)
-        mlflow.log_metrics(scores.metrics())
+        save_scores(baseline, out_dir / BASELINE_FILE)
+        mlflow.log_metrics({**scores.metrics(), **baseline.metrics(prefix="baseline_")})
         mlflow.log_artifacts(str(out_dir), artifact_path=EVALUATION_ARTIFACTS)
     return scores

@@ -20,7 +20,7 @@ from inspectflow.data.dataset import (
 from inspectflow.data.layouts import SourceImage, detect_layout, get_layout, read_source
 from inspectflow.data.splits import stratified_holdout
 from inspectflow.errors import DataError, pipeline_step
-from inspectflow.imaging import mask_to_cache, to_cache
+from inspectflow.imaging import SIZE_MULTIPLE, Preprocess
 from inspectflow.names import (
     DATA_ARTIFACTS,
     DATA_DIGEST_TAG,
@@ -45,7 +45,8 @@ def ingest(root: Path, config: DataConfig) -> Dataset:
         config: Data settings.
 
     Returns:
-        The dataset, images (and masks) brought to ``config.image_side`` with ``config.channels`` channels.
+        The dataset, images (and masks) brought to the working size (:func:`working_size`) with
+        ``config.channels`` channels.
 
     Raises:
         DataError: ``root`` is missing, empty or structurally broken.
@@ -54,10 +55,10 @@ def ingest(root: Path, config: DataConfig) -> Dataset:
     records = read_source(root, layout.name, config.classes)
     if not records:
         raise DataError(f"{root}: no images found")
-    side = config.image_side or _native_side(records)
-    channels = config.channels
-    images = np.zeros((len(records), side, side, channels), dtype=np.uint8)
-    masks = np.zeros((len(records), side, side), dtype=np.uint8) if layout.has_masks else None
+    preprocess = working_size(records, config, layout.has_masks)
+    shape = (len(records), preprocess.height, preprocess.width)
+    images = np.zeros((*shape, preprocess.channels), dtype=np.uint8)
+    masks = np.zeros(shape, dtype=np.uint8) if layout.has_masks else None
     rows = []
     for i, record in enumerate(records):
         row: dict[str, object] = {
@@ -73,7 +74,7 @@ def ingest(root: Path, config: DataConfig) -> Dataset:
             "decode_error": record.decode_error,
         }
         if record.pixels is not None:
-            images[i] = to_cache(record.pixels, side, channels, config.resize)
+            images[i] = preprocess.image(record.pixels)
             row.update(
                 sha256=pixel_sha256(record.pixels),
                 height=record.pixels.shape[0],
@@ -83,7 +84,7 @@ def ingest(root: Path, config: DataConfig) -> Dataset:
         if masks is not None:
             row.update(_mask_row(record))
             if record.mask is not None:
-                masks[i] = mask_to_cache(record.mask, side, config.resize)
+                masks[i] = preprocess.mask(record.mask)
         rows.append(row)
     manifest = pd.DataFrame(rows)
     split_origin = "source" if _source_has_split(records) else "seeded"
@@ -93,14 +94,17 @@ def ingest(root: Path, config: DataConfig) -> Dataset:
         classes=classes,
         source=str(root),
         format=layout.name,
-        image_side=side,
-        channels=channels,
+        preprocess=preprocess,
         split_origin=split_origin,
     )
     dataset = Dataset(images=images, manifest=manifest, info=info, masks=masks)
     if split_origin == "seeded":
-        test = stratified_holdout(dataset.strata(), config.test_fraction, config.split_seed)
-        manifest["split"] = np.where(test, "test", "train")
+        # Repeated images (real sets have them) go to one side together, or the split would leak them.
+        group = manifest["sha256"].fillna(manifest["source"] + "#" + manifest["index"].astype(str))
+        first = ~group.duplicated().to_numpy()
+        held = stratified_holdout(dataset.strata()[first], config.test_fraction, config.split_seed)
+        test_groups = set(group[first][held])
+        manifest["split"] = np.where(group.isin(test_groups), "test", "train")
     return dataset
 
 
@@ -114,10 +118,32 @@ def _source_has_split(records: list[SourceImage]) -> bool:
     return ("train" in splits and "test" in splits) or (None in splits and len(splits) > 1)
 
 
-def _native_side(records: list[SourceImage]) -> int:
-    """The largest source side, rounded up to a multiple of 16 so that the U-Net's poolings divide it."""
-    sides = [max(r.pixels.shape[:2]) for r in records if r.pixels is not None] or [16]
-    return -(-max(sides) // 16) * 16
+#: The most memory the cached images and masks of one dataset may take.
+CACHE_BUDGET_BYTES = 2 << 30
+
+
+def working_size(records: list[SourceImage], config: DataConfig, has_masks: bool) -> Preprocess:
+    """Picks the size every image is brought to.
+
+    ``data.image_side`` fixes a square (reached by ``data.resize``). Otherwise the data decides. For a
+    classifier: a square of the median longest side, rounded to 16 and at most ``data.max_side``. For a
+    segmenter, which must see defects at their own aspect: the images keep it, scaled so that the
+    longest side is at most ``data.max_side`` and the cache within :data:`CACHE_BUDGET_BYTES`, on a canvas of
+    the largest scaled size padded to a multiple of 32.
+    """
+    channels = config.channels
+    if config.image_side is not None:
+        return Preprocess(config.resize, config.image_side, config.image_side, channels)
+    shapes = np.array([r.pixels.shape[:2] for r in records if r.pixels is not None] or [(16, 16)])
+    if not has_masks:
+        side = int(np.clip(round(float(np.median(shapes.max(axis=1))) / 16) * 16, 16, config.max_side))
+        return Preprocess("resize", side, side, channels)
+    scale = min(1.0, config.max_side / shapes.max())
+    heights, widths = np.ceil(shapes[:, 0] * scale), np.ceil(shapes[:, 1] * scale)
+    bytes_per_pixel = len(records) * (channels + 1)  # images and masks, uint8
+    scale *= min(1.0, (CACHE_BUDGET_BYTES / (heights.max() * widths.max() * bytes_per_pixel)) ** 0.5)
+    height, width = (-(-round(size * scale) // SIZE_MULTIPLE) * SIZE_MULTIPLE for size in shapes.max(axis=0))
+    return Preprocess("scale", int(height), int(width), channels, scale)
 
 
 def _mask_row(record: SourceImage) -> dict[str, object]:
@@ -172,7 +198,9 @@ def ingest_step(
             DATA_SOURCE_TAG: source,
             **lineage_tags(root, pipeline_name, kfp_run_name, kfp_run_id),
         }
-        run_id = start_pipeline_run(config.tracking.experiment, kfp_run_name, config.flat(), tags)
+        # ``auto`` settings are logged by the step that resolves them (MLflow params cannot change).
+        params = {key: value for key, value in config.flat().items() if value != "auto"}
+        run_id = start_pipeline_run(config.tracking.experiment, kfp_run_name, params, tags)
         with resume_run(run_id):
             dataset = ingest(root, config.data)
             save_dataset(dataset, out_dir)

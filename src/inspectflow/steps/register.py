@@ -20,6 +20,7 @@ from inspectflow.errors import pipeline_step
 from inspectflow.lifecycle.audit import move_alias
 from inspectflow.names import (
     ARCHITECTURE_TAG,
+    BASELINE_FILE,
     CHALLENGER,
     CHAMPION,
     CLASSES_TAG,
@@ -57,9 +58,18 @@ class GateDecision:
 
 
 def decide(
-    new: Scores, champion: Scores | None, config: RegisterConfig, new_score: float | None = None
+    new: Scores,
+    champion: Scores | None,
+    config: RegisterConfig,
+    new_score: float | None = None,
+    baseline: Scores | None = None,
+    baseline_description: str = "the trivial baseline",
 ) -> GateDecision:
     """Decides whether a new model replaces the champion; both must be scored on the same test set.
+
+    Two floors come first, so that not even a first version is promoted when it learned nothing: the primary
+    score must reach ``config.min_score`` and beat the trivial ``baseline`` by more than
+    ``config.baseline_margin``.
 
     Args:
         new: The new model's scores.
@@ -67,12 +77,26 @@ def decide(
         config: Gate settings.
         new_score: The new model's primary score when it is not the test-split one: ``features+svm`` is
             judged by its mean accuracy over the repeated splits. Per-class scores stay test-split ones.
+        baseline: The trivial model's scores on the same test set (``None``: no baseline floor).
+        baseline_description: What the trivial model does, for the reason.
 
     Returns:
         The decision with a one-line reason.
     """
     metric = config.primary_metric
     new_score = float(getattr(new, metric)) if new_score is None else new_score
+    if new_score < config.min_score - _FLOAT_TOLERANCE:
+        reason = f"{metric} {new_score:.4f} is below register.min_score {config.min_score:.4f}; not promoted"
+        return GateDecision(False, reason, new_score)
+    if baseline is not None and config.baseline_margin is not None:
+        floor = float(getattr(baseline, metric))
+        if new_score <= floor + config.baseline_margin + _FLOAT_TOLERANCE:
+            reason = (
+                f"{metric} {new_score:.4f} does not beat the trivial baseline ({baseline_description}: "
+                f"{metric} {floor:.4f}) by more than register.baseline_margin {config.baseline_margin:.4f}; "
+                "not promoted"
+            )
+            return GateDecision(False, reason, new_score)
     if champion is None:
         return GateDecision(True, f"no champion yet; {metric}={new_score:.4f}", new_score)
     champion_score = float(getattr(champion, metric))
@@ -131,6 +155,7 @@ def register_step(
     dataset = load_dataset(dataset_dir)
     model, spec = load_trained_model(model_dir)
     new_scores = load_scores(evaluation_dir / SCORES_FILE)
+    baseline = load_scores(evaluation_dir / BASELINE_FILE)
     client = MlflowClient()
     # features+svm is judged by its mean over the repeated splits, the method's own estimate.
     new_primary = (
@@ -144,8 +169,11 @@ def register_step(
     except MlflowException:
         champion_version = None  # no registered model or no champion yet
     champion_classes = json.loads(champion_version.tags.get(CLASSES_TAG, "[]")) if champion_version else []
-    if champion_version is None:
-        decision = decide(new_scores, None, gate_config, new_primary)
+    floors = (baseline, task.baseline_description)
+    # The floors first: a model that learned nothing is refused whatever the champion.
+    decision = decide(new_scores, None, gate_config, new_primary, *floors)
+    if not decision.promote or champion_version is None:
+        pass
     elif mismatch := task.champion_mismatch(champion_classes, spec.classes):
         decision = GateDecision(
             False,
@@ -155,7 +183,7 @@ def register_step(
     else:
         champion = load_registered_predictor(f"models:/{name}/{champion_version.version}")
         champion_scores = task.evaluate(champion, dataset, config.evaluate)
-        decision = decide(new_scores, champion_scores, gate_config, new_primary)
+        decision = decide(new_scores, champion_scores, gate_config, new_primary, *floors)
 
     digest = dataset_digest(dataset.manifest)
     with resume_run(run_id) as run:
@@ -197,6 +225,7 @@ def register_step(
             "decision": tags[GATE_DECISION_TAG],
             "reason": decision.reason,
             "metrics": new_scores.metrics(),
+            "baseline": {"description": task.baseline_description, "metrics": baseline.metrics()},
             "gate": asdict(decision),
         }
         mlflow.log_dict(summary, REGISTRY_SUMMARY_ARTIFACT)

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
     from inspectflow.config import EvaluateConfig, PipelineConfig, TrainConfig
     from inspectflow.data.dataset import Dataset
+    from inspectflow.imaging import Preprocess
     from inspectflow.models.artifact import Predictor
 
 #: A training loss: ``(logits, targets) -> scalar``.
@@ -99,7 +100,7 @@ class Task(ABC):
             ValueError: The message names the setting.
         """
         checks = (
-            ("train.model", config.train.model, self.models),
+            ("train.model", config.train.model, ("auto", *self.models)),
             ("train.loss", config.train.loss, self.losses),
             ("register.primary_metric", config.register_.primary_metric, self.primary_metrics),
         )
@@ -112,8 +113,24 @@ class Task(ABC):
         """The training targets of one split: class indices, or float masks ``(n, 1, H, W)``."""
 
     @abstractmethod
-    def loss(self, config: TrainConfig) -> LossFn:
-        """The training loss."""
+    def auto_model(self, preprocess: Preprocess, pretrained_installed: bool) -> str:
+        """The ``train.model`` that ``auto`` means for data of this working size."""
+
+    @abstractmethod
+    def loss(self, config: TrainConfig, targets: torch.Tensor, classes: int) -> LossFn:
+        """The training loss; with ``class_balance=auto`` weighted from the training ``targets``."""
+
+    def epoch_order(
+        self, targets: torch.Tensor, config: TrainConfig, generator: torch.Generator
+    ) -> torch.Tensor:
+        """The training images' indices for one epoch: a seeded shuffle."""
+        import torch
+
+        return torch.randperm(len(targets), generator=generator)
+
+    def thresholds(self, config: EvaluateConfig) -> dict[str, float]:
+        """The evaluation settings a trained model keeps and prediction applies."""
+        return {}
 
     @abstractmethod
     def training_batch(
@@ -140,6 +157,13 @@ class Task(ABC):
         """
 
     @abstractmethod
+    def baseline(self, dataset: Dataset, config: EvaluateConfig) -> Scores:
+        """The test-split scores of the trivial model every real one must beat (see the gate)."""
+
+    #: What the trivial model does, for the gate's reasons.
+    baseline_description: ClassVar[str]
+
+    @abstractmethod
     def scores_from_dict(self, data: dict[str, Any]) -> Scores:
         """Rebuilds scores saved as JSON."""
 
@@ -155,8 +179,12 @@ class Task(ABC):
         classes: list[str],
         config: EvaluateConfig,
         out_dir: Path | None,
+        preprocess: Preprocess,
     ) -> list[dict[str, Any]]:
-        """Turns one batch of model outputs into one JSON-able prediction record per image."""
+        """Turns one batch of model outputs into one JSON-able prediction record per image.
+
+        ``preprocess`` is how the images were brought to the model, to map outputs back onto them.
+        """
 
 
 def batched(predictor: Predictor, images: np.ndarray, batch_size: int) -> list[torch.Tensor]:

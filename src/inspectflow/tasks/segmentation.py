@@ -20,12 +20,13 @@ if TYPE_CHECKING:
 
     from inspectflow.config import EvaluateConfig, PipelineConfig, TrainConfig
     from inspectflow.data.dataset import Dataset
+    from inspectflow.imaging import Preprocess
     from inspectflow.models.artifact import Predictor
     from inspectflow.tasks.base import LossFn
 
 OVERLAYS_DIR = "overlays"
-#: The U-Net pools four times: its input sides must divide by 2**4.
-SIDE_MULTIPLE = 16
+#: Input sides must divide by 2**5: the EfficientNet encoder downsamples five times (our U-Net four).
+SIDE_MULTIPLE = 32
 
 
 @dataclass
@@ -37,6 +38,8 @@ class SegmentationScores:
         dice: Foreground Dice pooled over all test pixels.
         iou: Foreground IoU pooled over all test pixels.
         mean_defect_iou: Mean per-image IoU over the defective test images.
+        defect_dice: Foreground Dice pooled over the defective test images only (how well defects are
+            outlined, apart from false alarms on clean images).
         detection_tpr: Share of defective images declared defective (predicted area above the threshold).
         detection_fpr: Share of clean images declared defective.
         per_class: The same five figures for each group, plus its image counts.
@@ -49,6 +52,7 @@ class SegmentationScores:
     detection_tpr: float
     detection_fpr: float
     per_class: dict[str, dict[str, float]] = field(default_factory=dict)
+    defect_dice: float = 0.0
     task: str = "segmentation"
 
     class_metric: ClassVar[str] = "IoU"
@@ -60,7 +64,7 @@ class SegmentationScores:
     def metrics(self, prefix: str = "test_") -> dict[str, float]:
         """Flattens the scores into MLflow metric names, such as ``test_iou_Class1``."""
         names = ("dice", "iou", "mean_defect_iou", "detection_tpr", "detection_fpr")
-        flat = {f"{prefix}{name}": float(getattr(self, name)) for name in names}
+        flat = {f"{prefix}{name}": float(getattr(self, name)) for name in (*names, "defect_dice")}
         for group, values in self.per_class.items():
             flat.update({f"{prefix}{name}_{group}": values[name] for name in names})
         return flat
@@ -102,6 +106,7 @@ def score_masks(
             "dice": seg.foreground_dice(p, t),
             "iou": seg.foreground_iou(p, t),
             "mean_defect_iou": float(per_image[defective].mean()) if defective.any() else 1.0,
+            "defect_dice": seg.foreground_dice(p[defective], t[defective]) if defective.any() else 1.0,
             "detection_tpr": float(rates["true_positive_rate"]),
             "detection_fpr": float(rates["false_positive_rate"]),
             "images": float(len(t)),
@@ -115,6 +120,7 @@ def score_masks(
         dice=overall["dice"],
         iou=overall["iou"],
         mean_defect_iou=overall["mean_defect_iou"],
+        defect_dice=overall["defect_dice"],
         detection_tpr=overall["detection_tpr"],
         detection_fpr=overall["detection_fpr"],
         per_class={name: figures(pred[groups == name], truth[groups == name]) for name in names},
@@ -196,7 +202,7 @@ class Segmentation(Task):
     """A defect-probability map per image, learned with Dice and/or BCE on defect-biased crops."""
 
     name: ClassVar[str] = "segmentation"
-    models: ClassVar[tuple[str, ...]] = ("unet",)
+    models: ClassVar[tuple[str, ...]] = ("unet", "unet_lite0")
     losses: ClassVar[tuple[str, ...]] = ("dice", "bce", "bce+dice")
     primary_metrics: ClassVar[tuple[str, ...]] = ("iou", "dice")
     best_epoch_key: ClassVar[str] = "val_iou"
@@ -204,13 +210,17 @@ class Segmentation(Task):
     writes_files: ClassVar[bool] = True
 
     def check_config(self, config: PipelineConfig) -> None:
-        """Also refuses ``features+svm`` and sides the U-Net's poolings do not divide."""
+        """Also refuses ``features+svm`` and sides the networks' downsampling does not divide."""
         if config.train.method == "features+svm":
             raise ValueError("train.method=features+svm applies to classification workloads only")
         super().check_config(config)
+        multiple = 16 if config.train.model == "unet" else SIDE_MULTIPLE  # our U-Net pools four times
         for name, side in (("data.image_side", config.data.image_side), ("train.crop", config.train.crop)):
-            if side is not None and side % SIDE_MULTIPLE:
-                raise ValueError(f"{name}={side} must be a multiple of 16 (the U-Net pools four times)")
+            if side is not None and side % multiple:
+                raise ValueError(
+                    f"{name}={side} must be a multiple of {multiple} (what train.model={config.train.model} "
+                    "downsamples by)"
+                )
 
     def targets(self, dataset: Dataset, split: str) -> torch.Tensor:
         """Float defect masks ``(n, 1, H, W)``."""
@@ -218,11 +228,50 @@ class Segmentation(Task):
 
         return torch.from_numpy(dataset.split_masks(split)).unsqueeze(1).float()
 
-    def loss(self, config: TrainConfig) -> LossFn:
-        """Smoothed soft Dice, pixel-wise BCE, or their sum."""
+    def auto_model(self, preprocess: Preprocess, pretrained_installed: bool) -> str:
+        """The U-Net on the ImageNet EfficientNet-Lite0 encoder when installed, else our own U-Net."""
+        return "unet_lite0" if pretrained_installed else "unet"
+
+    def loss(self, config: TrainConfig, targets: torch.Tensor, classes: int) -> LossFn:
+        """Smoothed soft Dice, pixel-wise BCE, or their sum.
+
+        With ``class_balance=auto`` BCE weighs defect pixels up by the square root of the clean-to-defect
+        pixel ratio of the defective training images (at most 10): a defect of 0.5% of the pixels would
+        otherwise teach the network that predicting nothing is nearly right.
+        """
         from inspectflow.models.losses import segmentation_loss
 
-        return segmentation_loss(config.loss)  # type: ignore[arg-type]  # the config check limits the names
+        pos_weight = 1.0
+        defective = targets.flatten(1).amax(1) > 0
+        if config.class_balance == "auto" and defective.any():
+            share = float(targets[defective].mean())
+            pos_weight = min(10.0, ((1 - share) / share) ** 0.5)
+        return segmentation_loss(config.loss, pos_weight)  # type: ignore[arg-type]  # names checked by config
+
+    def epoch_order(
+        self, targets: torch.Tensor, config: TrainConfig, generator: torch.Generator
+    ) -> torch.Tensor:
+        """With ``class_balance=auto``, defective images make up at least a third of each epoch.
+
+        Rare defective images are drawn again (with replacement) rather than clean ones dropped from
+        every epoch: the epoch keeps its length, and clean images still teach what is not a defect.
+        """
+        import torch
+
+        count = len(targets)
+        defective = torch.nonzero(targets.flatten(1).amax(1) > 0).flatten()
+        wanted = -(-count // 3)
+        if config.class_balance == "none" or len(defective) >= wanted or not len(defective):
+            return torch.randperm(count, generator=generator)
+        clean = torch.nonzero(targets.flatten(1).amax(1) == 0).flatten()
+        extra = defective[torch.randint(len(defective), (wanted - len(defective),), generator=generator)]
+        kept_clean = clean[torch.randperm(len(clean), generator=generator)[: count - wanted]]
+        order = torch.cat([defective, extra, kept_clean])
+        return order[torch.randperm(len(order), generator=generator)]
+
+    def thresholds(self, config: EvaluateConfig) -> dict[str, float]:
+        """The pixel and the image-level detection thresholds."""
+        return {"mask_threshold": config.mask_threshold, "detection_threshold": config.detection_threshold}
 
     def training_batch(
         self, images: torch.Tensor, targets: torch.Tensor, config: TrainConfig, generator: torch.Generator
@@ -231,7 +280,9 @@ class Segmentation(Task):
         from inspectflow.augment import augment, random_crops
 
         if config.crop:
-            images, targets = random_crops(images, targets, config.crop, generator)
+            # class_balance=auto: crops of defective images nearly always show the defect.
+            on_defect = 0.8 if config.class_balance == "auto" else 0.5
+            images, targets = random_crops(images, targets, config.crop, generator, on_defect)
         if config.augment:
             images, targets = augment((images, targets), generator)
         return images, targets
@@ -251,6 +302,13 @@ class Segmentation(Task):
             draw_overlays(dataset, pred, config.overlays, out_dir / OVERLAYS_DIR)
         return scores
 
+    baseline_description: ClassVar[str] = "an empty mask for every image"
+
+    def baseline(self, dataset: Dataset, config: EvaluateConfig) -> SegmentationScores:
+        """Scores predicting no defect anywhere."""
+        truth = dataset.split_masks("test")
+        return score_segmentation(dataset, np.zeros(truth.shape, dtype=bool), config)
+
     def scores_from_dict(self, data: dict[str, Any]) -> SegmentationScores:
         """Rebuilds :class:`SegmentationScores`."""
         return SegmentationScores(**data)
@@ -262,10 +320,11 @@ class Segmentation(Task):
         classes: list[str],
         config: EvaluateConfig,
         out_dir: Path | None,
+        preprocess: Preprocess,
     ) -> list[dict[str, Any]]:
         """The defect area, whether it exceeds the detection threshold, and a mask PNG in ``out_dir``.
 
-        The mask is brought back to the image's own size (255 = defect).
+        The mask is mapped back onto the image as it was stored (255 = defect).
         """
         import torch
         from PIL import Image
@@ -273,10 +332,9 @@ class Segmentation(Task):
         masks = (torch.sigmoid(logits[:, 0]) > config.mask_threshold).numpy()
         records = []
         for image, mask in zip(images, masks, strict=True):
-            full = Image.fromarray(mask.astype(np.uint8) * 255).resize(
-                (image.width, image.height), Image.Resampling.NEAREST
-            )
-            area = float((np.asarray(full) > 0).mean())
+            restored = preprocess.restore(mask, image.height, image.width)
+            full = Image.fromarray(restored.astype(np.uint8) * 255)
+            area = float(restored.mean())
             record: dict[str, Any] = {
                 "path": str(image.path),
                 "defect_area": round(area, 6),

