@@ -57,7 +57,10 @@ WORKLOAD_DEFAULTS: dict[str, dict[str, Any]] = {
 #: from scratch the network needs a longer schedule. Measured on synthetic inserts (n=300): ResNet18 at
 #: 224 px for 8 epochs reached 0.67 test accuracy, at 112 px for 30 epochs 0.93.
 FROM_SCRATCH_DEFAULTS: dict[str, dict[str, Any]] = {
-    "inserts": {"data": {"image_side": 112}, "train": {"epochs": 30, "lr": 3e-3, "patience": None}},
+    "inserts": {
+        "data": {"image_side": 112},
+        "train": {"model": "resnet18", "epochs": 30, "lr": 3e-3, "patience": None},
+    },
 }
 #: ``train.model`` values that start from ImageNet weights.
 PRETRAINED_MODELS = ("resnet18", "efficientnet_lite0", "unet_lite0")
