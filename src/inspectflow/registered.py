@@ -47,8 +47,7 @@ def registered_spec(uri: str) -> ModelSpec:
 
     metadata = mlflow.models.get_model_info(uri).metadata or {}
     if "spec" in metadata:
-        fields = dict(metadata["spec"])
-        return ModelSpec(**{**fields, "preprocess": Preprocess(**fields["preprocess"])})
+        return ModelSpec.from_dict(dict(metadata["spec"]))
     side, channels = int(metadata["image_side"]), int(metadata["channels"])
     return ModelSpec("unknown", list(metadata["classes"]), Preprocess("resize", side, side, channels))
 

@@ -12,6 +12,7 @@ import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import joblib
 import torch
@@ -49,11 +50,15 @@ class ModelSpec:
         """Image channels the model takes."""
         return self.preprocess.channels
 
+    @classmethod
+    def from_dict(cls, fields: dict[str, Any]) -> ModelSpec:
+        """Rebuilds a spec from its ``asdict`` form (``model.json``, a registered model's metadata)."""
+        return cls(**{**fields, "preprocess": Preprocess(**fields["preprocess"])})
+
 
 def read_spec(path: Path) -> ModelSpec:
-    """Reads a spec written as JSON (``model.json``, or the registered model's metadata)."""
-    fields = json.loads(path.read_text())
-    return ModelSpec(**{**fields, "preprocess": Preprocess(**fields["preprocess"])})
+    """Reads a spec written as JSON (``model.json``)."""
+    return ModelSpec.from_dict(json.loads(path.read_text()))
 
 
 #: What a model directory loads as: a torch network or the features+svm classifier; both map float
