@@ -175,6 +175,25 @@ def test_segmentation_scores_by_hand() -> None:
     assert scores.per_class["b"]["iou"] == 0.0 and scores.per_class["a"]["iou"] == pytest.approx(0.5)
 
 
+def test_the_detection_threshold_is_picked_on_validation_unless_set() -> None:
+    # Validation: two defective images (defects of 16 and 24 of 64 px), two clean ones with stray pixels.
+    logits = torch.full((4, 1, 8, 8), -10.0)
+    logits[0, 0, :2] = logits[1, 0, :3] = 10.0  # predicted defects: 16 and 24 px
+    logits[2, 0, 0, :2] = logits[3, 0, 0, :4] = 10.0  # false alarms: 2 and 4 px
+    targets = torch.zeros(4, 1, 8, 8)
+    targets[0, 0, :2] = targets[1, 0, :3] = 1.0
+    images = torch.arange(4.0).view(4, 1, 1, 1)  # the model below looks an image's logits up by its value
+
+    def predictor(batch: torch.Tensor) -> torch.Tensor:
+        return logits[batch.flatten(1)[:, 0].long()]
+
+    picked = SEGMENTATION.thresholds(EvaluateConfig(batch_size=3), predictor, images, targets)
+    assert picked["detection_threshold"] == pytest.approx(4 / 64)  # the larger false alarm is not a detection
+    assert picked["mask_threshold"] == 0.5
+    fixed = SEGMENTATION.thresholds(EvaluateConfig(detection_threshold=0.01), predictor, images, targets)
+    assert fixed["detection_threshold"] == 0.01
+
+
 def test_the_gate_guards_per_class_iou() -> None:
     def scores(iou: float, class1: float, class2: float) -> SegmentationScores:
         per_class = {"Class1": {"iou": class1}, "Class2": {"iou": class2}}

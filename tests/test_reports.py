@@ -109,7 +109,7 @@ def test_segmentation_rows_reconstruct_the_detection_counts_exactly(seed: int, t
     # Odd group sizes, so the rates are ratios such as 3/7 that floating point does not hold exactly.
     groups = {"Class1": int(rng.integers(1, 12)), "Class2": int(rng.integers(1, 30)), "Class7": 13}
     pred, truth, names = masks_with_counts(rng, groups)
-    config = EvaluateConfig()
+    config = EvaluateConfig(detection_threshold=0.0)
     scores = score_masks(pred, truth, names, config)
     expected = expected_counts(pred, truth, config.detection_threshold)
 
@@ -130,7 +130,7 @@ def test_segmentation_rows_when_every_image_is_of_one_kind(truth_defective: bool
     truth = np.zeros((9, 8, 8), dtype=bool)
     if truth_defective:
         truth[:, 2:4, 2:4] = True
-    config = EvaluateConfig()
+    config = EvaluateConfig(detection_threshold=0.0)
     scores = score_masks(pred, truth, np.array(["Class1"] * 9), config)
 
     rows = confusion_rows(scores)

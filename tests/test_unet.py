@@ -22,6 +22,7 @@ from inspectflow.segmentation_metrics import (
     foreground_dice,
     foreground_iou,
     per_image_iou,
+    pick_detection_threshold,
 )
 
 
@@ -123,12 +124,12 @@ def test_dice_loss_is_zero_for_perfect_logits_and_for_empty_on_empty() -> None:
     assert soft_dice_loss(torch.full_like(empty, 50.0), empty).item() == pytest.approx(1 - 1 / 65)
 
 
-def test_dice_loss_is_averaged_per_image() -> None:
+def test_dice_loss_pools_the_batch_so_clean_images_do_not_dilute_a_missed_defect() -> None:
     target = torch.zeros(2, 1, 4, 4)
     target[0, 0, :2, :2] = 1.0  # 4 defect pixels in image 0, image 1 clean
     logits = torch.full_like(target, -50.0)  # predicts nothing anywhere
-    # Image 0: 1 - 1 / (4 + 1) = 0.8; image 1: 1 - 1 / 1 = 0.
-    assert soft_dice_loss(logits, target).item() == pytest.approx(0.4)
+    # Pooled: 1 - 1 / (4 + 1) = 0.8, as for image 0 alone (averaged per image it would be 0.4).
+    assert soft_dice_loss(logits, target).item() == pytest.approx(0.8)
 
 
 def test_bce_decreases_toward_the_correct_logits() -> None:
@@ -201,3 +202,34 @@ def test_detection_rates_with_a_threshold() -> None:
     only_defective = detection_rates(np.array([0.5]), np.array([True]), threshold=0.1)
     assert only_defective["false_positive_rate"] == 0.0 and only_defective["n_clean"] == 0
     assert only_defective["true_positive_rate"] == 1.0
+
+
+def test_picked_detection_threshold_is_the_largest_clean_area_below_the_smallest_defect() -> None:
+    # Clean images with stray pixels (up to 0.004 of the image); defects cover 0.01 and more.
+    areas = np.array([0.0, 0.001, 0.004, 0.0, 0.01, 0.05, 0.2])
+    defective = np.array([False, False, False, False, True, True, True])
+    threshold = pick_detection_threshold(areas, defective)
+    assert threshold == pytest.approx(0.004)
+    rates = detection_rates(areas, defective, threshold)
+    assert rates["true_positive_rate"] == 1.0 and rates["false_positive_rate"] == 0.0
+
+
+def test_picked_detection_threshold_prefers_fewer_false_alarms_among_equal_cuts() -> None:
+    # Cut above 0.02: TPR 2/3, FPR 0. Cut above 0.005: TPR 1, FPR 1/3. Both J = 2/3.
+    areas = np.array([0.0, 0.0, 0.01, 0.008, 0.05, 0.2])
+    defective = np.array([False, False, False, True, True, True])
+    assert pick_detection_threshold(areas, defective) == pytest.approx(0.01)
+
+
+@pytest.mark.parametrize(
+    ("areas", "defective"),
+    [
+        ([0.1, 0.2], [True, True]),  # no clean image
+        ([0.1, 0.2], [False, False]),  # no defective image
+        ([0.3, 0.0], [False, True]),  # the cut that separates them would invert them
+    ],
+)
+def test_picked_detection_threshold_is_any_pixel_without_a_cut_that_helps(
+    areas: list[float], defective: list[bool]
+) -> None:
+    assert pick_detection_threshold(np.array(areas), np.array(defective)) == 0.0

@@ -36,13 +36,12 @@ def predict_files(
     """
     from inspectflow.config import EvaluateConfig
     from inspectflow.imaging import read_image, to_tensor
-    from inspectflow.registered import load_registered_predictor, registered_spec
+    from inspectflow.registered import load_registered
     from inspectflow.tasks import get_task
 
     task = get_task(task_name)
-    spec = registered_spec(model_uri)
+    predictor, spec = load_registered(model_uri)
     thresholds = EvaluateConfig.model_validate(spec.thresholds)
-    predictor = load_registered_predictor(model_uri)
     if mask_dir is not None:
         mask_dir.mkdir(parents=True, exist_ok=True)
     for start in tqdm(range(0, len(paths), batch_size), desc="predict", unit="batch", leave=False):

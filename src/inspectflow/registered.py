@@ -2,7 +2,7 @@
 
 Both directions live here so that the registry format is defined once: the register step logs with
 :func:`log_model`; the gate's re-scoring, batch prediction and the pyfunc load with
-:func:`load_registered_predictor`.
+:func:`load_registered`.
 """
 
 from __future__ import annotations
@@ -16,8 +16,11 @@ from inspectflow.models.artifact import ModelSpec, Predictor
 from inspectflow.names import MODEL_ARTIFACT
 
 
-def load_registered_predictor(uri: str) -> Predictor:
-    """Loads a registered model as a callable on float image tensors, whichever flavor it was logged in.
+def load_registered(uri: str) -> tuple[Predictor, ModelSpec]:
+    """Loads a registered model, whichever flavor it was logged in, and the spec it was logged with.
+
+    The predictor is a callable on float image tensors; the spec says how images are brought to it and
+    which thresholds apply (see :func:`log_model`).
 
     Raises:
         TypeError: The model is a pyfunc that inspectflow did not write.
@@ -26,26 +29,28 @@ def load_registered_predictor(uri: str) -> Predictor:
 
     from inspectflow.serving import ImageClassifier
 
-    flavors = mlflow.models.get_model_info(uri).flavors
-    if "pytorch" in flavors:
+    info = mlflow.models.get_model_info(uri)  # one read of the MLmodel file, remote or local
+    spec = _spec_from_metadata(info.metadata or {})
+    if "pytorch" in info.flavors:
         predictor: Predictor = mlflow.pytorch.load_model(uri)
-        return predictor
+        return predictor, spec
     wrapper = mlflow.pyfunc.load_model(uri).unwrap_python_model()
     if not isinstance(wrapper, ImageClassifier):
         raise TypeError(f"{uri} is not an inspectflow model")
-    return wrapper.predictor
+    return wrapper.predictor, spec
 
 
 def registered_spec(uri: str) -> ModelSpec:
-    """Reads the spec a registered model was logged with (see :func:`log_model`).
-
-    Versions logged before the spec travelled with them carry ``classes``, ``image_side`` and ``channels``.
-    """
+    """Reads the spec a registered model was logged with, without loading the model."""
     import mlflow
 
+    return _spec_from_metadata(mlflow.models.get_model_info(uri).metadata or {})
+
+
+def _spec_from_metadata(metadata: dict[str, Any]) -> ModelSpec:
+    """Versions logged before the spec travelled with them carry ``classes``, ``image_side``, ``channels``."""
     from inspectflow.imaging import Preprocess
 
-    metadata = mlflow.models.get_model_info(uri).metadata or {}
     if "spec" in metadata:
         return ModelSpec.from_dict(dict(metadata["spec"]))
     side, channels = int(metadata["image_side"]), int(metadata["channels"])

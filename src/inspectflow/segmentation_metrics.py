@@ -132,3 +132,35 @@ def detection_rates(
         "n_defective": n_defective,
         "n_clean": n_clean,
     }
+
+
+def pick_detection_threshold(pred_area_fraction: npt.ArrayLike, is_defective: npt.ArrayLike) -> float:
+    """The area threshold that best separates defective from clean images (Youden's J = TPR - FPR).
+
+    Of equally good cuts the one with fewer false alarms is taken, and the threshold hugs the clean side:
+    it is the largest area still declared clean, so that any image with more predicted defect than that is
+    flagged. A missed defect (an escape) costs a line more than a second look at a clean part, and a small
+    validation split rarely shows the smallest defects to come.
+
+    Args:
+        pred_area_fraction: Fraction of each image's pixels predicted as defect, shape ``(N,)``.
+        is_defective: Whether each image truly contains a defect, boolean ``(N,)``.
+
+    Returns:
+        A threshold for :func:`detection_rates`; 0.0 (any defect pixel) when no cut beats chance or one
+        of the two kinds of image is missing.
+    """
+    from sklearn.metrics import roc_curve
+
+    areas = np.asarray(pred_area_fraction, dtype=np.float64)
+    defective = np.asarray(is_defective, dtype=bool)
+    if defective.all() or not defective.any():
+        return 0.0
+    false_alarms, found, cuts = roc_curve(defective, areas, drop_intermediate=False)
+    youden = found - false_alarms
+    # The first maximum (to rounding) is the highest cut: fewest false alarms.
+    best = int(np.flatnonzero(youden >= youden.max() - 1e-9)[0])
+    if youden[best] <= 0:
+        return 0.0
+    below = areas[areas < cuts[best]]
+    return float(below.max()) if below.size else 0.0

@@ -23,7 +23,7 @@ from torch import nn
 
 from inspectflow.errors import ConfigError
 from inspectflow.models.torchvision_compat import import_torchvision
-from inspectflow.models.weights import load_state_file, packaged_imagenet_file
+from inspectflow.models.weights import load_all_but_head, load_state_file, packaged_imagenet_file
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -229,20 +229,7 @@ def _load_backbone(net: nn.Module, weights: str) -> None:
         state = load_state_file(Path(weights))
         if all(name.startswith(_NET) for name in state):  # a model built here
             state = {name.removeprefix(_NET): tensor for name, tensor in state.items()}
-    state = {name: tensor for name, tensor in state.items() if not name.startswith(_HEAD)}
-    try:
-        result = net.load_state_dict(state, strict=False)
-    except RuntimeError as exc:  # shape mismatches raise even when not strict
-        raise ConfigError(f"{weights}: weights do not fit EfficientNet-Lite0 ({exc})") from None
-    # Not strict only about the head: a state dict of another architecture must not load silently.
-    missing = [name for name in result.missing_keys if not name.startswith(_HEAD)]
-    if missing or result.unexpected_keys:
-        unfit = missing or result.unexpected_keys
-        shown = ", ".join(unfit[:3]) + (", ..." if len(unfit) > 3 else "")
-        raise ConfigError(
-            f"{weights}: weights do not fit EfficientNet-Lite0: {len(missing)} missing and "
-            f"{len(result.unexpected_keys)} unexpected tensors ({shown})"
-        )
+    load_all_but_head(net, state, _HEAD, weights, "EfficientNet-Lite0")
 
 
 def _load_encoder(encoder: nn.Module, state: dict[str, torch.Tensor]) -> None:

@@ -143,3 +143,36 @@ def check_weights(config: TrainConfig) -> None:
     }
     if not _cached_file(enums[name]).is_file():
         _load_imagenet(enums[name])  # downloads the file into the cache, or says where to put it
+
+
+def load_all_but_head(
+    model: torch.nn.Module, state: dict[str, torch.Tensor], head_prefix: str, source: str, architecture: str
+) -> None:
+    """Loads every tensor of ``state`` into ``model`` but the classifier head's, which keeps its own.
+
+    The ImageNet head is never used, so a state dict with another head (a fine-tuned model) loads too. Only
+    the head may be missing or extra: a state dict of another architecture must not load silently.
+
+    Args:
+        model: The network to load into.
+        state: Its pretrained state dict.
+        head_prefix: Name prefix of the head's tensors (``classifier.``, ``fc.``).
+        source: Where the weights came from (``imagenet`` or a file), for the error message.
+        architecture: The model's name, for the error message.
+
+    Raises:
+        ConfigError: Shapes or names do not fit the model.
+    """
+    state = {name: tensor for name, tensor in state.items() if not name.startswith(head_prefix)}
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches raise even when not strict
+        raise ConfigError(f"{source}: weights do not fit {architecture} ({exc})") from None
+    missing = [name for name in result.missing_keys if not name.startswith(head_prefix)]
+    if missing or result.unexpected_keys:
+        unfit = missing or result.unexpected_keys
+        shown = ", ".join(unfit[:3]) + (", ..." if len(unfit) > 3 else "")
+        raise ConfigError(
+            f"{source}: weights do not fit {architecture}: {len(missing)} missing and "
+            f"{len(result.unexpected_keys)} unexpected tensors ({shown})"
+        )

@@ -33,7 +33,8 @@ def evaluate_step(
 ) -> Scores:
     """Runs evaluation as a pipeline step, logging metrics, scores and plots to MLflow.
 
-    Writes ``scores.json``, ``baseline.json`` (the trivial model's scores, which the gate's floor uses) and
+    The model's own thresholds (see :meth:`Task.thresholds`) override the configured ones. Writes
+    ``scores.json``, ``baseline.json`` (the trivial model's scores, which the gate's floor uses) and
     the task's artifacts (the confusion matrix, or overlays) into ``out_dir`` and logs them under the
     run's ``evaluation/`` artifacts; the baseline's metrics are logged as ``baseline_*``.
     """
@@ -43,12 +44,13 @@ def evaluate_step(
     from inspectflow.tracking import resume_run
 
     config: PipelineConfig = validate_config(raw_config)
-    model, _ = load_trained_model(model_dir)
+    model, spec = load_trained_model(model_dir)
+    evaluate_config = config.evaluate.applying(spec.thresholds)
     dataset = load_dataset(dataset_dir)
     with resume_run(run_id):
         task = task_for(config)
-        scores = evaluate(task, model, dataset, config.evaluate, out_dir)
-        baseline = task.baseline(dataset, config.evaluate)
+        scores = evaluate(task, model, dataset, evaluate_config, out_dir)
+        baseline = task.baseline(dataset, evaluate_config)
         save_scores(scores, out_dir / SCORES_FILE)
         save_scores(baseline, out_dir / BASELINE_FILE)
         mlflow.log_metrics({**scores.metrics(), **baseline.metrics(prefix="baseline_")})

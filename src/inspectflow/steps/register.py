@@ -144,7 +144,7 @@ def register_step(
     from inspectflow.config import validate_config
     from inspectflow.data.dataset import dataset_digest, load_dataset
     from inspectflow.models.artifact import load_trained_model
-    from inspectflow.registered import load_registered_predictor, log_model
+    from inspectflow.registered import load_registered, log_model
     from inspectflow.tasks import load_scores, task_for
     from inspectflow.tracking import resume_run
 
@@ -181,8 +181,10 @@ def register_step(
             new_primary,
         )
     else:
-        champion = load_registered_predictor(f"models:/{name}/{champion_version.version}")
-        champion_scores = task.evaluate(champion, dataset, config.evaluate)
+        champion, champion_spec = load_registered(f"models:/{name}/{champion_version.version}")
+        # Each model is scored with the thresholds it keeps, as it serves.
+        champion_config = config.evaluate.applying(champion_spec.thresholds)
+        champion_scores = task.evaluate(champion, dataset, champion_config)
         decision = decide(new_scores, champion_scores, gate_config, new_primary, *floors)
 
     digest = dataset_digest(dataset.manifest)

@@ -46,12 +46,16 @@ LAST_CHECKPOINT, BEST_CHECKPOINT = "last.pt", "best.pt"
 
 @dataclass
 class TrainResult:
-    """What training produced: the model and one metrics dict per epoch."""
+    """What training produced: the model, one metrics dict per epoch and the validation images it saw."""
 
     model: nn.Module
     spec: ModelSpec
     history: list[dict[str, float]] = field(default_factory=list)
     config: TrainConfig | None = None  # the settings used, ``auto`` resolved
+    #: The held-out validation images (float) and targets, to fix thresholds on (see ``Task.thresholds``).
+    validation: tuple[torch.Tensor, torch.Tensor] = field(
+        default_factory=lambda: (torch.zeros(0), torch.zeros(0))
+    )
 
 
 def seed_everything(seed: int) -> None:
@@ -243,7 +247,7 @@ def train(
         preprocess=dataset.info.preprocess,
         task=task.name,
     )
-    return TrainResult(model=model, spec=spec, history=history, config=config)
+    return TrainResult(model=model, spec=spec, history=history, config=config, validation=(x_val, y_val))
 
 
 def _stop_reason(config: TrainConfig, epoch: int, best_epoch: int, elapsed: float) -> str | None:
@@ -441,11 +445,9 @@ def train_step(dataset_dir: Path, raw_config: dict[str, object], run_id: str, mo
             mlflow.log_metrics({"accuracy": split.accuracy, **recalls})
 
     task = task_for(config)
-    thresholds = task.thresholds(config.evaluate)
     with resume_run(run_id):
         if config.train.method == "features+svm":
             classifier, spec, result, cache_hit = train_feature_svm(dataset, config.train, log_split)
-            spec.thresholds = thresholds
             save_trained_model(classifier, spec, model_dir)
             mlflow.set_tag(FEATURES_CACHE_TAG, "hit" if cache_hit else "miss")
             summary = {"svm_accuracy_mean": result.accuracy_mean, "svm_accuracy_std": result.accuracy_std}
@@ -468,6 +470,8 @@ def train_step(dataset_dir: Path, raw_config: dict[str, object], run_id: str, mo
         mlflow.log_params(
             {f"train.{k}": v for k, v in resolved.items() if getattr(config.train, k) == "auto"}
         )
+        thresholds = task.thresholds(config.evaluate, result_nn.model, *result_nn.validation)
         result_nn.spec.thresholds = thresholds
+        mlflow.log_metrics(thresholds)  # what evaluation and prediction will apply
         save_trained_model(result_nn.model, result_nn.spec, model_dir)
         mlflow.log_dict({"epochs": result_nn.history}, HISTORY_ARTIFACT)

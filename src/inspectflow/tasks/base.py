@@ -128,8 +128,17 @@ class Task(ABC):
 
         return torch.randperm(len(targets), generator=generator)
 
-    def thresholds(self, config: EvaluateConfig) -> dict[str, float]:
-        """The evaluation settings a trained model keeps and prediction applies."""
+    def thresholds(
+        self, config: EvaluateConfig, predictor: Predictor, images: torch.Tensor, targets: torch.Tensor
+    ) -> dict[str, float]:
+        """The evaluation settings a trained model keeps, and evaluation and prediction apply.
+
+        Args:
+            config: Evaluation settings; those left to the data are fixed here.
+            predictor: The trained model.
+            images: The validation images, float ``(n, C, H, W)`` (possibly none).
+            targets: Their targets, as :meth:`targets` makes them.
+        """
         return {}
 
     @abstractmethod

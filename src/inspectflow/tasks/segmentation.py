@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 OVERLAYS_DIR = "overlays"
 #: Input sides must divide by 2**5: the EfficientNet encoder downsamples five times (our U-Net four).
 SIDE_MULTIPLE = 32
+#: The largest BCE weight of defect pixels that ``class_balance=auto`` sets (see :meth:`Segmentation.loss`).
+MAX_POS_WEIGHT = 5.0
 
 
 @dataclass
@@ -83,6 +85,11 @@ class SegmentationScores:
         }
 
 
+def detection_cut(config: EvaluateConfig) -> float:
+    """The area above which an image counts as defective; a model without a picked threshold: any pixel."""
+    return config.detection_threshold or 0.0
+
+
 def predict_masks(predictor: Predictor, images: np.ndarray, batch_size: int, threshold: float) -> np.ndarray:
     """Runs a segmenter over uint8 images in batches; returns boolean masks ``(N, H, W)``."""
     import torch
@@ -101,7 +108,7 @@ def score_masks(
     def figures(p: np.ndarray, t: np.ndarray) -> dict[str, float]:
         defective = t.reshape(len(t), -1).any(axis=1)
         per_image = seg.per_image_iou(p, t)
-        rates = seg.detection_rates(p.reshape(len(p), -1).mean(axis=1), defective, config.detection_threshold)
+        rates = seg.detection_rates(p.reshape(len(p), -1).mean(axis=1), defective, detection_cut(config))
         return {
             "dice": seg.foreground_dice(p, t),
             "iou": seg.foreground_iou(p, t),
@@ -236,8 +243,9 @@ class Segmentation(Task):
         """Smoothed soft Dice, pixel-wise BCE, or their sum.
 
         With ``class_balance=auto`` BCE weighs defect pixels up by the square root of the clean-to-defect
-        pixel ratio of the defective training images (at most 10): a defect of 0.5% of the pixels would
-        otherwise teach the network that predicting nothing is nearly right.
+        pixel ratio of the defective training images, at most :data:`MAX_POS_WEIGHT`: a defect of 0.5% of
+        the pixels would otherwise teach the network that predicting nothing is nearly right, while larger
+        weights (10 and more) measured on KolektorSDD spread false alarms over clean parts.
         """
         from inspectflow.models.losses import segmentation_loss
 
@@ -245,7 +253,7 @@ class Segmentation(Task):
         defective = targets.flatten(1).amax(1) > 0
         if config.class_balance == "auto" and defective.any():
             share = float(targets[defective].mean())
-            pos_weight = min(10.0, ((1 - share) / share) ** 0.5)
+            pos_weight = min(MAX_POS_WEIGHT, ((1 - share) / share) ** 0.5)
         return segmentation_loss(config.loss, pos_weight)  # type: ignore[arg-type]  # names checked by config
 
     def epoch_order(
@@ -269,9 +277,30 @@ class Segmentation(Task):
         order = torch.cat([defective, extra, kept_clean])
         return order[torch.randperm(len(order), generator=generator)]
 
-    def thresholds(self, config: EvaluateConfig) -> dict[str, float]:
-        """The pixel and the image-level detection thresholds."""
-        return {"mask_threshold": config.mask_threshold, "detection_threshold": config.detection_threshold}
+    def thresholds(
+        self, config: EvaluateConfig, predictor: Predictor, images: torch.Tensor, targets: torch.Tensor
+    ) -> dict[str, float]:
+        """The pixel threshold, and the detection threshold as set or else picked on the validation images.
+
+        Any stray pixel would otherwise declare a clean part defective: the picked threshold is the
+        predicted defect area that best separates the validation split's defective and clean images.
+        """
+        import torch
+
+        detection = config.detection_threshold
+        if detection is None:
+            with torch.no_grad():
+                batches = (
+                    images[start : start + config.batch_size]
+                    for start in range(0, len(images), config.batch_size)
+                )
+                logits = [predictor(batch) for batch in batches]
+            areas = [
+                (torch.sigmoid(batch) > config.mask_threshold).flatten(1).float().mean(1) for batch in logits
+            ]
+            defective = (targets.flatten(1).amax(1) > 0).numpy()
+            detection = seg.pick_detection_threshold(torch.cat(areas).numpy() if areas else [], defective)
+        return {"mask_threshold": config.mask_threshold, "detection_threshold": detection}
 
     def training_batch(
         self, images: torch.Tensor, targets: torch.Tensor, config: TrainConfig, generator: torch.Generator
@@ -338,7 +367,7 @@ class Segmentation(Task):
             record: dict[str, Any] = {
                 "path": str(image.path),
                 "defect_area": round(area, 6),
-                "defective": area > config.detection_threshold,
+                "defective": area > detection_cut(config),
             }
             if out_dir is not None:
                 # Numbered: DAGM classes reuse file names (Class1/Test/0000.PNG, Class2/Test/0000.PNG).
