@@ -11,6 +11,7 @@ from inspectflow.components import COMPONENT_IMAGE
 def ingest(
     source: str,
     config: str,
+    resume_run_id: str,
     pipeline_name: str,
     kfp_run_name: str,
     kfp_run_id: str,
@@ -21,6 +22,7 @@ def ingest(
     Args:
         source: Data root: a folder, or an ``s3://bucket/prefix`` URI that is downloaded first.
         config: Pipeline configuration as JSON (see ``inspectflow.config.PipelineConfig``).
+        resume_run_id: An MLflow run to continue instead of opening a new one (empty: a new one).
         pipeline_name: The kfp pipeline's name, tagged on the MLflow run.
         kfp_run_name: The pipeline run's name, tagged on the MLflow run.
         kfp_run_id: The pipeline run's id, tagged on the MLflow run.
@@ -36,5 +38,5 @@ def ingest(
     from inspectflow.steps.ingest import ingest_step
 
     return ingest_step(
-        source, json.loads(config), Path(dataset.path), pipeline_name, kfp_run_name, kfp_run_id
+        source, json.loads(config), Path(dataset.path), pipeline_name, kfp_run_name, kfp_run_id, resume_run_id
     )

@@ -36,24 +36,26 @@ def pipeline_name(workload: str) -> str:
 def inspection_pipeline(workload: str) -> GraphComponent:
     """Returns the workload's pipeline, named after it (the steps are the same for every workload).
 
-    The pipeline takes ``source`` (a folder, or an ``s3://bucket/prefix`` URI) and ``config`` (the
-    ``PipelineConfig`` as JSON: kfp dicts cannot hold null settings) and returns the register step's JSON
-    summary.
+    The pipeline takes ``source`` (a folder, or an ``s3://bucket/prefix`` URI), ``config`` (the
+    ``PipelineConfig`` as JSON: kfp dicts cannot hold null settings) and ``resume_run_id`` (an MLflow run
+    that stopped, to continue: the same run, training from its last checkpoint; empty for a new run) and
+    returns the register step's JSON summary.
     """
     name = pipeline_name(workload)
 
     @dsl.pipeline(name=name, description=f"Train, evaluate and gate the {workload} inspection model.")
-    def pipeline(source: str, config: str) -> str:
-        return _steps(name, source, config)
+    def pipeline(source: str, config: str, resume_run_id: str = "") -> str:
+        return _steps(name, source, config, resume_run_id)
 
     return pipeline
 
 
-def _steps(name: str, source: str, config: str) -> PipelineChannel:
+def _steps(name: str, source: str, config: str, resume_run_id: str) -> PipelineChannel:
     ingest_task = _use_cluster_credentials(
         ingest(
             source=source,
             config=config,
+            resume_run_id=resume_run_id,
             pipeline_name=name,
             kfp_run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
             kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,

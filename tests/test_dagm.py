@@ -83,7 +83,11 @@ def test_images_masks_layout_matches_by_stem_and_binarizes(tmp_path: Path) -> No
     soft[10:20, 10:20] = 200  # not a clean 255, and a faint halo that must not count
     soft[9, 10:20] = 60
     Image.fromarray(soft).save(tmp_path / "masks" / "p3_mask.png")
-    config = tiny_dagm_config("data.image_side=48", "data.resize=pad")
+    # Only p3 has a mask: the others are missing theirs, which fails validation unless they are clean.
+    strict = tiny_dagm_config("data.image_side=48", "data.resize=pad")
+    refused = validate(ingest(tmp_path, strict.data), strict)
+    assert not refused.success and "images/p0.png (mask_error no mask file" in refused.summary()
+    config = tiny_dagm_config("data.image_side=48", "data.resize=pad", "data.missing_masks=clean")
     dataset = ingest(tmp_path, config.data)
     assert dataset.info.format == "images-masks"
     row = dataset.manifest.index[dataset.manifest["source"] == "images/p3.png"][0]

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +22,7 @@ from PIL import Image
 
 from conftest import TINY_SIDE, write_class_folders
 from inspectflow.config import TEXTILE_CLASSES
+from inspectflow.lifecycle.audit import audit_entries
 
 pytestmark = pytest.mark.slow
 TINY = [f"data.image_side={TINY_SIDE}", f"validate.expected_side={TINY_SIDE}", "train.epochs=1"]
@@ -27,15 +31,19 @@ NO_FLOORS = ["register.min_score=0", "register.baseline_margin=null"]
 TINY += NO_FLOORS
 
 
-def inspectflow(*args: str) -> subprocess.CompletedProcess[str]:
+def inspectflow(*args: str, tmp: Path | None = None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}  # the embedded default
+    if tmp is not None:
+        env["TMPDIR"] = str(tmp)
     command = [sys.executable, "-m", "inspectflow", *args]
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=900, check=False)
 
 
-def run_textile(data: Path, workdir: Path, overrides: list[str]) -> subprocess.CompletedProcess[str]:
+def run_textile(
+    data: Path, workdir: Path, overrides: list[str], tmp: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     sets = [arg for item in overrides for arg in ("--set", item)]
-    return inspectflow("run", "textile", "--data", str(data), "--workdir", str(workdir), *sets)
+    return inspectflow("run", "textile", "--data", str(data), "--workdir", str(workdir), *sets, tmp=tmp)
 
 
 def registry(workdir: Path) -> MlflowClient:
@@ -51,9 +59,11 @@ def tree_digest(root: Path) -> str:
 
 def test_the_pipeline_runs_and_registers_a_champion(tmp_path: Path) -> None:
     data = write_class_folders(tmp_path / "data", per_class=10, side=TINY_SIDE)
-    result = run_textile(data, tmp_path / "work", TINY)
+    (tmp_path / "tmp").mkdir()
+    result = run_textile(data, tmp_path / "work", TINY, tmp=tmp_path / "tmp")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "textile-classifier version 1 -> @champion" in result.stdout
+    assert list((tmp_path / "tmp").iterdir()) == []  # no temporary folder left behind
     assert re.search(r"MLflow run:\s+[0-9a-f]{32}", result.stdout)
     client = registry(tmp_path / "work")
     version = client.get_model_version_by_alias("textile-classifier", "champion")
@@ -69,9 +79,26 @@ def test_a_corrupt_image_fails_the_run_naming_the_file(tmp_path: Path) -> None:
     result = run_textile(data, tmp_path / "work", TINY)
     assert result.returncode != 0
     assert "hole/0003.png" in result.stderr and "cannot be decoded" in result.stderr
+    # The report's lines close the output: the error, then one line per failed check.
+    assert f"\ninspectflow: error: validate: {data}: data validation failed: 1 of " in result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
     with pytest.raises(MlflowException):
         registry(tmp_path / "work").get_registered_model("textile-classifier")
     assert tree_digest(data) == before
+
+
+def test_an_infrastructure_failure_ends_with_its_cause_in_one_line(tmp_path: Path) -> None:
+    data = write_class_folders(tmp_path / "data", per_class=10, side=TINY_SIDE)
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "mlartifacts").write_text("a file where the artifact folder belongs")
+    result = run_textile(data, work, TINY)
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("inspectflow: error: ingest: ") and "mlartifacts" in last, last
+    assert "Traceback" not in result.stdout + result.stderr and "Inner task failed" not in last
+    (run,) = registry(work).search_runs([registry(work).get_experiment_by_name("textile").experiment_id])
+    assert run.info.status == "FAILED" and "mlartifacts" in run.data.tags["inspectflow.failure"]
 
 
 def test_a_label_outside_the_class_set_fails_naming_the_row(kaggle_dir: Path, tmp_path: Path) -> None:
@@ -179,3 +206,100 @@ def test_acceptance_inserts_from_random_weights_reach_090_and_serve_paths(tmp_pa
     paths = [str(p) for p in sorted((data / "Damaged").iterdir())[:3]]
     predictions = model.predict(paths)
     assert len(predictions) == 3 and set(predictions["label"]) <= {"Intact", "Damaged"}
+
+
+def test_concurrent_runs_share_a_store_and_the_better_model_ends_champion(tmp_path: Path) -> None:
+    """Two first runs on an empty store, then a weak and a strong run racing to the gate of a champion."""
+    data, work = tmp_path / "demo", tmp_path / "work"
+    assert inspectflow("synth", "textile", "--out", str(data), "--n", "120", "--seed", "3").returncode == 0
+    judged_alike = [*NO_FLOORS, "register.max_class_drop=1.0"]  # the primary score alone decides
+
+    def start(*overrides: str) -> subprocess.Popen[str]:
+        sets = [arg for item in [*judged_alike, *overrides] for arg in ("--set", item)]
+        command = [sys.executable, "-m", "inspectflow", "run", "textile", "--data", str(data)]
+        env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+        return subprocess.Popen(
+            [*command, "--workdir", str(work), *sets],
+            env=env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+
+    def finish(*runs: subprocess.Popen[str]) -> None:
+        for run in runs:
+            output, _ = run.communicate(timeout=900)
+            assert run.returncode == 0, output[-3000:]
+
+    finish(start("train.epochs=1"), start("train.epochs=1", "train.seed=1"))  # both create the store
+    finish(start("train.epochs=1", "train.lr=1e-6"), start("train.epochs=4"))  # weak and strong
+
+    client = registry(work)
+    versions = {str(v.version): v for v in client.search_model_versions("name='textile-classifier'")}
+    assert len(versions) == 4
+    scores = {number: float(v.tags["gate.new_score"]) for number, v in versions.items()}
+    params = {number: client.get_run(v.run_id).data.params for number, v in versions.items()}
+    weak = next(number for number, p in params.items() if p["train.lr"] == "1e-06")
+    strong = next(number for number, p in params.items() if p["train.epochs"] == "4")
+    assert scores[strong] > scores[weak]
+    champion = str(client.get_model_version_by_alias("textile-classifier", "champion").version)
+    assert scores[champion] == max(scores.values())
+    entries = [
+        e for e in audit_entries(client.get_registered_model("textile-classifier")) if e.alias == "champion"
+    ]
+    for previous, entry in itertools.pairwise(entries):
+        assert entry.from_version == previous.to_version, entries
+    assert entries[-1].to_version == champion
+
+
+def test_a_killed_run_is_marked_killed_and_resumes_to_the_uninterrupted_result(tmp_path: Path) -> None:
+    data = tmp_path / "demo"
+    assert inspectflow("synth", "textile", "--out", str(data), "--n", "300", "--seed", "4").returncode == 0
+    settings = ["train.epochs=4", *NO_FLOORS]
+    whole = run_textile(data, tmp_path / "whole", settings)
+    assert whole.returncode == 0, whole.stdout[-3000:] + whole.stderr[-3000:]
+
+    work = tmp_path / "killed"
+    sets = [arg for item in settings for arg in ("--set", item)]
+    command = [
+        sys.executable,
+        "-m",
+        "inspectflow",
+        "run",
+        "textile",
+        "--data",
+        str(data),
+        "--workdir",
+        str(work),
+    ]
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    pipeline = subprocess.Popen([*command, *sets], env=env, start_new_session=True, stdout=subprocess.DEVNULL)
+    client, run_id, deadline = registry(work), None, time.monotonic() + 600
+    while time.monotonic() < deadline and pipeline.poll() is None:  # until two epochs are done
+        time.sleep(0.5)
+        experiment = (work / "mlflow.db").exists() and client.get_experiment_by_name("textile")
+        runs = client.search_runs([experiment.experiment_id]) if experiment else []
+        if runs and len(client.get_metric_history(runs[0].info.run_id, "train_loss")) >= 2:
+            run_id = runs[0].info.run_id
+            break
+    assert run_id is not None and pipeline.poll() is None, "the run ended before it could be killed"
+    os.killpg(pipeline.pid, signal.SIGKILL)
+    pipeline.wait()
+
+    listed = inspectflow("runs", "--workdir", str(work))
+    assert f"{run_id}  KILLED" in listed.stdout and "is gone" in listed.stdout, listed.stdout
+    assert client.get_run(run_id).info.status == "KILLED"
+
+    resumed = inspectflow(
+        "run", "textile", "--data", str(data), "--workdir", str(work), *sets, "--resume", run_id
+    )
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(run_id, "train_loss")] == [1, 2, 3, 4]
+    (reference,) = registry(tmp_path / "whole").search_runs(
+        [registry(tmp_path / "whole").get_experiment_by_name("textile").experiment_id]
+    )
+    for name in ("test_accuracy", "test_macro_f1"):
+        assert run.data.metrics[name] == pytest.approx(reference.data.metrics[name], abs=1e-9), name
+    assert not [r for r in client.search_runs([run.info.experiment_id]) if r.info.status == "RUNNING"]

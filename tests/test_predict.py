@@ -143,13 +143,38 @@ def test_classifier_records_do_not_depend_on_the_batch_size(uses_store: Store, t
             assert a["probabilities"][name] == pytest.approx(b["probabilities"][name], abs=1e-5)
 
 
-def test_an_undecodable_image_is_a_data_error_naming_it(uses_store: Store, tmp_path: Path) -> None:
-    [good, *_] = textile_pngs(uses_store, tmp_path / "in")
+def test_an_undecodable_image_gets_an_error_record_and_the_rest_are_predicted(
+    uses_store: Store, tmp_path: Path
+) -> None:
+    [good, other, *_] = textile_pngs(uses_store, tmp_path / "in")
     bad = bad_png(tmp_path / "in")
 
-    with pytest.raises(DataError, match=r"broken\.png: cannot be decoded") as caught:
-        list(predict_files(CLASSIFIER, [good, bad], "classification", batch_size=4))
-    assert str(bad) in str(caught.value)
+    records = list(predict_files(CLASSIFIER, [good, bad, other], "classification", batch_size=4))
+
+    assert [r["path"] for r in records] == [str(good), str(bad), str(other)]
+    assert "label" in records[0] and "label" in records[2]
+    assert records[1]["error"].startswith(f"{bad}: cannot be decoded")
+    with pytest.raises(DataError, match=r"broken\.png: cannot be decoded"):
+        list(predict_files(CLASSIFIER, [good, bad], "classification", batch_size=4, fail_fast=True))
+
+
+def test_palette_and_sixteen_bit_images_are_predicted_as_their_faithful_copies(
+    uses_store: Store, tmp_path: Path
+) -> None:
+    rng = np.random.default_rng(3)
+    colour = Image.fromarray(rng.integers(0, 256, size=(16, 16, 3), dtype=np.uint8)).quantize(32)
+    colour.save(tmp_path / "palette.png")
+    colour.convert("L").save(tmp_path / "gray.png")
+    wide = (rng.random((16, 16)) * 65535).astype(np.uint16)
+    Image.fromarray(wide).save(tmp_path / "wide.png")
+    Image.fromarray(np.round(wide / 257).astype(np.uint8)).save(tmp_path / "eight.png")
+
+    names = ("palette", "gray", "wide", "eight")
+    records = list(predict_files(CLASSIFIER, [tmp_path / f"{n}.png" for n in names], "classification", 4))
+
+    palette, gray, sixteen, eight = records
+    assert palette["probabilities"] == gray["probabilities"]
+    assert sixteen["probabilities"] == eight["probabilities"]
 
 
 # -- segmentation --------------------------------------------------------------------------------------------
@@ -190,12 +215,16 @@ def test_images_with_the_same_name_in_different_folders_get_their_own_masks(
     assert len(list((tmp_path / "m").iterdir())) == 2
 
 
-def test_segmenter_stops_at_an_undecodable_image(uses_store: Store, dagm_dir: Path, tmp_path: Path) -> None:
+def test_segmenter_skips_an_undecodable_image(uses_store: Store, dagm_dir: Path, tmp_path: Path) -> None:
     [good, *_] = dagm_pngs(dagm_dir, tmp_path / "in")
     bad = bad_png(tmp_path / "in")
 
-    with pytest.raises(DataError, match=r"broken\.png"):
-        list(predict_files(SEGMENTER, [good, bad], "segmentation", batch_size=2, mask_dir=tmp_path / "m"))
+    records = list(
+        predict_files(SEGMENTER, [bad, good], "segmentation", batch_size=2, mask_dir=tmp_path / "m")
+    )
+
+    assert "error" in records[0] and Path(records[1]["mask"]).is_file()
+    assert len(list((tmp_path / "m").iterdir())) == 1
 
 
 # -- the CLI -------------------------------------------------------------------------------------------------
@@ -246,31 +275,38 @@ def test_cli_predict_dagm_puts_masks_beside_the_output(
     assert len(list((out.parent / "masks").iterdir())) == len(paths)
 
 
-def test_cli_predict_with_a_bad_input_writes_no_output_file(uses_store: Store, tmp_path: Path) -> None:
+def test_cli_predict_with_a_bad_input_predicts_the_rest_and_exits_non_zero(
+    uses_store: Store, tmp_path: Path
+) -> None:
     [good, *_] = textile_pngs(uses_store, tmp_path / "in")
     bad = bad_png(tmp_path / "in")
     out = tmp_path / "out" / "predictions.jsonl"
     out.parent.mkdir()
 
     result = CliRunner().invoke(
-        cli, ["predict", "textile", str(good), str(bad), "--output", str(out), "--batch-size", "1"]
+        cli, ["predict", "textile", str(bad), str(good), "--output", str(out), "--batch-size", "1"]
     )
 
     assert result.exit_code == 1
     assert isinstance(result.exception, DataError)
-    assert "broken.png" in str(result.exception)
-    assert not out.exists()
+    assert "1 of 2 images could not be predicted" in str(result.exception) and "broken.png" in str(
+        result.exception
+    )
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert "error" in lines[0] and "label" in lines[1]
 
 
-def test_cli_predict_with_a_bad_input_leaves_no_partial_file(uses_store: Store, tmp_path: Path) -> None:
+def test_cli_predict_fail_fast_stops_and_leaves_no_file(uses_store: Store, tmp_path: Path) -> None:
     [good, *_] = textile_pngs(uses_store, tmp_path / "in")
     bad = bad_png(tmp_path / "in")
     out = tmp_path / "out" / "predictions.jsonl"
     out.parent.mkdir()
 
     result = CliRunner().invoke(
-        cli, ["predict", "textile", str(good), str(bad), "--output", str(out), "--batch-size", "1"]
+        cli,
+        ["predict", "textile", str(good), str(bad), "--output", str(out), "--batch-size", "1", "--fail-fast"],
     )
 
     assert result.exit_code == 1
+    assert "broken.png" in str(result.exception)
     assert list(out.parent.iterdir()) == []

@@ -250,7 +250,8 @@ def test_package_and_arguments_are_checked_before_any_run_is_created(
     with pytest.raises(ConfigError, match="not a compiled KFP pipeline"):
         submit_run(kfp_server.url, tmp_path / "other.yaml", arguments, "run", "inspection")
     with pytest.raises(
-        ConfigError, match=r"unknown \['sorce'\]; missing \['source'\]; it takes \['config', 'source'\]"
+        ConfigError,
+        match=r"unknown \['sorce'\]; missing \['source'\]; it takes \['config', 'resume_run_id', 'source'\]",
     ):
         submit_run(kfp_server.url, package, {"sorce": "x", "config": "{}"}, "run", "inspection")
     (tmp_path / "bogus.yaml").write_text(

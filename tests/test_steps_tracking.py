@@ -6,7 +6,7 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from conftest import tiny_config, tiny_dagm_config
+from conftest import DAGM_SAMPLES, tiny_config, tiny_dagm_config
 from inspectflow.errors import DataError
 from inspectflow.steps.evaluate import evaluate_step
 from inspectflow.steps.ingest import ingest_step
@@ -67,7 +67,29 @@ def test_failed_validation_marks_the_run_failed_and_trains_nothing(folders_dir: 
     (run,) = MlflowClient().search_runs([mlflow.get_experiment_by_name("textile").experiment_id])
     assert run.info.status == "FAILED"
     assert run.data.tags["validation.success"] == "false"
+    assert run.data.tags["inspectflow.failure"].startswith(f"validate: {folders_dir}: data validation failed")
     assert not (tmp_path / "bad" / "model").exists()
+
+
+@pytest.mark.usefixtures("tracking")
+def test_a_register_failure_marks_the_run_failed_with_its_cause(npy_dir: Path, tmp_path: Path) -> None:
+    config = tiny_config().to_dict()
+    work = tmp_path / "run"
+    run_id, _ = ingest_step(
+        str(npy_dir), config, work / "dataset", "test-pipeline", "test-run", "test-run-id"
+    )
+    validate_step(work / "dataset", config, run_id, work / "report.html")
+    train_step(work / "dataset", config, run_id, work / "model")
+    evaluate_step(work / "dataset", work / "model", config, run_id, work / "evaluation")
+    (work / "evaluation" / "scores.json").unlink()  # lost between the steps
+
+    with pytest.raises(FileNotFoundError):
+        register_step(work / "dataset", work / "model", work / "evaluation", config, run_id)
+
+    run = MlflowClient().get_run(run_id)
+    assert run.info.status == "FAILED"
+    scores = work / "evaluation" / "scores.json"
+    assert run.data.tags["inspectflow.failure"] == f"register: {scores}: No such file or directory"
 
 
 @pytest.mark.usefixtures("tracking")
@@ -97,3 +119,21 @@ def test_a_first_run_that_learned_nothing_ends_with_no_champion_and_says_why(
     assert "champion" not in client.get_registered_model("textile-classifier").aliases
     run = client.get_run(summary["mlflow_run_id"])
     assert "baseline_macro_f1" in run.data.metrics
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not DAGM_SAMPLES.is_dir(), reason="../shared/data/dagm-samples not present")
+@pytest.mark.usefixtures("tracking")
+def test_a_champion_trained_at_another_size_is_scored_on_the_new_data(dagm_dir: Path, tmp_path: Path) -> None:
+    small = run_steps(dagm_dir, tmp_path / "small", tiny_dagm_config().to_dict())  # 32 px images
+    assert small["alias"] == "champion"
+    champion_files = sorted(p.relative_to(tmp_path) for p in (tmp_path / "mlartifacts").rglob("*"))
+
+    # The real DAGM samples are 512 px: the champion's export takes any height and width.
+    samples = run_steps(DAGM_SAMPLES, tmp_path / "samples", tiny_dagm_config("train.crop=64").to_dict())
+
+    assert samples["gate"]["champion_score"] is not None, samples["reason"]
+    assert "champion" in samples["reason"]
+    after = {p.relative_to(tmp_path) for p in (tmp_path / "mlartifacts").rglob("*")}
+    assert set(champion_files) <= after
+    assert not [p for p in after if p.name == "registered_model_meta"]  # nothing written into versions

@@ -43,6 +43,35 @@ def test_training_is_seeded(tiny_dataset, tmp_path: Path) -> None:
     assert all(torch.equal(first[k], second[k]) for k in first)
 
 
+class Killed(Exception):
+    """Stands for the process dying after an epoch."""
+
+
+def test_a_resumed_run_ends_with_the_model_of_an_uninterrupted_one(tiny_dataset, tmp_path: Path) -> None:
+    config = tiny_config("train.epochs=4", "train.max_minutes=null").train
+    whole = train(CLASSIFICATION, tiny_dataset, config, tmp_path / "whole")
+
+    def die_after_two(epoch: int, metrics: dict[str, float]) -> None:
+        if epoch == 2:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train(CLASSIFICATION, tiny_dataset, config, tmp_path / "killed", die_after_two)
+    epochs = []
+    resumed = train(
+        CLASSIFICATION, tiny_dataset, config, tmp_path / "killed", lambda e, m: epochs.append(e), resume=True
+    )
+
+    assert epochs == [3, 4] and len(resumed.history) == 4
+
+    def figures(history: list[dict[str, float]]) -> list[dict[str, float]]:
+        return [{k: v for k, v in epoch.items() if k != "epoch_seconds"} for epoch in history]
+
+    assert figures(resumed.history) == figures(whole.history)
+    for name, tensor in whole.model.state_dict().items():
+        assert torch.equal(tensor, resumed.model.state_dict()[name]), name
+
+
 def test_trained_model_round_trips(tiny_dataset, tmp_path: Path) -> None:
     result = train(
         CLASSIFICATION, tiny_dataset, tiny_config("train.channels_last=false").train, tmp_path / "ckpt"

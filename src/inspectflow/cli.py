@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +17,7 @@ from inspectflow.data.versioning import DEMO_SEED
 
 if TYPE_CHECKING:
     from inspectflow.config import PipelineConfig
-from inspectflow.errors import InspectflowError
+from inspectflow.errors import VERBOSE_ENV, InspectflowError
 
 _Command = TypeVar("_Command", bound=Callable[..., Any])
 HEADLINE_METRICS = (
@@ -38,6 +39,8 @@ def cli(verbose: bool) -> None:
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if verbose:
+        os.environ[VERBOSE_ENV] = "1"  # the pipeline's step subprocesses show tracebacks too
 
 
 @cli.group()
@@ -166,6 +169,12 @@ def _run_options(command: _Command) -> _Command:
 @click.option(
     "--timeout", type=int, default=24 * 3600, show_default=True, help="With --host: seconds to follow."
 )
+@click.option(
+    "--resume",
+    "resume_run_id",
+    metavar="RUN_ID",
+    help="Continue a killed or failed run (same settings): same MLflow run, training from its last epoch.",
+)
 def run(
     workload: str,
     data: str | None,
@@ -180,13 +189,17 @@ def run(
     experiment: str | None,
     no_wait: bool,
     timeout: int,
+    resume_run_id: str | None,
 ) -> None:
     """Run the pipeline (ingest, validate, train, evaluate, register), locally with kfp or on a cluster."""
     config = _config(workload, params_file, overrides, task)
     if host is not None:
+        if resume_run_id:
+            raise click.UsageError("--resume continues a local run; on a cluster, retry the KFP run instead")
         _submit(config, data, host, namespace, experiment, no_wait, timeout)
         return
-    _run_locally(config, _local_data(workload, data, workdir), workdir, metrics_file, plots_dir)
+    source = _local_data(workload, data, workdir)
+    _run_locally(config, source, workdir, metrics_file, plots_dir, resume_run_id or "")
 
 
 @cli.command("retrain")
@@ -255,14 +268,19 @@ def _local_data(workload: str, data: str | None, workdir: Path) -> str:
 
 
 def _run_locally(
-    config: PipelineConfig, source: str, workdir: Path, metrics_file: Path | None, plots_dir: Path | None
+    config: PipelineConfig,
+    source: str,
+    workdir: Path,
+    metrics_file: Path | None,
+    plots_dir: Path | None,
+    resume_run_id: str = "",
 ) -> None:
     from mlflow import MlflowClient
 
     from inspectflow.local import run_local
     from inspectflow.reports import write_metrics, write_plots
 
-    result = run_local(source, config, workdir)
+    result = run_local(source, config, workdir, resume_run_id)
     summary = result.summary
     click.echo("")
     click.echo(f"{'MLflow run:':<20}{summary['mlflow_run_id']}  ({result.tracking_uri})")
@@ -528,6 +546,48 @@ def compare(workload: str, last_n: int, workdir: Path) -> None:
     click.echo(format_table(compare_runs(_client(workdir), experiment, last_n)))
 
 
+@cli.command("runs")
+@click.option("--clean", is_flag=True, help="Mark abandoned runs KILLED.")
+@click.option("--last", "last_n", type=click.IntRange(min=1), default=10, show_default=True)
+@_WORKDIR
+def runs(clean: bool, last_n: int, workdir: Path) -> None:
+    """Unfinished and failed runs: which are still going, which were abandoned, and why runs failed.
+
+    A run whose ``inspectflow run`` process on this machine is gone is marked KILLED by any command that
+    opens the store; one from elsewhere (a cluster) is abandoned when its heartbeat is an hour old, and
+    ``--clean`` marks it KILLED.
+    """
+    from inspectflow.names import FAILURE_TAG
+    from inspectflow.tracking import abandoned_runs, mark_killed
+
+    client = _client(workdir)
+    abandoned = {run.run_id: run for run in abandoned_runs(client)}
+    if clean:
+        mark_killed(client, list(abandoned.values()))
+    experiments = {e.experiment_id: e.name for e in client.search_experiments()}
+    found = (
+        client.search_runs(
+            list(experiments),
+            "attributes.status != 'FINISHED'",
+            max_results=last_n,
+            order_by=["start_time DESC"],
+        )
+        if experiments
+        else []
+    )
+    if not found:
+        click.echo("no unfinished or failed runs")
+    for run in found:
+        status = run.info.status
+        if run.info.run_id in abandoned:
+            why = abandoned[run.info.run_id].why
+            status, detail = ("KILLED", why) if clean else ("ABANDONED", f"{why}; --clean marks it KILLED")
+        else:
+            detail = run.data.tags.get(FAILURE_TAG, "still going" if status == "RUNNING" else "")
+        name = f"{experiments[run.info.experiment_id]}/{run.info.run_name}"
+        click.echo(f"{run.info.run_id}  {status:<9}  {name}  {detail}")
+
+
 @cli.command("predict")
 @_WORKLOAD
 @click.argument(
@@ -541,6 +601,7 @@ def compare(workload: str, last_n: int, workdir: Path) -> None:
     "--masks", "mask_dir", type=click.Path(file_okay=False, path_type=Path), help="Mask PNGs (dagm)."
 )
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--fail-fast", is_flag=True, help="Stop at the first image that cannot be read.")
 @_WORKDIR
 def predict(
     workload: str,
@@ -549,9 +610,15 @@ def predict(
     output: Path | None,
     mask_dir: Path | None,
     batch_size: int,
+    fail_fast: bool,
     workdir: Path,
 ) -> None:
-    """Predict images with the champion: a JSON line per image (dagm: also a mask PNG, the defect area)."""
+    """Predict images with the champion: a JSON line per image (dagm: also a mask PNG, the defect area).
+
+    An image that cannot be read gets a line with its ``error`` and the rest are predicted; the command
+    then exits non-zero naming it (``--fail-fast``: at once, writing no output file).
+    """
+    from inspectflow.errors import DataError
     from inspectflow.names import CHAMPION
     from inspectflow.predict import predict_files
     from inspectflow.registered import registered_spec
@@ -562,21 +629,26 @@ def predict(
     task_name = registered_spec(uri).task
     if get_task(task_name).writes_files and mask_dir is None:
         mask_dir = (output.parent if output else Path(".")) / "masks"
-    records = predict_files(uri, list(paths), task_name, batch_size, mask_dir)
+    records = predict_files(uri, list(paths), task_name, batch_size, mask_dir, fail_fast)
+    errors = []
     if output is None:
         for record in records:
+            errors += [record["error"]] if "error" in record else []
             click.echo(json.dumps(record))
-        return
-    partial = output.with_name(output.name + ".partial")  # never leave a half-written file under the name
-    try:
-        with partial.open("w") as handle:
-            for record in records:
-                handle.write(json.dumps(record) + "\n")
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    partial.replace(output)
-    click.echo(f"wrote {len(paths)} predictions to {output}", err=True)
+    else:
+        partial = output.with_name(output.name + ".partial")  # never a half-written file under the name
+        try:
+            with partial.open("w") as handle:
+                for record in records:
+                    errors += [record["error"]] if "error" in record else []
+                    handle.write(json.dumps(record) + "\n")
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+        partial.replace(output)
+        click.echo(f"wrote {len(paths)} predictions to {output}", err=True)
+    if errors:
+        raise DataError(f"{len(errors)} of {len(paths)} images could not be predicted; first: {errors[0]}")
 
 
 def main() -> None:

@@ -97,6 +97,9 @@ class DataConfig(_Section):
         resize: How ``image_side`` is reached: ``resize`` scales images (and masks) to the side; ``pad``
             centres them on a zero canvas, cropping what is larger (no resampling: defect edges stay sharp).
         channels: Channels of the cached images (1 = grayscale).
+        missing_masks: An image of an ``images/`` + ``masks/`` set without a mask file: ``error`` fails
+            validation naming it (a lost mask would teach that its defect is clean); ``clean`` reads it
+            as defect-free.
         test_fraction: Test share of a seeded stratified split, used when the source defines no split.
         split_seed: Seed of that split.
     """
@@ -107,6 +110,7 @@ class DataConfig(_Section):
     max_side: int = Field(640, ge=32, le=8192)
     resize: Literal["resize", "pad"] = "resize"
     channels: Literal[1, 3] = 1
+    missing_masks: Literal["error", "clean"] = "error"
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0)
     split_seed: int = 0
 

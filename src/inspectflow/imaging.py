@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from inspectflow.errors import DataError
 
@@ -89,10 +89,10 @@ class Preprocess:
 def _to_mode(pixels: np.ndarray, channels: int) -> np.ndarray:
     """Converts ``(H, W, C)`` pixels to uint8 grayscale ``(H, W, 1)`` or RGB ``(H, W, 3)``.
 
-    Samples that are not uint8 are clipped only so that the row can be cached; validation rejects them.
+    Samples that are not uint8 are brought to it (:func:`to_uint8`) only so that the row can be cached;
+    validation rejects such a source.
     """
-    if pixels.dtype != np.uint8:
-        pixels = np.clip(pixels, 0, 255).astype(np.uint8)
+    pixels = to_uint8(pixels)
     mode = {1: "L", 3: "RGB", 4: "RGBA"}.get(pixels.shape[2])
     if mode is None:
         raise DataError(f"unsupported channel count {pixels.shape[2]}")
@@ -122,14 +122,51 @@ def _pad_or_crop(array: np.ndarray, height: int, width: int) -> np.ndarray:
     return canvas
 
 
+#: Pillow modes kept as decoded: 8-bit grayscale and RGB. Every other 8-bit mode (palette, CMYK, YCbCr,
+#: with or without alpha) goes through RGB, so that a palette image and its grayscale copy give the model
+#: the same pixels; 16-bit grayscale is scaled to 8 bits (see :func:`to_uint8`).
+_KEPT_MODES = ("L", "RGB")
+_SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
 def decode(path: Path) -> tuple[np.ndarray | None, str | None]:
-    """Decodes an image file with Pillow: ``(pixels, None)``, or ``(None, why)`` when it cannot."""
+    """Decodes an image file: ``(uint8 pixels, None)``, or ``(None, why)`` when it cannot.
+
+    The one decoder of ingest, prediction and serving. EXIF orientation is applied (a phone or camera
+    photo is seen upright, as a viewer shows it); palette, CMYK and other colour modes are converted
+    through RGB; grayscale with alpha loses its alpha; 16-bit samples are scaled to 8 bits (see
+    :func:`to_uint8`). An image larger than Pillow's decompression-bomb limit is refused unread.
+    """
     try:
-        with Image.open(path) as image:
-            image.load()
+        with Image.open(path) as opened:
+            image = ImageOps.exif_transpose(opened)
+            if image.mode in _SIXTEEN_BIT_MODES:  # Pillow may hold 16-bit PNG samples as 32-bit ints
+                return to_uint8(np.clip(np.asarray(image), 0, 65535).astype(np.uint16)), None
+            if image.mode == "F":
+                return None, "32-bit floating-point samples; save the image with 8 or 16 bits"
+            if image.mode in ("LA", "La", "1"):
+                image = image.convert("L")
+            elif image.mode not in _KEPT_MODES:
+                image = image.convert("RGB")
             return np.asarray(image), None
+    except Image.DecompressionBombError as exc:
+        return None, f"refused as a decompression bomb ({exc})"
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         return None, f"{type(exc).__name__}: {exc}"
+
+
+def to_uint8(pixels: np.ndarray) -> np.ndarray:
+    """8-bit samples: 16-bit ones scaled by their type's range (``/ 257``), others clipped.
+
+    The scale is the type's, not the image's own minimum and maximum: two images of one camera keep their
+    relative brightness, and an 8-bit copy made the usual way (``round(v / 257)``) gives the same pixels.
+    Validation still refuses an array source (``X.npy``) that is not 8-bit.
+    """
+    if pixels.dtype == np.uint8:
+        return pixels
+    if pixels.dtype == np.uint16:
+        return np.round(pixels * (255 / 65535)).astype(np.uint8)
+    return np.clip(pixels, 0, 255).astype(np.uint8)
 
 
 def read_image(item: Any) -> np.ndarray:
@@ -143,7 +180,7 @@ def read_image(item: Any) -> np.ndarray:
         if pixels is None:
             raise DataError(f"{item}: cannot be decoded ({error})")
     else:
-        pixels = np.asarray(item)
+        pixels = to_uint8(np.asarray(item))
     return pixels[..., np.newaxis] if pixels.ndim == 2 else pixels
 
 

@@ -10,6 +10,8 @@ import json
 import os
 import tempfile
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ from typing import Any
 from inspectflow.config import PipelineConfig
 from inspectflow.data.transfer import is_s3_uri
 from inspectflow.errors import ERROR_FILE_ENV, InspectflowError
-from inspectflow.tracking import configure_tracking
+from inspectflow.tracking import OWNER_PID_ENV, configure_tracking
 
 LOCAL_OUTPUTS = "local_outputs"
 
@@ -34,13 +36,14 @@ class PipelineFailed(InspectflowError):
     """A pipeline step failed; the message names the step and its error."""
 
 
-def run_local(source: str, config: PipelineConfig, workdir: Path) -> PipelineResult:
+def run_local(source: str, config: PipelineConfig, workdir: Path, resume_run_id: str = "") -> PipelineResult:
     """Runs the inspection pipeline locally and returns the register step's summary.
 
     Args:
         source: Data root: a folder or an ``s3://bucket/prefix`` URI.
         config: Validated configuration.
         workdir: Holds the MLflow store (unless ``MLFLOW_TRACKING_URI`` is set) and the kfp task outputs.
+        resume_run_id: A run that stopped, to continue (see ``inspectflow run --resume``); empty: a new one.
 
     Raises:
         PipelineFailed: A step failed.
@@ -58,20 +61,35 @@ def run_local(source: str, config: PipelineConfig, workdir: Path) -> PipelineRes
     )
     with (
         tempfile.NamedTemporaryFile("r", suffix=".log", encoding="utf-8") as errors,
+        tempfile.TemporaryDirectory(prefix="inspectflow-steps-") as step_tmp,
+        # kfp writes each step's program to `mktemp -d` and leaves it there: a folder of ours, removed.
+        _environment(TMPDIR=step_tmp, **{ERROR_FILE_ENV: errors.name, OWNER_PID_ENV: str(os.getpid())}),
         warnings.catch_warnings(),
     ):
         # The component images, GPU and memory requests are for a cluster; running them here in this
         # interpreter, without them, is what the local runner is for, so kfp's warnings about it are noise.
         warnings.filterwarnings("ignore", message=".*non-Python base image.*", category=RuntimeWarning)
         warnings.filterwarnings("ignore", message=".*(ignored|not used by the current local runner).*")
-        os.environ[ERROR_FILE_ENV] = errors.name
         try:
             pipeline = inspection_pipeline(config.workload)
             local_source = source if is_s3_uri(source) else str(Path(source).resolve())
-            task = pipeline(source=local_source, config=config.to_json())
+            task = pipeline(source=local_source, config=config.to_json(), resume_run_id=resume_run_id)
         except RuntimeError as exc:
             step_errors = errors.read().strip()
             raise PipelineFailed(step_errors or str(exc)) from None
-        finally:
-            os.environ.pop(ERROR_FILE_ENV, None)
     return PipelineResult(tracking_uri=tracking_uri, summary=json.loads(task.output))
+
+
+@contextmanager
+def _environment(**values: str) -> Iterator[None]:
+    """Sets environment variables for the step subprocesses, restoring the previous values after."""
+    previous = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

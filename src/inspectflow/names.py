@@ -27,6 +27,12 @@ LINEAGE_TAG_PREFIXES = (DATA_VERSION_TAG, GIT_TAG_PREFIX, KFP_TAG_PREFIX, PACKAG
 # -- other run tags
 
 WORKLOAD_TAG = "inspectflow.workload"
+#: Why a step failed, as ``<step>: <cause>``, on a FAILED run (``killed: ...`` on a KILLED one).
+FAILURE_TAG = "inspectflow.failure"
+#: The host and process that own a pipeline's run, and when it last showed life (Unix seconds).
+RUN_HOST_TAG = "inspectflow.host"
+RUN_PID_TAG = "inspectflow.pid"
+HEARTBEAT_TAG = "inspectflow.heartbeat"
 DATA_SOURCE_TAG = "data.source"
 #: The ingested dataset's digest (its manifest), on the run and on the model version.
 DATA_DIGEST_TAG = "data.digest"

@@ -14,9 +14,17 @@ from inspectflow.tasks.base import PredictedImage
 
 
 def predict_files(
-    model_uri: str, paths: list[Path], task_name: str, batch_size: int, mask_dir: Path | None = None
+    model_uri: str,
+    paths: list[Path],
+    task_name: str,
+    batch_size: int,
+    mask_dir: Path | None = None,
+    fail_fast: bool = False,
 ) -> Iterator[dict[str, Any]]:
     """Yields one record per image, in order, predicting in batches.
+
+    A file that cannot be decoded gets a record of its ``path`` and ``error`` and the others are predicted:
+    one bad photo must not hold back a line's batch.
 
     Images are brought to the model's input as its training images were (the preprocessing its spec
     keeps), and its thresholds are the ones it was evaluated with. A classifier's record holds ``label``,
@@ -30,11 +38,13 @@ def predict_files(
         task_name: The model's task (``classification``, ``segmentation``).
         batch_size: Images per forward pass.
         mask_dir: Where files a prediction writes go (segmentation masks).
+        fail_fast: Raise at the first file that cannot be decoded instead.
 
     Raises:
-        DataError: An image cannot be decoded (named); nothing after it is predicted.
+        DataError: With ``fail_fast``, an image cannot be decoded (named); nothing after it is predicted.
     """
     from inspectflow.config import EvaluateConfig
+    from inspectflow.errors import DataError
     from inspectflow.imaging import read_image, to_tensor
     from inspectflow.registered import load_registered
     from inspectflow.tasks import get_task
@@ -45,11 +55,21 @@ def predict_files(
     if mask_dir is not None:
         mask_dir.mkdir(parents=True, exist_ok=True)
     for start in tqdm(range(0, len(paths), batch_size), desc="predict", unit="batch", leave=False):
-        batch, images = [], []
+        batch, images, failed = [], [], {}
         for number, path in enumerate(paths[start : start + batch_size], start):
-            pixels = read_image(path)
+            try:
+                pixels = read_image(path)
+            except DataError as exc:
+                if fail_fast:
+                    raise
+                failed[number] = {"path": str(path), "error": str(exc)}
+                continue
             batch.append(PredictedImage(path, pixels.shape[0], pixels.shape[1], number))
             images.append(spec.preprocess.image(pixels))
-        with torch.no_grad():
-            logits = predictor(to_tensor(np.stack(images)))
-        yield from task.records(logits, batch, spec.classes, thresholds, mask_dir, spec.preprocess)
+        records = []
+        if images:
+            with torch.no_grad():
+                logits = predictor(to_tensor(np.stack(images)))
+            records = task.records(logits, batch, spec.classes, thresholds, mask_dir, spec.preprocess)
+        by_number = {**failed, **dict(zip((image.number for image in batch), records, strict=True))}
+        yield from (by_number[number] for number in sorted(by_number))

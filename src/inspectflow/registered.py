@@ -25,16 +25,21 @@ def load_registered(uri: str) -> tuple[Predictor, ModelSpec]:
     Raises:
         TypeError: The model is a pyfunc that inspectflow did not write.
     """
+    import tempfile
+
     import mlflow
 
     from inspectflow.serving import ImageClassifier
 
     info = mlflow.models.get_model_info(uri)  # one read of the MLmodel file, remote or local
     spec = _spec_from_metadata(info.metadata or {})
-    if "pytorch" in info.flavors:
-        predictor: Predictor = mlflow.pytorch.load_model(uri)
-        return predictor, spec
-    wrapper = mlflow.pyfunc.load_model(uri).unwrap_python_model()
+    # Into a folder of our own: without one, a local store hands MLflow the version's own folder, and it
+    # writes a `registered_model_meta` file into another run's artifacts. Both flavors load into memory.
+    with tempfile.TemporaryDirectory(prefix="inspectflow-model-") as copy:
+        if "pytorch" in info.flavors:
+            predictor: Predictor = mlflow.pytorch.load_model(uri, dst_path=copy)
+            return predictor, spec
+        wrapper = mlflow.pyfunc.load_model(uri, dst_path=copy).unwrap_python_model()
     if not isinstance(wrapper, ImageClassifier):
         raise TypeError(f"{uri} is not an inspectflow model")
     return wrapper.predictor, spec
@@ -70,11 +75,13 @@ def log_model(predictor: Predictor, spec: ModelSpec, model_dir: Path, dataset: D
     import mlflow
     import numpy as np
     import torch
-    from mlflow.models import infer_signature
+    from mlflow.models import ModelSignature, infer_signature
+    from mlflow.types import Schema, TensorSpec
 
     import inspectflow
     from inspectflow.imaging import to_tensor
     from inspectflow.serving import ImageClassifier
+    from inspectflow.tasks import get_task
 
     # The +cpu local tag of the installed torch is not installable from PyPI: name the release.
     requirements = [f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}"]
@@ -96,6 +103,13 @@ def log_model(predictor: Predictor, spec: ModelSpec, model_dir: Path, dataset: D
     tensor = to_tensor(dataset.split("test")[0][:2])
     with torch.no_grad():
         signature = infer_signature(tensor.numpy(), predictor(tensor).numpy())
+    if get_task(spec.task).any_input_size:
+        # -1 marks a dimension MLflow exports as dynamic: the batch, and here height and width too.
+        channels_in, channels_out = tensor.shape[1], signature.outputs.inputs[0].shape[1]
+        signature = ModelSignature(
+            inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, channels_in, -1, -1))]),
+            outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, channels_out, -1, -1))]),
+        )
     return mlflow.pytorch.log_model(
         predictor,
         name=MODEL_ARTIFACT,

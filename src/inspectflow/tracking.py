@@ -7,14 +7,29 @@ fails marks the run FAILED.
 
 from __future__ import annotations
 
+import logging
 import os
+import socket
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import mlflow
 
+from inspectflow.errors import InspectflowError, one_line, tracking_unreachable
+from inspectflow.names import FAILURE_TAG, HEARTBEAT_TAG, RUN_HOST_TAG, RUN_PID_TAG
+
+log = logging.getLogger(__name__)
+
+#: Set by the local runner: the ``inspectflow run`` process that owns the pipeline's run.
+OWNER_PID_ENV = "INSPECTFLOW_OWNER_PID"
+#: A run from another host whose heartbeat is older than this is taken to be abandoned: steps beat at
+#: their start and after every training epoch, and no epoch should take an hour.
+STALE_HEARTBEAT_S = 3600.0
+RUNNING = "RUNNING"
 LOCAL_STORE = "mlflow.db"
 LOCAL_ARTIFACTS = "mlartifacts"
 #: MLflow client settings for a tracking server, unless the environment sets them.
@@ -40,11 +55,45 @@ def configure_tracking(workdir: Path) -> str:
     for name, value in HTTP_CLIENT_DEFAULTS.items():
         os.environ.setdefault(name, value)
     mlflow.set_tracking_uri(uri)
+    if uri.startswith("sqlite:///"):
+        create_store_once(Path(uri.removeprefix("sqlite:///")))
+    _mark_runs_of_dead_processes()
     return uri
+
+
+def _mark_runs_of_dead_processes() -> None:
+    """Marks KILLED the runs of this host whose ``inspectflow run`` process is gone (``kill -9``, a crash).
+
+    Best effort: a store that cannot be read here fails the command's own first request, more clearly.
+    """
+    client = mlflow.MlflowClient()
+    try:
+        dead = abandoned_runs(client, stale_after_s=None)
+        mark_killed(client, dead)
+    except Exception as error:
+        log.debug("could not check for abandoned runs: %s", error)
+        return
+    for run in dead:
+        log.warning("run %s (%s) marked KILLED: %s", run.run_id, run.name, run.why)
+
+
+def create_store_once(database: Path) -> None:
+    """Creates (or upgrades) a sqlite store's schema under a file lock beside it.
+
+    MLflow creates its tables on first use; two first runs at once would both migrate the same empty
+    database and one would fail ("table ... already exists"). Later uses find the schema and do nothing.
+    """
+    from filelock import FileLock
+
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{database}.lock"):
+        mlflow.MlflowClient(f"sqlite:///{database}").search_experiments(max_results=1)
 
 
 def ensure_experiment(name: str) -> str:
     """Returns the id of experiment ``name``, creating it (artifacts beside a sqlite store) if needed."""
+    from mlflow.exceptions import MlflowException
+
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is not None:
         return str(experiment.experiment_id)
@@ -54,22 +103,151 @@ def ensure_experiment(name: str) -> str:
         # A server decides its own artifact root; an embedded store keeps artifacts beside the database
         # rather than in whatever directory the first step happened to run in.
         artifact_location = (Path(uri.removeprefix("sqlite:///")).parent / LOCAL_ARTIFACTS).as_uri()
-    return str(mlflow.create_experiment(name, artifact_location=artifact_location))
+    try:
+        return str(mlflow.create_experiment(name, artifact_location=artifact_location))
+    except MlflowException:
+        created = mlflow.get_experiment_by_name(name)  # by a run started at the same moment
+        if created is None:
+            raise
+        return str(created.experiment_id)
 
 
 def start_pipeline_run(experiment: str, run_name: str, params: dict[str, Any], tags: dict[str, str]) -> str:
-    """Creates the pipeline's MLflow run, logs every parameter and tag, and returns its id."""
+    """Creates the pipeline's MLflow run, logs every parameter and tag, and returns its id.
+
+    The run is tagged with the host and the process that owns the pipeline (``inspectflow run``, or this
+    process), so that a later command can tell a run that is still going from one that was killed.
+    """
     experiment_id = ensure_experiment(experiment)
-    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run:
+    with mlflow.start_run(
+        experiment_id=experiment_id, run_name=run_name, tags={**tags, **_owner_tags()}
+    ) as run:
         mlflow.log_params({key: _param_value(value) for key, value in params.items()})
+        heartbeat()
+        mlflow.end_run(RUNNING)  # until the register step finishes it
         return str(run.info.run_id)
 
 
+def _owner_tags() -> dict[str, str]:
+    """The host and the process that own the pipeline's run (see :func:`abandoned_runs`)."""
+    return {RUN_HOST_TAG: socket.gethostname(), RUN_PID_TAG: os.environ.get(OWNER_PID_ENV, str(os.getpid()))}
+
+
+def reopen_pipeline_run(run_id: str, params: dict[str, Any], tags: dict[str, str]) -> str:
+    """Takes over a pipeline run that stopped before it finished (killed or failed), to continue it.
+
+    Raises:
+        InspectflowError: No such run, it finished, or the settings differ from those it was started with.
+    """
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow.MlflowClient()
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        raise InspectflowError(
+            f"--resume {run_id}: no such MLflow run in {mlflow.get_tracking_uri()}"
+        ) from None
+    if run.info.status == "FINISHED":
+        raise InspectflowError(f"--resume {run_id}: the run finished; start a new one instead")
+    logged = run.data.params
+    changed = sorted(
+        key for key, value in params.items() if key in logged and logged[key] != _param_value(value)
+    )
+    if changed:
+        raise InspectflowError(
+            f"--resume {run_id}: settings differ from the run's ({', '.join(changed)}); use the same ones"
+        )
+    with mlflow.start_run(run_id=run_id, tags={**tags, **_owner_tags()}):
+        if FAILURE_TAG in run.data.tags:
+            mlflow.delete_tag(FAILURE_TAG)
+        heartbeat()
+        mlflow.end_run(RUNNING)
+    return run_id
+
+
 @contextmanager
-def resume_run(run_id: str) -> Iterator[mlflow.ActiveRun]:
-    """Reopens the pipeline's run for one step; an exception inside marks the run FAILED."""
-    with mlflow.start_run(run_id=run_id) as run:
+def resume_run(run_id: str, final: bool = False) -> Iterator[mlflow.ActiveRun]:
+    """Reopens the pipeline's run for one step.
+
+    The run stays RUNNING after the step unless it is the ``final`` one: a pipeline that stopped between
+    steps must not read as finished. An exception inside marks it FAILED, tagged with why; an interrupt
+    (Ctrl-C) marks it KILLED.
+    """
+    run = mlflow.start_run(run_id=run_id)
+    try:
+        heartbeat()
         yield run
+    except Exception as error:
+        if not tracking_unreachable(error):  # a server that is down takes no tags, only retries
+            mlflow.set_tag(FAILURE_TAG, one_line(error))
+            mlflow.end_run("FAILED")
+        raise
+    except BaseException:
+        mlflow.end_run("KILLED")
+        raise
+    mlflow.end_run("FINISHED" if final else RUNNING)
+
+
+def heartbeat() -> None:
+    """Records on the active run that its pipeline is alive (see :func:`abandoned_runs`)."""
+    mlflow.set_tag(HEARTBEAT_TAG, str(int(time.time())))
+
+
+@dataclass
+class AbandonedRun:
+    """A run left RUNNING by a pipeline that is gone, and how that is known."""
+
+    run_id: str
+    experiment_id: str
+    name: str
+    why: str
+
+
+def abandoned_runs(
+    client: mlflow.MlflowClient, stale_after_s: float | None = STALE_HEARTBEAT_S
+) -> list[AbandonedRun]:
+    """Runs marked RUNNING whose pipeline is gone.
+
+    On this host a run is gone when the process that owned it no longer exists; a run from elsewhere (a
+    cluster pod, another machine) when its heartbeat is older than ``stale_after_s`` (``None``: only the
+    certain case, this host's).
+    """
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    if not experiments:
+        return []
+    found = []
+    host = socket.gethostname()
+    for run in client.search_runs(experiments, "attributes.status = 'RUNNING'", max_results=1000):
+        tags = run.data.tags
+        beat = float(tags.get(HEARTBEAT_TAG, run.info.start_time / 1000))
+        if tags.get(RUN_HOST_TAG) == host and RUN_PID_TAG in tags:
+            if _process_exists(int(tags[RUN_PID_TAG])):
+                continue
+            why = f"its process {tags[RUN_PID_TAG]} on {host} is gone"
+        elif stale_after_s is not None and time.time() - beat > stale_after_s:
+            why = f"no heartbeat for {(time.time() - beat) / 60:.0f} minutes"
+        else:
+            continue
+        found.append(AbandonedRun(run.info.run_id, run.info.experiment_id, run.info.run_name or "", why))
+    return found
+
+
+def mark_killed(client: mlflow.MlflowClient, runs: list[AbandonedRun]) -> None:
+    """Marks abandoned runs KILLED, with why as their failure tag."""
+    for run in runs:
+        client.set_tag(run.run_id, FAILURE_TAG, f"killed: {run.why}")
+        client.set_terminated(run.run_id, "KILLED")
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
 
 
 def _param_value(value: Any) -> str:

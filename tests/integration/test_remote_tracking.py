@@ -7,6 +7,7 @@ through the CLI in a subprocess, as a user would run it with ``MLFLOW_TRACKING_U
 from __future__ import annotations
 
 import filecmp
+import itertools
 import shutil
 import signal
 import subprocess
@@ -232,3 +233,48 @@ def test_a_tracking_server_that_dies_mid_run_fails_the_run_and_registers_nothing
     report += f"\nlast stderr line: {last_line}\ncause in the step log on stdout: {cause[-1:]}"
     assert last_line.startswith("inspectflow: error:"), report
     assert server.url.removeprefix("http://") in last_line or "tracking server" in last_line, report
+
+
+def test_runs_racing_to_the_gate_on_postgres_end_with_the_better_champion(
+    mlflow_server: MlflowServer, s3: S3, textile_data: Path, tmp_path: Path
+) -> None:
+    from inspectflow.lifecycle.audit import audit_entries
+
+    env = tracking_env(mlflow_server, s3)
+    name = "race-classifier"
+    common = ["register.min_score=0", "register.baseline_margin=null", "register.max_class_drop=1.0"]
+    common.append(f"register.model_name={name}")
+
+    def start(*sets: str) -> subprocess.Popen[str]:
+        overrides = [arg for item in [*common, *sets] for arg in ("--set", item)]
+        command = [
+            *CLI,
+            "run",
+            "textile",
+            "--data",
+            str(textile_data),
+            "--workdir",
+            str(tmp_path),
+            *overrides,
+        ]
+        return subprocess.Popen(command, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+    # Whichever reaches the gate first is judged first; the other is judged against its outcome.
+    racing = [start("train.epochs=1", "train.lr=1e-6"), start("train.epochs=4")]  # weak, strong
+    for run in racing:
+        out, _ = run.communicate(timeout=RUN_TIMEOUT_S)
+        assert run.returncode == 0, out[-3000:]
+
+    client = MlflowClient(mlflow_server.url)
+    versions = client.search_model_versions(f"name = '{name}'")
+    scores = {str(v.version): float(v.tags["gate.new_score"]) for v in versions}
+    strong = next(
+        str(v.version) for v in versions if client.get_run(v.run_id).data.params["train.epochs"] == "4"
+    )
+    assert len(scores) == 2 and scores[strong] == max(scores.values())
+    assert str(client.get_model_version_by_alias(name, "champion").version) == strong
+    entries = [e for e in audit_entries(client.get_registered_model(name)) if e.alias == "champion"]
+    for previous, entry in itertools.pairwise(entries):
+        assert entry.from_version == previous.to_version, entries
+    with pytest.raises(MlflowException):
+        client.get_registered_model(f"{name}.lock")  # released

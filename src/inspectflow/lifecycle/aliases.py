@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from inspectflow.errors import InspectflowError
 from inspectflow.lifecycle.audit import AuditEntry, audit_entries, error_code, move_alias, registered_model
+from inspectflow.lifecycle.lock import registry_lock
 from inspectflow.lineage import tagged_data_version
 from inspectflow.names import (
     CHAMPION,
@@ -188,18 +189,19 @@ def promote(client: MlflowClient, name: str, version: str | int, reason: str) ->
     Raises:
         InspectflowError: No registered model ``name``, or it has no such version.
     """
-    model = registered_model(client, name)
-    target = _get_version(client, name, version)
-    number = str(target.version)
-    tags = dict(target.tags or {})
-    decision, gate_reason = tags.get(GATE_DECISION_TAG) or None, tags.get(GATE_REASON_TAG) or None
-    current = model.aliases.get(CHAMPION)
-    previous = None if current is None else str(current)
-    if previous == number:
-        return Promotion(name, number, previous, decision, gate_reason, None)
-    why = f"manual: {reason.strip() or 'no reason given'} ({gate_verdict(decision, gate_reason)})"
-    entry = move_alias(client, name, CHAMPION, number, "promote", why)
-    return Promotion(name, number, entry.from_version, decision, gate_reason, entry)
+    with registry_lock(client, name):  # the champion read here is still the champion when it moves
+        model = registered_model(client, name)
+        target = _get_version(client, name, version)
+        number = str(target.version)
+        tags = dict(target.tags or {})
+        decision, gate_reason = tags.get(GATE_DECISION_TAG) or None, tags.get(GATE_REASON_TAG) or None
+        current = model.aliases.get(CHAMPION)
+        previous = None if current is None else str(current)
+        if previous == number:
+            return Promotion(name, number, previous, decision, gate_reason, None)
+        why = f"manual: {reason.strip() or 'no reason given'} ({gate_verdict(decision, gate_reason)})"
+        entry = move_alias(client, name, CHAMPION, number, "promote", why)
+        return Promotion(name, number, entry.from_version, decision, gate_reason, entry)
 
 
 def previous_champion(entries: list[AuditEntry], current: str, exists: Callable[[str], bool]) -> str:
@@ -272,12 +274,13 @@ def rollback(client: MlflowClient, name: str, reason: str = "") -> Rollback:
         InspectflowError: No registered model ``name``, no champion, or no previous champion (see
             :func:`previous_champion`).
     """
-    model = registered_model(client, name)
-    current = model.aliases.get(CHAMPION)
-    if current is None:
-        raise InspectflowError(f"{name} has no champion to roll back")
-    current = str(current)
-    existing = {str(version.version) for version in _all_versions(client, name)}
-    target = previous_champion(audit_entries(model), current, existing.__contains__)
-    entry = move_alias(client, name, CHAMPION, target, "rollback", reason.strip() or "no reason given")
-    return Rollback(name, current, target, entry)
+    with registry_lock(client, name):
+        model = registered_model(client, name)
+        current = model.aliases.get(CHAMPION)
+        if current is None:
+            raise InspectflowError(f"{name} has no champion to roll back")
+        current = str(current)
+        existing = {str(version.version) for version in _all_versions(client, name)}
+        target = previous_champion(audit_entries(model), current, existing.__contains__)
+        entry = move_alias(client, name, CHAMPION, target, "rollback", reason.strip() or "no reason given")
+        return Rollback(name, current, target, entry)

@@ -52,7 +52,7 @@ def ingest(root: Path, config: DataConfig) -> Dataset:
         DataError: ``root`` is missing, empty or structurally broken.
     """
     layout = detect_layout(root) if config.format == "auto" else get_layout(config.format)
-    records = read_source(root, layout.name, config.classes)
+    records = read_source(root, layout.name, config.classes, config.missing_masks)
     if not records:
         raise DataError(f"{root}: no images found")
     preprocess = working_size(records, config, layout.has_masks)
@@ -166,6 +166,7 @@ def ingest_step(
     pipeline_name: str,
     kfp_run_name: str,
     kfp_run_id: str,
+    resume_run_id: str = "",
 ) -> tuple[str, str]:
     """Runs ingest as the pipeline's first step: opens the MLflow run and writes the dataset artifact.
 
@@ -179,6 +180,8 @@ def ingest_step(
         pipeline_name: The kfp pipeline's name, tagged on the MLflow run.
         kfp_run_name: The kfp pipeline run's name, tagged on the MLflow run.
         kfp_run_id: The kfp pipeline run's id, tagged on the MLflow run.
+        resume_run_id: A run that stopped before it finished, continued instead of opening a new one (its
+            settings must be the same: MLflow keeps the parameters it logged).
 
     Returns:
         The MLflow run id every later step logs to, and the source's DVC hash.
@@ -189,7 +192,7 @@ def ingest_step(
     from inspectflow.config import validate_config
     from inspectflow.data.transfer import local_copy
     from inspectflow.lineage import lineage_tags
-    from inspectflow.tracking import resume_run, start_pipeline_run
+    from inspectflow.tracking import reopen_pipeline_run, resume_run, start_pipeline_run
 
     config: PipelineConfig = validate_config(raw_config)
     with local_copy(source) as root:
@@ -200,7 +203,10 @@ def ingest_step(
         }
         # ``auto`` settings are logged by the step that resolves them (MLflow params cannot change).
         params = {key: value for key, value in config.flat().items() if value != "auto"}
-        run_id = start_pipeline_run(config.tracking.experiment, kfp_run_name, params, tags)
+        if resume_run_id:
+            run_id = reopen_pipeline_run(resume_run_id, params, tags)
+        else:
+            run_id = start_pipeline_run(config.tracking.experiment, kfp_run_name, params, tags)
         with resume_run(run_id):
             dataset = ingest(root, config.data)
             save_dataset(dataset, out_dir)

@@ -1,7 +1,9 @@
 """Register: log the model to the MLflow Model Registry and decide, with a gate, whether it becomes champion.
 
 The gate scores the current champion on the same test split as the new model, so the comparison is fair
-even when the data changed since the champion was trained. The new version becomes ``champion`` when there
+even when the data changed since the champion was trained. Judging and moving the alias happen under the
+registered model's lock (:mod:`inspectflow.lifecycle.lock`): two runs finishing together are judged one
+after the other, the second against the first's outcome. The new version becomes ``champion`` when there
 is none yet, or when it beats the champion's primary metric by more than ``min_improvement`` and no class's
 F1 drops by more than ``max_class_drop``; otherwise it becomes ``challenger``. The decision and its reason
 are tags on the version.
@@ -16,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from inspectflow.config import PipelineConfig, RegisterConfig
-from inspectflow.errors import pipeline_step
+from inspectflow.errors import one_line, pipeline_step
 from inspectflow.lifecycle.audit import move_alias
+from inspectflow.lifecycle.lock import registry_lock
 from inspectflow.names import (
     ARCHITECTURE_TAG,
     BASELINE_FILE,
@@ -164,34 +167,41 @@ def register_step(
         else float(getattr(new_scores, gate_config.primary_metric))
     )
 
-    try:
-        champion_version = client.get_model_version_by_alias(name, CHAMPION)
-    except MlflowException:
-        champion_version = None  # no registered model or no champion yet
-    champion_classes = json.loads(champion_version.tags.get(CLASSES_TAG, "[]")) if champion_version else []
     floors = (baseline, task.baseline_description)
-    # The floors first: a model that learned nothing is refused whatever the champion.
-    decision = decide(new_scores, None, gate_config, new_primary, *floors)
-    if not decision.promote or champion_version is None:
-        pass
-    elif mismatch := task.champion_mismatch(champion_classes, spec.classes):
-        decision = GateDecision(
-            False,
-            f"the champion (version {champion_version.version}) {mismatch}; promote manually if intended",
-            new_primary,
-        )
-    else:
-        champion, champion_spec = load_registered(f"models:/{name}/{champion_version.version}")
-        # Each model is scored with the thresholds it keeps, as it serves.
-        champion_config = config.evaluate.applying(champion_spec.thresholds)
-        champion_scores = task.evaluate(champion, dataset, champion_config)
-        decision = decide(new_scores, champion_scores, gate_config, new_primary, *floors)
+
+    def judge() -> tuple[GateDecision, Any]:
+        """The gate's decision against the champion of this moment, which it returns too."""
+        try:
+            champion_version = client.get_model_version_by_alias(name, CHAMPION)
+        except MlflowException:
+            return decide(new_scores, None, gate_config, new_primary, *floors), None  # no champion yet
+        # The floors first: a model that learned nothing is refused whatever the champion.
+        decision = decide(new_scores, None, gate_config, new_primary, *floors)
+        if not decision.promote:
+            return decision, champion_version
+        champion_classes = json.loads(champion_version.tags.get(CLASSES_TAG, "[]"))
+        if mismatch := task.champion_mismatch(champion_classes, spec.classes):
+            reason = (
+                f"the champion (version {champion_version.version}) {mismatch}; promote manually if intended"
+            )
+            return GateDecision(False, reason, new_primary), champion_version
+        try:
+            champion, champion_spec = load_registered(f"models:/{name}/{champion_version.version}")
+            # Each model is scored with the thresholds it keeps, as it serves.
+            champion_config = config.evaluate.applying(champion_spec.thresholds)
+            champion_scores = task.evaluate(champion, dataset, champion_config)
+        except Exception as error:  # a champion of an older export, another input size, another format
+            reason = (
+                f"the champion (version {champion_version.version}) cannot be scored on this data "
+                f"({one_line(error)}); not promoted, promote manually if meant"
+            )
+            return GateDecision(False, reason, new_primary), champion_version
+        return decide(new_scores, champion_scores, gate_config, new_primary, *floors), champion_version
 
     digest = dataset_digest(dataset.manifest)
-    with resume_run(run_id) as run:
+    with resume_run(run_id, final=True) as run:
         model_info = log_model(model, spec, model_dir, dataset, gate_config.flavor)
         version = mlflow.register_model(model_info.model_uri, name).version
-        alias = CHAMPION if decision.promote else CHALLENGER
         tags = {
             CLASSES_TAG: json.dumps(spec.classes),
             ARCHITECTURE_TAG: spec.architecture,
@@ -199,18 +209,25 @@ def register_step(
             MLFLOW_RUN_ID_TAG: run.info.run_id,
             # Lineage: data version, git commit, kfp pipeline and run, package versions.
             **{k: v for k, v in run.data.tags.items() if k.startswith(LINEAGE_TAG_PREFIXES)},
-            GATE_DECISION_TAG: "promoted" if decision.promote else "rejected",
-            GATE_REASON_TAG: decision.reason,
-            GATE_PRIMARY_METRIC_TAG: gate_config.primary_metric,
-            GATE_NEW_SCORE_TAG: f"{decision.new_score:.6f}",
-            GATE_CHAMPION_VERSION_TAG: champion_version.version if champion_version else "",
-            GATE_CHAMPION_SCORE_TAG: ""
-            if decision.champion_score is None
-            else f"{decision.champion_score:.6f}",
         }
-        for key, value in tags.items():
-            client.set_model_version_tag(name, version, key, value)
-        move_alias(client, name, alias, version, action="gate", reason=decision.reason)
+        # Judged and moved under the model's lock: the champion compared against is still the champion
+        # when the alias moves, whatever other runs finish meanwhile.
+        with registry_lock(client, name):
+            decision, champion_version = judge()
+            alias = CHAMPION if decision.promote else CHALLENGER
+            tags |= {
+                GATE_DECISION_TAG: "promoted" if decision.promote else "rejected",
+                GATE_REASON_TAG: decision.reason,
+                GATE_PRIMARY_METRIC_TAG: gate_config.primary_metric,
+                GATE_NEW_SCORE_TAG: f"{decision.new_score:.6f}",
+                GATE_CHAMPION_VERSION_TAG: champion_version.version if champion_version else "",
+                GATE_CHAMPION_SCORE_TAG: ""
+                if decision.champion_score is None
+                else f"{decision.champion_score:.6f}",
+            }
+            for key, value in tags.items():
+                client.set_model_version_tag(name, version, key, value)
+            move_alias(client, name, alias, version, action="gate", reason=decision.reason)
         mlflow.set_tags(
             {
                 REGISTERED_MODEL_NAME_TAG: name,

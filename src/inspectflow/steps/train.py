@@ -146,6 +146,10 @@ class WarmupCosine:
         self.done += 1
         self._apply()
 
+    def step_to_current(self) -> None:
+        """Sets the learning rate of the current step (after ``done`` and ``total`` were restored)."""
+        self._apply()
+
     def _apply(self) -> None:
         warmup = max(1, round(0.1 * self.total))
         if self.done < warmup:
@@ -163,6 +167,7 @@ def train(
     config: TrainConfig,
     checkpoint_dir: Path,
     on_epoch: EpochCallback | None = None,
+    resume: bool = False,
 ) -> TrainResult:
     """Trains the task's model on the training split.
 
@@ -178,7 +183,11 @@ def train(
         config: Training settings (``auto`` ones are resolved here, see :func:`resolve`).
         checkpoint_dir: Where the ``last.pt`` and ``best.pt`` checkpoints go. Only these two are kept:
             a ResNet18 checkpoint with Adam's state weighs 135 MB, one per epoch would fill disks.
-        on_epoch: Called after each epoch with the epoch number (1-based) and its metrics.
+        on_epoch: Called after each epoch with the epoch number (1-based) and its metrics, once both
+            checkpoints are written.
+        resume: Continue from ``checkpoint_dir/last.pt`` when it is there: the weights, the optimizer,
+            the schedule, every random generator and the history are restored, so the run goes on as if
+            it had never stopped (the same seed gives the same model as an uninterrupted run).
 
     Returns:
         The trained model (eval mode) with its spec, per-epoch history and resolved settings.
@@ -201,7 +210,12 @@ def train(
     best_epoch = 0
     key = task.best_epoch_key
     started = time.perf_counter()
-    for epoch in range(1, config.epochs + 1):
+    if resume and (checkpoint_dir / LAST_CHECKPOINT).is_file():
+        state = torch.load(checkpoint_dir / LAST_CHECKPOINT, weights_only=True)
+        history, best_epoch = _restore(fit, state)
+        started -= state["elapsed"]
+        log.info("resumed after epoch %d of %d", len(history), config.epochs)
+    for epoch in range(len(history) + 1, config.epochs + 1):
         metrics = _train_epoch(task, fit, x_train, y_train, epoch)
         # Pretrained statistics drift slowly; from scratch, the running averages trail the weights.
         if task.recalibrate_batchnorm and config.weights == "none":
@@ -211,18 +225,11 @@ def train(
         elapsed = time.perf_counter() - started
         metrics["epoch_seconds"] = elapsed / epoch
         history.append(metrics)
-        torch.save(
-            {
-                "epoch": epoch,
-                "model": fit.model.state_dict(),
-                "optimizer": fit.optimizer.state_dict(),
-                "metrics": metrics,
-            },
-            checkpoint_dir / LAST_CHECKPOINT,
-        )
         # The best epoch so far, the latest on ties.
-        if len(x_val) and (not best_epoch or metrics[key] >= history[best_epoch - 1][key]):
-            best_epoch = epoch
+        improved = len(x_val) and (not best_epoch or metrics[key] >= history[best_epoch - 1][key])
+        best_epoch = epoch if improved else best_epoch
+        torch.save(_state(fit, epoch, history, best_epoch, elapsed), checkpoint_dir / LAST_CHECKPOINT)
+        if improved:
             shutil.copyfile(checkpoint_dir / LAST_CHECKPOINT, checkpoint_dir / BEST_CHECKPOINT)
         log.info("epoch %d/%d %s", epoch, config.epochs, " ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
         if on_epoch is not None:
@@ -231,7 +238,7 @@ def train(
         if stop:
             log.info("stopped after epoch %d: %s", epoch, stop)
             break
-        if epoch == 1 and config.max_minutes is not None:
+        if epoch == 1 and config.max_minutes is not None and not resume:
             fitting = max(1, int(config.max_minutes * 60 // elapsed))
             fit.schedule.plan(min(config.epochs, fitting) * _steps_per_epoch(len(x_train), config.batch_size))
 
@@ -248,6 +255,44 @@ def train(
         task=task.name,
     )
     return TrainResult(model=model, spec=spec, history=history, config=config, validation=(x_val, y_val))
+
+
+def _state(fit: _Fit, epoch: int, history: list[dict[str, float]], best_epoch: int, elapsed: float) -> dict:
+    """Everything a resumed run needs to go on exactly as this one would have."""
+    return {
+        "epoch": epoch,
+        "model": fit.model.state_dict(),
+        "optimizer": fit.optimizer.state_dict(),
+        "metrics": history[-1],
+        "history": history,
+        "best_epoch": best_epoch,
+        "elapsed": elapsed,
+        "schedule": (fit.schedule.done, fit.schedule.total),
+        "generator": fit.generator.get_state(),
+        "torch_rng": torch.get_rng_state(),
+        "numpy_rng": _numpy_state(),
+        "python_rng": random.getstate(),
+    }
+
+
+def _numpy_state() -> tuple[str, list[int], int, int, float]:
+    """NumPy's global generator state in plain types, which ``torch.load(weights_only=True)`` reads back."""
+    name, keys, position, has_gauss, cached = np.random.get_state(legacy=True)
+    return str(name), [int(key) for key in keys], int(position), int(has_gauss), float(cached)
+
+
+def _restore(fit: _Fit, state: dict) -> tuple[list[dict[str, float]], int]:
+    """Puts a saved run back where it stopped; returns its history and best epoch."""
+    fit.model.load_state_dict(state["model"])
+    fit.optimizer.load_state_dict(state["optimizer"])
+    fit.schedule.done, fit.schedule.total = state["schedule"]
+    fit.schedule.step_to_current()
+    fit.generator.set_state(state["generator"])
+    torch.set_rng_state(state["torch_rng"])
+    name, keys, position, has_gauss, cached = state["numpy_rng"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), position, has_gauss, cached))
+    random.setstate(state["python_rng"])
+    return list(state["history"]), int(state["best_epoch"])
 
 
 def _stop_reason(config: TrainConfig, epoch: int, best_epoch: int, elapsed: float) -> str | None:
@@ -428,13 +473,10 @@ def train_step(dataset_dir: Path, raw_config: dict[str, object], run_id: str, mo
     import mlflow
 
     from inspectflow.config import validate_config
-    from inspectflow.tracking import resume_run
+    from inspectflow.tracking import heartbeat, resume_run
 
     config: PipelineConfig = validate_config(raw_config)
     dataset = load_dataset(dataset_dir)
-
-    def log_epoch(epoch: int, metrics: dict[str, float]) -> None:
-        mlflow.log_metrics(metrics, step=epoch)
 
     def log_split(split: SplitResult) -> None:
         parent = mlflow.active_run()
@@ -461,10 +503,19 @@ def train_step(dataset_dir: Path, raw_config: dict[str, object], run_id: str, mo
                 result.accuracy_std,
             )
             return
-        # Checkpoints go to MLflow, not into the model artifact that evaluate and register read.
-        with tempfile.TemporaryDirectory() as checkpoints:
-            result_nn = train(task, dataset, config.train, Path(checkpoints), log_epoch)
-            mlflow.log_artifacts(checkpoints, artifact_path=CHECKPOINTS_ARTIFACTS)
+        # Checkpoints go to MLflow after every epoch, not into the model artifact that evaluate and register
+        # read: a run that was killed resumes from them (``inspectflow run --resume``).
+        with tempfile.TemporaryDirectory() as tmp:
+            checkpoints = Path(tmp) / CHECKPOINTS_ARTIFACTS
+            resumed = _download_checkpoints(run_id, Path(tmp))
+
+            def log_epoch(epoch: int, metrics: dict[str, float]) -> None:
+                # The checkpoint first: an epoch in the metrics is always one a resumed run goes on from.
+                mlflow.log_artifacts(str(checkpoints), artifact_path=CHECKPOINTS_ARTIFACTS)
+                mlflow.log_metrics(metrics, step=epoch)
+                heartbeat()
+
+            result_nn = train(task, dataset, config.train, checkpoints, log_epoch, resume=resumed)
         # What ``auto`` became: ingest logged every setting but these.
         resolved = result_nn.config.model_dump() if result_nn.config else {}
         mlflow.log_params(
@@ -475,3 +526,18 @@ def train_step(dataset_dir: Path, raw_config: dict[str, object], run_id: str, mo
         mlflow.log_metrics(thresholds)  # what evaluation and prediction will apply
         save_trained_model(result_nn.model, result_nn.spec, model_dir)
         mlflow.log_dict({"epochs": result_nn.history}, HISTORY_ARTIFACT)
+
+
+def _download_checkpoints(run_id: str, into: Path) -> bool:
+    """Fetches the run's checkpoints into ``into/checkpoints`` when it has a ``last.pt``; says if it had."""
+    import mlflow
+
+    saved = {
+        Path(item.path).name for item in mlflow.MlflowClient().list_artifacts(run_id, CHECKPOINTS_ARTIFACTS)
+    }
+    if LAST_CHECKPOINT not in saved:
+        return False
+    mlflow.artifacts.download_artifacts(
+        run_id=run_id, artifact_path=CHECKPOINTS_ARTIFACTS, dst_path=str(into)
+    )
+    return True

@@ -45,5 +45,5 @@ def validate_step(dataset_dir: Path, raw_config: dict[str, object], run_id: str,
         mlflow.set_tag(VALIDATION_SUCCESS_TAG, str(report.success).lower())
         mlflow.log_metric("validation.failed_checks", len(report.failures))
         if not report.success:
-            raise DataError(f"data validation failed ({dataset.info.source}):\n{report.summary()}")
+            raise DataError(f"{dataset.info.source}: {report.summary()}")
     log.info("validation passed: %d checks", report.checks)

@@ -92,6 +92,9 @@ class Task(ABC):
     recalibrate_batchnorm: ClassVar[bool]
     #: Whether prediction writes a file per image (mask PNGs), which needs an output folder.
     writes_files: ClassVar[bool]
+    #: Whether the task's networks take any image height and width (fully convolutional), so that the
+    #: registered export does too and a champion can be scored on data of another size.
+    any_input_size: ClassVar[bool] = False
 
     def check_config(self, config: PipelineConfig) -> None:
         """Refuses settings that do not fit this task (the model, loss and primary metric it names).

@@ -215,6 +215,7 @@ class Segmentation(Task):
     best_epoch_key: ClassVar[str] = "val_iou"
     recalibrate_batchnorm: ClassVar[bool] = False
     writes_files: ClassVar[bool] = True
+    any_input_size: ClassVar[bool] = True
 
     def check_config(self, config: PipelineConfig) -> None:
         """Also refuses ``features+svm`` and sides the networks' downsampling does not divide."""

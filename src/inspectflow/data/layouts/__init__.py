@@ -69,7 +69,7 @@ def detect_layout(root: Path) -> Layout:
     raise DataError(f"{root}: no supported layout found (expected {expected})")
 
 
-def read_source(root: Path, name: str, classes: list[str]) -> list[SourceImage]:
+def read_source(root: Path, name: str, classes: list[str], missing_masks: str = "error") -> list[SourceImage]:
     """Reads every image of a dataset.
 
     Args:
@@ -77,6 +77,8 @@ def read_source(root: Path, name: str, classes: list[str]) -> list[SourceImage]:
         name: ``auto`` (detect it) or a registered layout's name.
         classes: Configured class names, passed to the layout's reader: ``npy`` turns integer labels into
             them, ``dagm`` reads only those classes (all when empty).
+        missing_masks: ``error``: an image whose mask file the layout expected and did not find gets a mask
+            error, which validation reports; ``clean``: it is read as defect-free.
 
     Returns:
         The images in a stable order.
@@ -88,4 +90,9 @@ def read_source(root: Path, name: str, classes: list[str]) -> list[SourceImage]:
     layout = detect_layout(root) if name == "auto" else get_layout(name)
     if not root.is_dir():
         raise DataError(f"{root}: data folder not found")
-    return layout.read(root, classes)
+    records = layout.read(root, classes)
+    if missing_masks == "error":
+        for record in records:
+            if record.mask_missing:
+                record.mask_error = "no mask file (if it is defect-free, set data.missing_masks=clean)"
+    return records

@@ -39,6 +39,8 @@ class SourceImage:
         mask_source: Segmentation only: the mask file relative to the data root, else ``None``.
         mask_error: Why the mask cannot be decoded, else ``None``.
         defect_flag: The source's own defective/clean flag (DAGM's Labels.txt), when it has one.
+        mask_missing: Segmentation only: the layout expects a mask file for every image and found none
+            for this one (read as clean; ``data.missing_masks`` decides whether that is an error).
     """
 
     source: str
@@ -52,6 +54,7 @@ class SourceImage:
     mask_source: str | None = None
     mask_error: str | None = None
     defect_flag: bool | None = None
+    mask_missing: bool = False
 
 
 @dataclass(frozen=True)
@@ -88,7 +91,7 @@ def read_image_file(path: Path, root: Path, label: str, split: str | None) -> So
         The record, with ``(H, W, C)`` pixels or ``decode_error`` set.
     """
     source = path.relative_to(root).as_posix()
-    pixels, error = decode(path)
+    pixels, error = _decode_inside(path, root)
     if pixels is None:
         return SourceImage(source, 0, label, split, None, "unknown", decode_error=error)
     if pixels.ndim == 2:
@@ -124,12 +127,29 @@ def read_image_with_mask(
             record.mask_error = "mask file not found"
         return record
     record.mask_source = mask_path.relative_to(root).as_posix()
-    mask, mask_error = decode(mask_path)
+    mask, mask_error = _decode_inside(mask_path, root)
     if mask is None:
         record.mask_error = mask_error
         return record
     record.mask = (mask if mask.ndim == 2 else mask[..., 0]) > 127
     return record
+
+
+def outside_link(path: Path, root: Path) -> str | None:
+    """Why ``path`` must not be read: a symbolic link that leads out of the data folder, else ``None``.
+
+    A dataset is what its folder holds (and what DVC versions); a link to elsewhere would train on files
+    that no data version records.
+    """
+    target = path.resolve()
+    if target.is_relative_to(root.resolve()):
+        return None
+    return f"a link to {target}, outside the data folder"
+
+
+def _decode_inside(path: Path, root: Path) -> tuple[np.ndarray | None, str | None]:
+    reason = outside_link(path, root)
+    return (None, reason) if reason else decode(path)
 
 
 def find_mask(mask_dir: Path, stem: str) -> Path | None:

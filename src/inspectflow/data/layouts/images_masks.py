@@ -22,8 +22,8 @@ def read(root: Path, classes: list[str]) -> list[SourceImage]:
         classes: Unused: every image gets the label ``all``.
 
     Returns:
-        One record per image, in file-name order, with no split; images without a mask are clean (empty
-        mask).
+        One record per image, in file-name order, with no split; an image without a mask has an empty
+        one and ``mask_missing`` set.
 
     Raises:
         DataError: ``images/`` holds no images.
@@ -32,7 +32,12 @@ def read(root: Path, classes: list[str]) -> list[SourceImage]:
     images = sorted(p for p in image_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not images:
         raise DataError(f"{image_dir}: no images found")
-    return [read_image_with_mask(p, find_mask(mask_dir, p.stem), root, "all", None, None) for p in images]
+    records = []
+    for path in images:
+        mask = find_mask(mask_dir, path.stem)
+        records.append(read_image_with_mask(path, mask, root, "all", None, None))
+        records[-1].mask_missing = mask is None
+    return records
 
 
 LAYOUT = Layout(

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from inspectflow.data.layouts.base import Layout, SourceImage
+from inspectflow.data.layouts.base import Layout, SourceImage, outside_link
 from inspectflow.errors import DataError
 
 KAGGLE_CSV_COLUMNS = ["index", "angle", "indication_type", "indication_value", "split"]
@@ -40,6 +40,9 @@ def read(root: Path, classes: list[str]) -> list[SourceImage]:
     records = []
     for h5_path in pairs:
         csv_path = h5_path.with_suffix(".csv")
+        for path in (h5_path, csv_path):
+            if reason := outside_link(path, root):
+                raise DataError(f"{path}: {reason}")
         try:
             table = pd.read_csv(csv_path)
         except Exception as exc:

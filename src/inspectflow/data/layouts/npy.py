@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from inspectflow.data.layouts.base import Layout, SourceImage
+from inspectflow.data.layouts.base import Layout, SourceImage, outside_link
 from inspectflow.errors import DataError
 
 
@@ -34,6 +34,9 @@ def read(root: Path, classes: list[str]) -> list[SourceImage]:
         images = images[..., np.newaxis]
     if images.ndim != 4:
         raise DataError(f"{x_path}: shape {images.shape}, expected (N, H, W) or (N, H, W, C)")
+    if images.dtype.kind == "f" and np.isnan(images).any():
+        first = int(np.flatnonzero(np.isnan(images).reshape(len(images), -1).any(axis=1))[0])
+        raise DataError(f"{x_path}: image {first} holds NaN samples (not a number)")
     if labels.ndim == 2:  # one-hot rows
         labels = labels.argmax(axis=1)
     if labels.ndim != 1 or len(labels) != len(images):
@@ -54,6 +57,8 @@ def read(root: Path, classes: list[str]) -> list[SourceImage]:
 def _load_array(path: Path) -> np.ndarray:
     if not path.is_file():
         raise DataError(f"{path}: file not found")
+    if reason := outside_link(path, path.parent):
+        raise DataError(f"{path}: {reason}")
     try:
         array: np.ndarray = np.load(path, allow_pickle=False)
     except Exception as exc:
