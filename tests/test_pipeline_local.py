@@ -232,7 +232,7 @@ def test_concurrent_runs_share_a_store_and_the_better_model_ends_champion(tmp_pa
             assert run.returncode == 0, output[-3000:]
 
     finish(start("train.epochs=1"), start("train.epochs=1", "train.seed=1"))  # both create the store
-    finish(start("train.epochs=1", "train.lr=1e-6"), start("train.epochs=4"))  # weak and strong
+    finish(start("train.epochs=1", "train.lr=1e-6"), start("train.epochs=3"))  # weak and strong
 
     client = registry(work)
     versions = {str(v.version): v for v in client.search_model_versions("name='textile-classifier'")}
@@ -240,7 +240,7 @@ def test_concurrent_runs_share_a_store_and_the_better_model_ends_champion(tmp_pa
     scores = {number: float(v.tags["gate.new_score"]) for number, v in versions.items()}
     params = {number: client.get_run(v.run_id).data.params for number, v in versions.items()}
     weak = next(number for number, p in params.items() if p["train.lr"] == "1e-06")
-    strong = next(number for number, p in params.items() if p["train.epochs"] == "4")
+    strong = next(number for number, p in params.items() if p["train.epochs"] == "3")
     assert scores[strong] > scores[weak]
     champion = str(client.get_model_version_by_alias("textile-classifier", "champion").version)
     assert scores[champion] == max(scores.values())
@@ -252,12 +252,12 @@ def test_concurrent_runs_share_a_store_and_the_better_model_ends_champion(tmp_pa
     assert entries[-1].to_version == champion
 
 
-def test_a_killed_run_is_marked_killed_and_resumes_to_the_uninterrupted_result(tmp_path: Path) -> None:
+def test_a_killed_run_is_marked_killed_and_resumes_to_a_finished_run(tmp_path: Path) -> None:
+    """``kill -9`` mid-training, then ``--resume``; that a resumed run trains the very model an uninterrupted
+    one does is asserted weight for weight in ``test_train_evaluate.py``."""
     data = tmp_path / "demo"
     assert inspectflow("synth", "textile", "--out", str(data), "--n", "300", "--seed", "4").returncode == 0
     settings = ["train.epochs=4", *NO_FLOORS]
-    whole = run_textile(data, tmp_path / "whole", settings)
-    assert whole.returncode == 0, whole.stdout[-3000:] + whole.stderr[-3000:]
 
     work = tmp_path / "killed"
     sets = [arg for item in settings for arg in ("--set", item)]
@@ -297,9 +297,5 @@ def test_a_killed_run_is_marked_killed_and_resumes_to_the_uninterrupted_result(t
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED"
     assert [m.step for m in client.get_metric_history(run_id, "train_loss")] == [1, 2, 3, 4]
-    (reference,) = registry(tmp_path / "whole").search_runs(
-        [registry(tmp_path / "whole").get_experiment_by_name("textile").experiment_id]
-    )
-    for name in ("test_accuracy", "test_macro_f1"):
-        assert run.data.metrics[name] == pytest.approx(reference.data.metrics[name], abs=1e-9), name
+    assert "test_macro_f1" in run.data.metrics and run.data.tags["gate.decision"] == "promoted"
     assert not [r for r in client.search_runs([run.info.experiment_id]) if r.info.status == "RUNNING"]

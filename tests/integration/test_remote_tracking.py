@@ -260,7 +260,7 @@ def test_runs_racing_to_the_gate_on_postgres_end_with_the_better_champion(
         return subprocess.Popen(command, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
     # Whichever reaches the gate first is judged first; the other is judged against its outcome.
-    racing = [start("train.epochs=1", "train.lr=1e-6"), start("train.epochs=4")]  # weak, strong
+    racing = [start("train.epochs=1", "train.lr=1e-6"), start("train.epochs=3")]  # weak, strong
     for run in racing:
         out, _ = run.communicate(timeout=RUN_TIMEOUT_S)
         assert run.returncode == 0, out[-3000:]
@@ -269,7 +269,7 @@ def test_runs_racing_to_the_gate_on_postgres_end_with_the_better_champion(
     versions = client.search_model_versions(f"name = '{name}'")
     scores = {str(v.version): float(v.tags["gate.new_score"]) for v in versions}
     strong = next(
-        str(v.version) for v in versions if client.get_run(v.run_id).data.params["train.epochs"] == "4"
+        str(v.version) for v in versions if client.get_run(v.run_id).data.params["train.epochs"] == "3"
     )
     assert len(scores) == 2 and scores[strong] == max(scores.values())
     assert str(client.get_model_version_by_alias(name, "champion").version) == strong
