@@ -7,6 +7,7 @@ cores, so they are marked ``real`` and run on demand: ``pytest -m real``.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -77,7 +78,9 @@ def run_cli(workload: str, data: Path, work: Path, *extra: str) -> dict[str, flo
     """Runs ``inspectflow run`` with default settings; returns the finished run's metrics."""
     command = [sys.executable, "-m", "inspectflow", "run", workload, "--data", str(data)]
     command += ["--workdir", str(work)]
-    subprocess.run([*command, *extra], check=True, cwd=work, capture_output=True, timeout=3600)
+    # The embedded store in `work`: mlflow.set_tracking_uri below exports the URI to this process's children.
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    subprocess.run([*command, *extra], check=True, cwd=work, env=env, capture_output=True, timeout=3600)
     mlflow.set_tracking_uri(f"sqlite:///{work / 'mlflow.db'}")
     client = MlflowClient()
     (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()], "status='FINISHED'")
