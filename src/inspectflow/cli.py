@@ -6,7 +6,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -629,18 +629,23 @@ def predict(
     task_name = registered_spec(uri).task
     if get_task(task_name).writes_files and mask_dir is None:
         mask_dir = (output.parent if output else Path(".")) / "masks"
-    records = predict_files(uri, list(paths), task_name, batch_size, mask_dir, fail_fast)
-    errors = []
+    errors: list[str] = []
+
+    def noting_errors(records: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        for record in records:
+            if "error" in record:
+                errors.append(record["error"])
+            yield record
+
+    records = noting_errors(predict_files(uri, list(paths), task_name, batch_size, mask_dir, fail_fast))
     if output is None:
         for record in records:
-            errors += [record["error"]] if "error" in record else []
             click.echo(json.dumps(record))
     else:
         partial = output.with_name(output.name + ".partial")  # never a half-written file under the name
         try:
             with partial.open("w") as handle:
                 for record in records:
-                    errors += [record["error"]] if "error" in record else []
                     handle.write(json.dumps(record) + "\n")
         except BaseException:
             partial.unlink(missing_ok=True)

@@ -55,15 +55,15 @@ def pipeline_step(name: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
             try:
                 return function(*args, **kwargs)
             except Exception as error:
+                unreachable = _tracking_failure(error)
                 cause = one_line(error)
                 _report(name, cause)
                 run_id = signature.bind_partial(*args, **kwargs).arguments.get("run_id")
-                if isinstance(run_id, str) and not tracking_unreachable(error):
+                if isinstance(run_id, str) and unreachable is None:  # a server that is down takes nothing
                     _mark_failed(run_id, f"{name}: {cause}")
                 if os.environ.get(ERROR_FILE_ENV) and not os.environ.get(VERBOSE_ENV):
                     print(f"{name} failed: {cause}", file=sys.stderr)
                     raise SystemExit(1) from None
-                unreachable = _tracking_failure(error)
                 if unreachable is not None:
                     raise unreachable from error
                 raise

@@ -174,10 +174,10 @@ def register_step(
         try:
             champion_version = client.get_model_version_by_alias(name, CHAMPION)
         except MlflowException:
-            return decide(new_scores, None, gate_config, new_primary, *floors), None  # no champion yet
+            champion_version = None  # no registered model or no champion yet
         # The floors first: a model that learned nothing is refused whatever the champion.
         decision = decide(new_scores, None, gate_config, new_primary, *floors)
-        if not decision.promote:
+        if not decision.promote or champion_version is None:
             return decision, champion_version
         champion_classes = json.loads(champion_version.tags.get(CLASSES_TAG, "[]"))
         if mismatch := task.champion_mismatch(champion_classes, spec.classes):
