@@ -30,10 +30,15 @@ def evaluate(
     import json
     from pathlib import Path
 
-    from inspectflow.steps.evaluate import evaluate_step
+    from inspectflow.steps.worker import call_step
 
-    scores = evaluate_step(
-        Path(dataset.path), Path(model.path), json.loads(config), mlflow_run_id, Path(evaluation.path)
+    scores = call_step(
+        "inspectflow.steps.evaluate:evaluate_step",
+        Path(dataset.path),
+        Path(model.path),
+        json.loads(config),
+        mlflow_run_id,
+        Path(evaluation.path),
     )
     for name, value in scores.metrics().items():
         metrics.log_metric(name, value)

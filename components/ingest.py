@@ -35,8 +35,15 @@ def ingest(
     import json
     from pathlib import Path
 
-    from inspectflow.steps.ingest import ingest_step
+    from inspectflow.steps.worker import call_step
 
-    return ingest_step(
-        source, json.loads(config), Path(dataset.path), pipeline_name, kfp_run_name, kfp_run_id, resume_run_id
+    return call_step(
+        "inspectflow.steps.ingest:ingest_step",
+        source,
+        json.loads(config),
+        Path(dataset.path),
+        pipeline_name,
+        kfp_run_name,
+        kfp_run_id,
+        resume_run_id,
     )

@@ -29,9 +29,14 @@ def register(
     import json
     from pathlib import Path
 
-    from inspectflow.steps.register import register_step
+    from inspectflow.steps.worker import call_step
 
-    summary = register_step(
-        Path(dataset.path), Path(model.path), Path(evaluation.path), json.loads(config), mlflow_run_id
+    summary = call_step(
+        "inspectflow.steps.register:register_step",
+        Path(dataset.path),
+        Path(model.path),
+        Path(evaluation.path),
+        json.loads(config),
+        mlflow_run_id,
     )
     return json.dumps(summary)

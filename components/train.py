@@ -20,6 +20,12 @@ def train(
     import json
     from pathlib import Path
 
-    from inspectflow.steps.train import train_step
+    from inspectflow.steps.worker import call_step
 
-    train_step(Path(dataset.path), json.loads(config), mlflow_run_id, Path(model.path))
+    call_step(
+        "inspectflow.steps.train:train_step",
+        Path(dataset.path),
+        json.loads(config),
+        mlflow_run_id,
+        Path(model.path),
+    )

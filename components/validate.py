@@ -20,6 +20,12 @@ def validate(
     import json
     from pathlib import Path
 
-    from inspectflow.steps.validate import validate_step
+    from inspectflow.steps.worker import call_step
 
-    validate_step(Path(dataset.path), json.loads(config), mlflow_run_id, Path(report.path))
+    call_step(
+        "inspectflow.steps.validate:validate_step",
+        Path(dataset.path),
+        json.loads(config),
+        mlflow_run_id,
+        Path(report.path),
+    )

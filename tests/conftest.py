@@ -64,6 +64,7 @@ def tiny_config(*overrides: str) -> PipelineConfig:
         # Random pixels teach nothing: the gate's floors are tested on their own.
         "register.min_score=0",
         "register.baseline_margin=null",
+        "register.onnx=false",  # the ONNX export (seconds) is tested on its own
     ]
     return build_config("textile", [*base, *overrides])
 
@@ -99,6 +100,7 @@ def tiny_dagm_config(*overrides: str) -> PipelineConfig:
         "train.crop=16",
         "train.batch_size=4",
         "register.min_score=0",
+        "register.onnx=false",
     ]
     return build_config("dagm", [*base, "register.baseline_margin=null", *overrides])
 
@@ -116,7 +118,7 @@ def inserts_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_inserts_config(*overrides: str) -> PipelineConfig:
     """Inserts config at 64 px with random weights; MobileNet features for the SVM (VGG16 is slow on CPU)."""
     base = ["data.image_side=64", "weights=random", "backbone=mobilenet_v2", "epochs=1", "repeats=3"]
-    base += ["register.min_score=0", "register.baseline_margin=null"]
+    base += ["register.min_score=0", "register.baseline_margin=null", "register.onnx=false"]
     return build_config("inserts", [*base, *overrides])
 
 

@@ -160,8 +160,9 @@ def test_segmentation_training_evaluation_and_overlays(dagm_dir: Path, tmp_path:
     assert set(scores.per_class) == {"Class1", "Class2"}
     assert {"test_iou", "test_iou_Class1", "test_detection_fpr_Class2"} <= set(scores.metrics())
     images, _ = dataset.split("test")
-    pred = predict_masks(result.model, images, batch_size=4, threshold=0.5)
-    assert score_segmentation(dataset, pred, config.evaluate) == scores
+    pred, image_scores = predict_masks(result.model, images, batch_size=4, threshold=0.5)
+    assert image_scores.shape == (len(images),) and ((image_scores > 0.5) == pred.any(axis=(1, 2))).all()
+    assert score_segmentation(dataset, pred, image_scores, config.evaluate) == scores
     paths = draw_overlays(dataset, pred, 2, tmp_path / "overlays")
     assert len(paths) == 4 and all(Image.open(p).size == (96, 32) for p in paths)
 
@@ -172,7 +173,9 @@ def test_segmentation_scores_by_hand() -> None:
     pred = np.zeros_like(truth)
     pred[0, :2, :] = True  # 8 px, 4 right
     pred[2, 0, 0] = True  # a false alarm on a clean image
-    scores = score_masks(pred, truth, np.array(["a", "a", "b"]), EvaluateConfig(detection_threshold=0.0))
+    image_scores = np.array([0.9, 0.2, 0.6])  # the false alarm is flagged, the faint clean image is not
+    config = EvaluateConfig(detection_threshold=0.5)
+    scores = score_masks(pred, image_scores, truth, np.array(["a", "a", "b"]), config)
     assert scores.iou == pytest.approx(4 / 9) and scores.dice == pytest.approx(8 / 13)
     assert scores.mean_defect_iou == pytest.approx(0.5)
     assert (scores.detection_tpr, scores.detection_fpr) == (1.0, 0.5)
@@ -180,10 +183,13 @@ def test_segmentation_scores_by_hand() -> None:
 
 
 def test_the_detection_threshold_is_picked_on_validation_unless_set() -> None:
-    # Validation: two defective images (defects of 16 and 24 of 64 px), two clean ones with stray pixels.
+    # Validation: two defective images, one faint (below the mask threshold), and two clean ones with
+    # stray pixels of lower probability.
     logits = torch.full((4, 1, 8, 8), -10.0)
-    logits[0, 0, :2] = logits[1, 0, :3] = 10.0  # predicted defects: 16 and 24 px
-    logits[2, 0, 0, :2] = logits[3, 0, 0, :4] = 10.0  # false alarms: 2 and 4 px
+    logits[0, 0, :2] = 3.0  # a clear defect, p 0.95
+    logits[1, 0, :3] = -1.0  # a faint one, p 0.27: no pixel in the mask
+    logits[2, 0, 0, :2] = -2.0  # stray pixels, p 0.12
+    logits[3, 0, 0, :4] = -3.0  # p 0.05
     targets = torch.zeros(4, 1, 8, 8)
     targets[0, 0, :2] = targets[1, 0, :3] = 1.0
     images = torch.arange(4.0).view(4, 1, 1, 1)  # the model below looks an image's logits up by its value
@@ -192,7 +198,8 @@ def test_the_detection_threshold_is_picked_on_validation_unless_set() -> None:
         return logits[batch.flatten(1)[:, 0].long()]
 
     picked = SEGMENTATION.thresholds(EvaluateConfig(batch_size=3), predictor, images, targets)
-    assert picked["detection_threshold"] == pytest.approx(4 / 64)  # the larger false alarm is not a detection
+    # The cut below the faint defect separates them; the threshold hugs the clean side, at the strays' score.
+    assert picked["detection_threshold"] == pytest.approx(float(torch.sigmoid(torch.tensor(-2.0))))
     assert picked["mask_threshold"] == 0.5
     fixed = SEGMENTATION.thresholds(EvaluateConfig(detection_threshold=0.01), predictor, images, targets)
     assert fixed["detection_threshold"] == 0.01

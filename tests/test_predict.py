@@ -62,8 +62,10 @@ def store(tmp_path_factory: pytest.TempPathFactory, dagm_dir: Path) -> Iterator[
         patch.setenv("MLFLOW_TRACKING_URI", uri)
         mlflow.set_tracking_uri(uri)
         try:
-            assert run_steps(npy, root / "textile", tiny_config().to_dict())["alias"] == "champion"
-            assert run_steps(dagm_dir, root / "dagm", tiny_dagm_config().to_dict())["alias"] == "champion"
+            # With their ONNX exports, for the engine tests.
+            textile, dagm = tiny_config("register.onnx=true"), tiny_dagm_config("register.onnx=true")
+            assert run_steps(npy, root / "textile", textile.to_dict())["alias"] == "champion"
+            assert run_steps(dagm_dir, root / "dagm", dagm.to_dict())["alias"] == "champion"
             yield Store(uri, root, images)
         finally:
             mlflow.set_tracking_uri(None)
@@ -190,8 +192,8 @@ def test_segmenter_writes_a_mask_at_each_images_own_size(
 
     assert [r["path"] for r in records] == [str(p) for p in paths]
     for path, record in zip(paths, records, strict=True):
-        assert set(record) == {"path", "defect_area", "defective", "mask"}
-        assert 0.0 <= record["defect_area"] <= 1.0
+        assert set(record) == {"path", "defect_score", "defect_area", "defective", "mask"}
+        assert 0.0 <= record["defect_area"] <= 1.0 and 0.0 <= record["defect_score"] <= 1.0
         assert isinstance(record["defective"], bool)
         mask_path = Path(record["mask"])
         assert mask_path.parent == masks and mask_path.is_file()
@@ -310,3 +312,29 @@ def test_cli_predict_fail_fast_stops_and_leaves_no_file(uses_store: Store, tmp_p
     assert result.exit_code == 1
     assert "broken.png" in str(result.exception)
     assert list(out.parent.iterdir()) == []
+
+
+# -- engines -------------------------------------------------------------------------------------------------
+
+
+def test_the_onnx_engine_predicts_as_pytorch_does(uses_store: Store, dagm_dir: Path, tmp_path: Path) -> None:
+    textile = textile_pngs(uses_store, tmp_path / "textile")
+    eager = list(predict_files(CLASSIFIER, textile, "classification", batch_size=3))
+    onnx = list(predict_files(CLASSIFIER, textile, "classification", batch_size=3, engine="onnx"))
+    assert [r["label"] for r in onnx] == [r["label"] for r in eager]
+    for ours, theirs in zip(onnx, eager, strict=True):
+        assert all(abs(ours[k] - theirs[k]) <= 1e-4 for k in theirs if k.startswith("p_"))
+
+    surfaces = dagm_pngs(dagm_dir, tmp_path / "dagm")  # one of another size: ONNX takes any height and width
+    eager = list(predict_files(SEGMENTER, surfaces, "segmentation", 2, tmp_path / "m1"))
+    onnx = list(predict_files(SEGMENTER, surfaces, "segmentation", 2, tmp_path / "m2", engine="onnx"))
+    for ours, theirs in zip(onnx, eager, strict=True):
+        assert abs(ours["defect_score"] - theirs["defect_score"]) <= 1e-4
+
+
+def test_predict_cli_takes_the_onnx_engine(uses_store: Store, tmp_path: Path) -> None:
+    paths = textile_pngs(uses_store, tmp_path / "in")
+    result = CliRunner().invoke(cli, ["predict", "textile", *map(str, paths), "--engine", "onnx"])
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert [record["label"] in TEXTILE_CLASSES for record in records] == [True] * 4

@@ -89,10 +89,13 @@ def masks_with_counts(
     return pred, truth, names
 
 
+def areas(pred: np.ndarray) -> np.ndarray:
+    """Image scores for these tests: each image's predicted defect area."""
+    return pred.reshape(len(pred), -1).mean(axis=1)
+
+
 def expected_counts(pred: np.ndarray, truth: np.ndarray, threshold: float) -> Counter[tuple[str, str]]:
-    rates = seg.detection_rates(
-        pred.reshape(len(pred), -1).mean(axis=1), truth.reshape(len(truth), -1).any(axis=1), threshold
-    )
+    rates = seg.detection_rates(areas(pred), truth.reshape(len(truth), -1).any(axis=1), threshold)
     return Counter(
         {
             ("defective", "defective"): int(rates["true_positives"]),
@@ -110,7 +113,7 @@ def test_segmentation_rows_reconstruct_the_detection_counts_exactly(seed: int, t
     groups = {"Class1": int(rng.integers(1, 12)), "Class2": int(rng.integers(1, 30)), "Class7": 13}
     pred, truth, names = masks_with_counts(rng, groups)
     config = EvaluateConfig(detection_threshold=0.0)
-    scores = score_masks(pred, truth, names, config)
+    scores = score_masks(pred, areas(pred), truth, names, config)
     expected = expected_counts(pred, truth, config.detection_threshold)
 
     rows = confusion_rows(scores)
@@ -131,7 +134,7 @@ def test_segmentation_rows_when_every_image_is_of_one_kind(truth_defective: bool
     if truth_defective:
         truth[:, 2:4, 2:4] = True
     config = EvaluateConfig(detection_threshold=0.0)
-    scores = score_masks(pred, truth, np.array(["Class1"] * 9), config)
+    scores = score_masks(pred, areas(pred), truth, np.array(["Class1"] * 9), config)
 
     rows = confusion_rows(scores)
 
@@ -223,7 +226,7 @@ def test_write_plots_reads_the_history_and_scores_of_an_mlflow_run(tmp_path: Pat
 def test_write_plots_without_a_training_history_writes_only_the_confusion(tmp_path: Path) -> None:
     rng = np.random.default_rng(3)
     pred, truth, names = masks_with_counts(rng, {"Class1": 5})
-    save_scores(score_masks(pred, truth, names, EvaluateConfig()), tmp_path / "scores.json")
+    save_scores(score_masks(pred, areas(pred), truth, names, EvaluateConfig()), tmp_path / "scores.json")
     with mlflow.start_run() as run:  # features+svm: no epochs, no history
         mlflow.log_artifact(str(tmp_path / "scores.json"), "evaluation")
 

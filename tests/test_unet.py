@@ -204,32 +204,32 @@ def test_detection_rates_with_a_threshold() -> None:
     assert only_defective["true_positive_rate"] == 1.0
 
 
-def test_picked_detection_threshold_is_the_largest_clean_area_below_the_smallest_defect() -> None:
-    # Clean images with stray pixels (up to 0.004 of the image); defects cover 0.01 and more.
-    areas = np.array([0.0, 0.001, 0.004, 0.0, 0.01, 0.05, 0.2])
+def test_picked_detection_threshold_is_the_highest_clean_score_below_the_faintest_defect() -> None:
+    # Clean images score up to 0.4; defects 0.45 and more.
+    scores = np.array([0.0, 0.1, 0.4, 0.0, 0.45, 0.9, 0.99])
     defective = np.array([False, False, False, False, True, True, True])
-    threshold = pick_detection_threshold(areas, defective)
-    assert threshold == pytest.approx(0.004)
-    rates = detection_rates(areas, defective, threshold)
+    threshold = pick_detection_threshold(scores, defective, default=0.5)
+    assert threshold == pytest.approx(0.4)
+    rates = detection_rates(scores, defective, threshold)
     assert rates["true_positive_rate"] == 1.0 and rates["false_positive_rate"] == 0.0
 
 
 def test_picked_detection_threshold_prefers_fewer_false_alarms_among_equal_cuts() -> None:
     # Cut above 0.02: TPR 2/3, FPR 0. Cut above 0.005: TPR 1, FPR 1/3. Both J = 2/3.
-    areas = np.array([0.0, 0.0, 0.01, 0.008, 0.05, 0.2])
+    scores = np.array([0.0, 0.0, 0.01, 0.008, 0.05, 0.2])
     defective = np.array([False, False, False, True, True, True])
-    assert pick_detection_threshold(areas, defective) == pytest.approx(0.01)
+    assert pick_detection_threshold(scores, defective, default=0.5) == pytest.approx(0.01)
 
 
 @pytest.mark.parametrize(
-    ("areas", "defective"),
+    ("scores", "defective"),
     [
         ([0.1, 0.2], [True, True]),  # no clean image
         ([0.1, 0.2], [False, False]),  # no defective image
         ([0.3, 0.0], [False, True]),  # the cut that separates them would invert them
     ],
 )
-def test_picked_detection_threshold_is_any_pixel_without_a_cut_that_helps(
-    areas: list[float], defective: list[bool]
+def test_picked_detection_threshold_is_the_default_without_a_cut_that_helps(
+    scores: list[float], defective: list[bool]
 ) -> None:
-    assert pick_detection_threshold(np.array(areas), np.array(defective)) == 0.0
+    assert pick_detection_threshold(np.array(scores), np.array(defective), default=0.5) == 0.5

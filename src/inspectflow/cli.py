@@ -17,6 +17,7 @@ from inspectflow.data.versioning import DEMO_SEED
 
 if TYPE_CHECKING:
     from inspectflow.config import PipelineConfig
+    from inspectflow.registered import Engine
 from inspectflow.errors import VERBOSE_ENV, InspectflowError
 
 _Command = TypeVar("_Command", bound=Callable[..., Any])
@@ -602,6 +603,13 @@ def runs(clean: bool, last_n: int, workdir: Path) -> None:
 )
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--fail-fast", is_flag=True, help="Stop at the first image that cannot be read.")
+@click.option(
+    "--engine",
+    type=click.Choice(["torch", "onnx"]),
+    default="torch",
+    show_default=True,
+    help="Run the model in PyTorch, or its ONNX export in ONNX Runtime.",
+)
 @_WORKDIR
 def predict(
     workload: str,
@@ -611,6 +619,7 @@ def predict(
     mask_dir: Path | None,
     batch_size: int,
     fail_fast: bool,
+    engine: Engine,
     workdir: Path,
 ) -> None:
     """Predict images with the champion: a JSON line per image (dagm: also a mask PNG, the defect area).
@@ -637,7 +646,9 @@ def predict(
                 errors.append(record["error"])
             yield record
 
-    records = noting_errors(predict_files(uri, list(paths), task_name, batch_size, mask_dir, fail_fast))
+    records = noting_errors(
+        predict_files(uri, list(paths), task_name, batch_size, mask_dir, fail_fast, engine)
+    )
     if output is None:
         for record in records:
             click.echo(json.dumps(record))

@@ -184,9 +184,10 @@ class TrainConfig(_Section):
         class_balance: ``auto`` counters imbalance, the normal case on a line: class-weighted loss for
             classification; for segmentation, defective images make up at least a third of each epoch,
             crops land on defects and BCE weighs defect pixels up. ``none`` trains on the data as it is.
-        precision: ``auto`` trains in bfloat16 autocast the models it was measured to speed up (about 2x
-            for ``unet`` and ``resnet18`` here) on hardware with native bfloat16, else in float32;
-            ``fp32`` or ``bf16`` force one.
+        precision: ``auto`` trains in bfloat16 autocast the models it was measured to speed up on a CPU
+            with native bfloat16 (about 2x for ``unet`` and ``resnet18`` here), on a GPU every model in
+            mixed precision (bfloat16 where supported, else float16 with loss scaling), else in float32;
+            ``fp32``, ``bf16`` or ``fp16`` force one.
         batch_size: Images per optimisation step.
         lr: Adam learning rate.
         weight_decay: Adam weight decay.
@@ -214,7 +215,7 @@ class TrainConfig(_Section):
     patience: int | None = Field(5, ge=1)
     max_minutes: float | None = Field(10.0, gt=0.0)
     class_balance: Literal["auto", "none"] = "auto"
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     batch_size: int = Field(16, ge=1)
     lr: float = Field(2e-3, gt=0.0)
     weight_decay: float = Field(1e-4, ge=0.0)
@@ -231,10 +232,10 @@ class EvaluateConfig(_Section):
     Attributes:
         batch_size: Images per inference batch.
         mask_threshold: Probability above which a pixel is predicted defective (segmentation).
-        detection_threshold: An image is declared defective when its predicted defect area exceeds this
-            share of the image (segmentation); 0: any pixel above ``mask_threshold``. ``None`` (default):
-            picked on the validation split after training, as the area that best separates its defective
-            from its clean images; the model keeps it (0 when validation has no image of either kind).
+        detection_threshold: An image is declared defective when its defect score, the highest pixel
+            probability, exceeds this (segmentation). ``None`` (default): picked on the validation split
+            after training, as the score that best separates its defective from its clean images; the model
+            keeps it (``mask_threshold`` when validation has no image of either kind).
         overlays: Best and worst test images drawn as overlays (image, truth, prediction) for MLflow.
     """
 
@@ -265,6 +266,8 @@ class RegisterConfig(_Section):
         min_improvement: The challenger must beat the champion's primary metric by more than this.
         flavor: How the model is logged: ``pytorch`` (a pt2 export taking float tensors) or ``pyfunc`` (takes
             image paths or arrays, returns labels and probabilities; required by ``features+svm``).
+        onnx: Also export a network to ONNX (dynamic batch, height and width) and log it with the version,
+            for ``inspectflow predict --engine onnx`` and the pyfunc's ``engine`` (not ``features+svm``).
         max_class_drop: Largest drop of any class's score (F1 for classification, IoU for segmentation) the
             challenger may show against the champion.
     """
@@ -276,6 +279,7 @@ class RegisterConfig(_Section):
     min_improvement: float = Field(0.0, ge=0.0)
     max_class_drop: float = Field(0.05, ge=0.0)
     flavor: Literal["pytorch", "pyfunc"] = "pytorch"
+    onnx: bool = True
 
 
 class TrackingConfig(_Section):

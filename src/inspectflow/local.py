@@ -1,7 +1,8 @@
 """Runs the kfp pipeline on this machine: ``kfp.local.SubprocessRunner`` and the embedded MLflow store.
 
 Each step runs as a subprocess of this interpreter (``use_venv=False``: nothing is installed per task), so
-the environment inspectflow is installed in is the one the steps use.
+the environment inspectflow is installed in is the one the steps use. The subprocesses hand their work to
+one warm worker (:mod:`inspectflow.steps.worker`) that has the steps' libraries imported already.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 from inspectflow.config import PipelineConfig
 from inspectflow.data.transfer import is_s3_uri
 from inspectflow.errors import ERROR_FILE_ENV, InspectflowError
+from inspectflow.steps.worker import serving
 from inspectflow.tracking import OWNER_PID_ENV, configure_tracking
 
 LOCAL_OUTPUTS = "local_outputs"
@@ -53,19 +55,23 @@ def run_local(source: str, config: PipelineConfig, workdir: Path, resume_run_id:
     from inspectflow.pipelines.inspection import inspection_pipeline
 
     workdir.mkdir(parents=True, exist_ok=True)
-    tracking_uri = configure_tracking(workdir)
-    local.init(
-        runner=local.SubprocessRunner(use_venv=False),
-        pipeline_root=str((workdir / LOCAL_OUTPUTS).resolve()),
-        raise_on_error=True,
-    )
     with (
         tempfile.NamedTemporaryFile("r", suffix=".log", encoding="utf-8") as errors,
         tempfile.TemporaryDirectory(prefix="inspectflow-steps-") as step_tmp,
+        # Started first: the worker imports the steps' libraries while this process sets up the run.
+        serving(Path(step_tmp)) as worker,
         # kfp writes each step's program to `mktemp -d` and leaves it there: a folder of ours, removed.
-        _environment(TMPDIR=step_tmp, **{ERROR_FILE_ENV: errors.name, OWNER_PID_ENV: str(os.getpid())}),
+        _environment(
+            TMPDIR=step_tmp, **worker, **{ERROR_FILE_ENV: errors.name, OWNER_PID_ENV: str(os.getpid())}
+        ),
         warnings.catch_warnings(),
     ):
+        tracking_uri = configure_tracking(workdir)
+        local.init(
+            runner=local.SubprocessRunner(use_venv=False),
+            pipeline_root=str((workdir / LOCAL_OUTPUTS).resolve()),
+            raise_on_error=True,
+        )
         # The component images, GPU and memory requests are for a cluster; running them here in this
         # interpreter, without them, is what the local runner is for, so kfp's warnings about it are noise.
         warnings.filterwarnings("ignore", message=".*non-Python base image.*", category=RuntimeWarning)

@@ -66,6 +66,8 @@ AUDIT_TAG_PREFIX = "audit."
 
 #: The logged model's name in its run, and the pyfunc model's key for the model folder.
 MODEL_ARTIFACT = "model"
+#: The ONNX export among a pyfunc model's artifacts (a pytorch-flavor model keeps it in ``extra_files/``).
+ONNX_ARTIFACT = "onnx"
 DATA_ARTIFACTS = "data"
 VALIDATION_ARTIFACTS = "validation"
 CHECKPOINTS_ARTIFACTS = "checkpoints"

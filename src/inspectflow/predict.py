@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from inspectflow.tasks.base import PredictedImage
+
+if TYPE_CHECKING:
+    from inspectflow.registered import Engine
 
 
 def predict_files(
@@ -20,6 +23,7 @@ def predict_files(
     batch_size: int,
     mask_dir: Path | None = None,
     fail_fast: bool = False,
+    engine: Engine = "torch",
 ) -> Iterator[dict[str, Any]]:
     """Yields one record per image, in order, predicting in batches.
 
@@ -28,8 +32,9 @@ def predict_files(
 
     Images are brought to the model's input as its training images were (the preprocessing its spec
     keeps), and its thresholds are the ones it was evaluated with. A classifier's record holds ``label``,
-    its ``probability`` and every class's probability; a segmenter's the ``defect_area`` (share of
-    defective pixels), ``defective`` (area above the detection threshold) and the path of its mask PNG
+    its ``probability`` and every class's probability; a segmenter's the ``defect_score`` (highest pixel
+    probability), ``defect_area`` (share of defective pixels), ``defective`` (score above the detection
+    threshold) and the path of its mask PNG
     (255 = defect, at the image's own size) written into ``mask_dir``.
 
     Args:
@@ -39,6 +44,7 @@ def predict_files(
         batch_size: Images per forward pass.
         mask_dir: Where files a prediction writes go (segmentation masks).
         fail_fast: Raise at the first file that cannot be decoded instead.
+        engine: ``torch``, or ``onnx`` to run the ONNX export logged with the model in ONNX Runtime.
 
     Raises:
         DataError: With ``fail_fast``, an image cannot be decoded (named); nothing after it is predicted.
@@ -50,7 +56,7 @@ def predict_files(
     from inspectflow.tasks import get_task
 
     task = get_task(task_name)
-    predictor, spec = load_registered(model_uri)
+    predictor, spec = load_registered(model_uri, engine)
     thresholds = EvaluateConfig.model_validate(spec.thresholds)
     if mask_dir is not None:
         mask_dir.mkdir(parents=True, exist_ok=True)

@@ -9,14 +9,20 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from inspectflow.data.dataset import Dataset
+from inspectflow.errors import InspectflowError
 from inspectflow.models.artifact import ModelSpec, Predictor
-from inspectflow.names import MODEL_ARTIFACT
+from inspectflow.names import MODEL_ARTIFACT, ONNX_ARTIFACT
+
+#: What runs a registered model: PyTorch, or ONNX Runtime on the ONNX export logged with it.
+Engine = Literal["torch", "onnx"]
+#: Where a pytorch-flavor model keeps its ONNX export (MLflow's ``extra_files``).
+PYTORCH_ONNX_PATH = "extra_files/model.onnx"
 
 
-def load_registered(uri: str) -> tuple[Predictor, ModelSpec]:
+def load_registered(uri: str, engine: Engine = "torch") -> tuple[Predictor, ModelSpec]:
     """Loads a registered model, whichever flavor it was logged in, and the spec it was logged with.
 
     The predictor is a callable on float image tensors; the spec says how images are brought to it and
@@ -24,25 +30,43 @@ def load_registered(uri: str) -> tuple[Predictor, ModelSpec]:
 
     Raises:
         TypeError: The model is a pyfunc that inspectflow did not write.
+        InspectflowError: ``engine="onnx"`` for a version logged without an ONNX export.
     """
     import tempfile
 
     import mlflow
 
+    from inspectflow.models.onnx import OnnxPredictor
     from inspectflow.serving import ImageClassifier
 
     info = mlflow.models.get_model_info(uri)  # one read of the MLmodel file, remote or local
     spec = _spec_from_metadata(info.metadata or {})
     # Into a folder of our own: without one, a local store hands MLflow the version's own folder, and it
-    # writes a `registered_model_meta` file into another run's artifacts. Both flavors load into memory.
+    # writes a `registered_model_meta` file into another run's artifacts. Every engine loads into memory.
     with tempfile.TemporaryDirectory(prefix="inspectflow-model-") as copy:
+        if "pytorch" in info.flavors and engine == "onnx":
+            onnx_path = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=copy))
+            if not (onnx_path / PYTORCH_ONNX_PATH).is_file():
+                raise InspectflowError(_no_onnx(uri))
+            return OnnxPredictor(onnx_path / PYTORCH_ONNX_PATH), spec
         if "pytorch" in info.flavors:
             predictor: Predictor = mlflow.pytorch.load_model(uri, dst_path=copy)
             return predictor, spec
-        wrapper = mlflow.pyfunc.load_model(uri, dst_path=copy).unwrap_python_model()
+        try:
+            model = mlflow.pyfunc.load_model(uri, dst_path=copy, model_config={"engine": engine})
+        except FileNotFoundError:
+            raise InspectflowError(_no_onnx(uri)) from None
+        wrapper = model.unwrap_python_model()
     if not isinstance(wrapper, ImageClassifier):
         raise TypeError(f"{uri} is not an inspectflow model")
     return wrapper.predictor, spec
+
+
+def _no_onnx(uri: str) -> str:
+    return (
+        f"{uri} was registered without an ONNX export (a features+svm model, register.onnx=false, or an "
+        "older version); predict with --engine torch"
+    )
 
 
 def registered_spec(uri: str) -> ModelSpec:
@@ -62,16 +86,46 @@ def _spec_from_metadata(metadata: dict[str, Any]) -> ModelSpec:
     return ModelSpec("unknown", list(metadata["classes"]), Preprocess("resize", side, side, channels))
 
 
-def log_model(predictor: Predictor, spec: ModelSpec, model_dir: Path, dataset: Dataset, flavor: str) -> Any:
+def log_model(
+    predictor: Predictor, spec: ModelSpec, model_dir: Path, dataset: Dataset, flavor: str, onnx: bool = True
+) -> Any:
     """Logs the model to the active MLflow run.
 
     ``pytorch`` logs a pt2 export with its signature and input example, loadable without inspectflow;
     ``pyfunc`` logs the model directory behind :class:`~inspectflow.serving.ImageClassifier`, which takes
-    image paths or arrays of any size.
+    image paths or arrays of any size. With ``onnx``, a network's ONNX export (dynamic batch, height and
+    width) travels with it: in ``extra_files/`` of a pytorch model, as the ``onnx`` artifact of a pyfunc.
 
     Returns:
         MLflow's ``ModelInfo``.
     """
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="inspectflow-onnx-") as folder:
+        onnx_file = _export_onnx(predictor, dataset, Path(folder)) if onnx else None
+        return _log_model(predictor, spec, model_dir, dataset, flavor, onnx_file)
+
+
+def _export_onnx(predictor: Predictor, dataset: Dataset, folder: Path) -> Path | None:
+    """The network's ONNX export in ``folder``; None for a model that is not one network (features+svm)."""
+    from torch import nn
+
+    from inspectflow.imaging import to_tensor
+    from inspectflow.models.onnx import ONNX_FILE, export_onnx
+
+    if not isinstance(predictor, nn.Module):
+        return None
+    return export_onnx(predictor, to_tensor(dataset.split("test")[0][:2]), folder / ONNX_FILE)
+
+
+def _log_model(
+    predictor: Predictor,
+    spec: ModelSpec,
+    model_dir: Path,
+    dataset: Dataset,
+    flavor: str,
+    onnx_file: Path | None,
+) -> Any:
     import mlflow
     import numpy as np
     import torch
@@ -94,11 +148,23 @@ def log_model(predictor: Predictor, spec: ModelSpec, model_dir: Path, dataset: D
         return mlflow.pyfunc.log_model(
             name=MODEL_ARTIFACT,
             python_model=ImageClassifier(),
-            artifacts={MODEL_ARTIFACT: str(model_dir)},
+            artifacts={
+                MODEL_ARTIFACT: str(model_dir),
+                **({ONNX_ARTIFACT: str(onnx_file)} if onnx_file else {}),
+            },
             # The wrapper's code travels with the model, so serving needs no inspectflow install.
             code_paths=[str(Path(inspectflow.__file__).parent)],
-            pip_requirements=[*requirements, "scikit-learn", "pillow", "pandas", "torchvision==0.28.0"],
+            pip_requirements=[
+                *requirements,
+                *([f"onnxruntime=={_version('onnxruntime')}"] if onnx_file else []),
+                "scikit-learn",
+                "pillow",
+                "pandas",
+                "torchvision==0.28.0",
+            ],
             metadata=metadata,
+            # Declared so that loading may override it: ``model_config={"engine": "onnx"}``.
+            model_config={"engine": "torch"},
         )
     tensor = to_tensor(dataset.split("test")[0][:2])
     with torch.no_grad():
@@ -117,4 +183,11 @@ def log_model(predictor: Predictor, spec: ModelSpec, model_dir: Path, dataset: D
         signature=signature,
         pip_requirements=requirements,
         metadata=metadata,
+        extra_files=[str(onnx_file)] if onnx_file else None,
     )
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import version
+
+    return version(package)

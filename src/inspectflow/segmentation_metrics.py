@@ -90,14 +90,14 @@ def per_image_iou(pred: npt.ArrayLike, truth: npt.ArrayLike) -> np.ndarray:
 
 
 def detection_rates(
-    pred_area_fraction: npt.ArrayLike, is_defective: npt.ArrayLike, threshold: float
+    image_scores: npt.ArrayLike, is_defective: npt.ArrayLike, threshold: float
 ) -> dict[str, int | float]:
-    """Image-level detection: an image is declared defective when its predicted defect area is too large.
+    """Image-level detection: an image is declared defective when its defect score is too high.
 
     Args:
-        pred_area_fraction: Fraction of each image's pixels predicted as defect, shape ``(N,)``.
+        image_scores: Each image's defect score (the segmenter's highest pixel probability), ``(N,)``.
         is_defective: Whether each image truly contains a defect, boolean ``(N,)``.
-        threshold: An image is declared defective when its fraction is strictly greater than this.
+        threshold: An image is declared defective when its score is strictly greater than this.
 
     Returns:
         ``true_positive_rate`` (defective images declared defective / defective images) and
@@ -109,13 +109,11 @@ def detection_rates(
     Raises:
         ValueError: If the two arrays are not one-dimensional of the same length.
     """
-    fraction = np.asarray(pred_area_fraction, dtype=np.float64)
+    scores = np.asarray(image_scores, dtype=np.float64)
     defective = np.asarray(is_defective, dtype=bool)
-    if fraction.ndim != 1 or fraction.shape != defective.shape:
-        raise ValueError(
-            f"pred_area_fraction {fraction.shape} and is_defective {defective.shape} must both be (N,)"
-        )
-    declared = fraction > threshold
+    if scores.ndim != 1 or scores.shape != defective.shape:
+        raise ValueError(f"image_scores {scores.shape} and is_defective {defective.shape} must both be (N,)")
+    declared = scores > threshold
     true_positives = int(np.sum(declared & defective))
     false_negatives = int(np.sum(~declared & defective))
     false_positives = int(np.sum(declared & ~defective))
@@ -134,33 +132,36 @@ def detection_rates(
     }
 
 
-def pick_detection_threshold(pred_area_fraction: npt.ArrayLike, is_defective: npt.ArrayLike) -> float:
-    """The area threshold that best separates defective from clean images (Youden's J = TPR - FPR).
+def pick_detection_threshold(
+    image_scores: npt.ArrayLike, is_defective: npt.ArrayLike, default: float
+) -> float:
+    """The score threshold that best separates defective from clean images (Youden's J = TPR - FPR).
 
     Of equally good cuts the one with fewer false alarms is taken, and the threshold hugs the clean side:
-    it is the largest area still declared clean, so that any image with more predicted defect than that is
-    flagged. A missed defect (an escape) costs a line more than a second look at a clean part, and a small
-    validation split rarely shows the smallest defects to come.
+    it is the highest score still declared clean, so that any image scoring above that is flagged. A
+    missed defect (an escape) costs a line more than a second look at a clean part, and a small validation
+    split rarely shows the faintest defects to come.
 
     Args:
-        pred_area_fraction: Fraction of each image's pixels predicted as defect, shape ``(N,)``.
+        image_scores: Each image's defect score, shape ``(N,)``.
         is_defective: Whether each image truly contains a defect, boolean ``(N,)``.
+        default: The threshold returned when no cut beats chance or one of the two kinds of image is
+            missing.
 
     Returns:
-        A threshold for :func:`detection_rates`; 0.0 (any defect pixel) when no cut beats chance or one
-        of the two kinds of image is missing.
+        A threshold for :func:`detection_rates`.
     """
     from sklearn.metrics import roc_curve
 
-    areas = np.asarray(pred_area_fraction, dtype=np.float64)
+    scores = np.asarray(image_scores, dtype=np.float64)
     defective = np.asarray(is_defective, dtype=bool)
     if defective.all() or not defective.any():
-        return 0.0
-    false_alarms, found, cuts = roc_curve(defective, areas, drop_intermediate=False)
+        return default
+    false_alarms, found, cuts = roc_curve(defective, scores, drop_intermediate=False)
     youden = found - false_alarms
     # The first maximum (to rounding) is the highest cut: fewest false alarms.
     best = int(np.flatnonzero(youden >= youden.max() - 1e-9)[0])
     if youden[best] <= 0:
-        return 0.0
-    below = areas[areas < cuts[best]]
-    return float(below.max()) if below.size else 0.0
+        return default
+    below = scores[scores < cuts[best]]
+    return float(below.max()) if below.size else default

@@ -6,6 +6,9 @@ model's channels, resize to its side)::
 
     model = mlflow.pyfunc.load_model("models:/inserts-classifier@champion")
     model.predict(["a.png", "b.png"])  # DataFrame: label, probability, one p_<class> column per class
+
+A fine-tuned network logged with its ONNX export runs in ONNX Runtime when loaded with
+``model_config={"engine": "onnx"}``.
 """
 
 from __future__ import annotations
@@ -18,17 +21,30 @@ import pandas as pd
 import torch
 from mlflow.pyfunc.model import PythonModel
 
-from inspectflow.names import MODEL_ARTIFACT
+from inspectflow.names import MODEL_ARTIFACT, ONNX_ARTIFACT
 
 
 class ImageClassifier(PythonModel):
     """Pyfunc wrapper around a trained model directory (see :mod:`inspectflow.models.artifact`)."""
 
     def load_context(self, context: Any) -> None:
-        """Loads the model directory logged as the ``model`` artifact."""
-        from inspectflow.models.artifact import load_trained_model
+        """Loads the model directory logged as the ``model`` artifact, or its ONNX export.
 
-        self.predictor, self.spec = load_trained_model(Path(context.artifacts[MODEL_ARTIFACT]))
+        Raises:
+            FileNotFoundError: ``engine`` ``onnx`` for a model logged without an ONNX export.
+        """
+        from inspectflow.models.artifact import SPEC_FILE, Predictor, load_trained_model, read_spec
+        from inspectflow.models.onnx import OnnxPredictor
+
+        self.predictor: Predictor
+        model_dir = Path(context.artifacts[MODEL_ARTIFACT])
+        if (context.model_config or {}).get("engine") == "onnx":
+            if ONNX_ARTIFACT not in context.artifacts:
+                raise FileNotFoundError(f"{ONNX_ARTIFACT}: this model was logged without an ONNX export")
+            self.predictor = OnnxPredictor(Path(context.artifacts[ONNX_ARTIFACT]))
+            self.spec = read_spec(model_dir / SPEC_FILE)
+        else:
+            self.predictor, self.spec = load_trained_model(model_dir)
 
     def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> pd.DataFrame:
         """Classifies images.

@@ -200,7 +200,7 @@ def register_step(
 
     digest = dataset_digest(dataset.manifest)
     with resume_run(run_id, final=True) as run:
-        model_info = log_model(model, spec, model_dir, dataset, gate_config.flavor)
+        model_info = log_model(model, spec, model_dir, dataset, gate_config.flavor, gate_config.onnx)
         version = mlflow.register_model(model_info.model_uri, name).version
         tags = {
             CLASSES_TAG: json.dumps(spec.classes),

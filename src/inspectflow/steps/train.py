@@ -75,8 +75,9 @@ def resolve(task: Task, config: TrainConfig, dataset: Dataset) -> TrainConfig:
 
     ``model``: the task's pick (:meth:`Task.auto_model`). ``weights``: ``imagenet`` for an EfficientNet-Lite0
     model when its weights package is installed, else random (torchvision's ImageNet files are asked for by
-    name); ``random`` also means random. ``precision``: bfloat16 autocast for the models it was measured to
-    speed up (:data:`BF16_FASTER`) on hardware with native bfloat16, else float32.
+    name); ``random`` also means random. ``precision``: on a GPU, bfloat16 autocast (float16 where the GPU
+    has no bfloat16); on a CPU, bfloat16 for the models it was measured to speed up (:data:`BF16_FASTER`)
+    when the CPU computes it natively, else float32.
     """
     from inspectflow.models.efficientnet import weights_installed
 
@@ -92,8 +93,11 @@ def resolve(task: Task, config: TrainConfig, dataset: Dataset) -> TrainConfig:
     elif weights == "random":
         weights = "none"
     precision = config.precision
-    if precision == "auto":
-        precision = "bf16" if model in BF16_FASTER and _bf16_supported(training_device()) else "fp32"
+    device = training_device()
+    if precision == "auto" and device.type == "cuda":  # tensor cores: mixed precision speeds up every model
+        precision = "bf16" if _bf16_supported(device) else "fp16"
+    elif precision == "auto":
+        precision = "bf16" if model in BF16_FASTER and _bf16_supported(device) else "fp32"
     return config.model_copy(update={"model": model, "weights": weights, "precision": precision})
 
 
@@ -116,12 +120,18 @@ class _Fit:
     device: torch.device
     memory_format: torch.memory_format
     generator: torch.Generator
+    #: Loss scaling, which float16's narrow range needs (its state restarts with a resumed run).
+    scaler: torch.amp.GradScaler = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.config.precision == "fp16")
 
     def autocast(self) -> contextlib.AbstractContextManager[None]:
-        """bfloat16 autocast when the run asks for it, else nothing."""
-        if self.config.precision != "bf16":
+        """bfloat16 or float16 autocast when the run asks for it, else nothing."""
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.config.precision)
+        if dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return torch.autocast(self.device.type, dtype=dtype)
 
 
 class WarmupCosine:
@@ -349,8 +359,9 @@ def _train_epoch(
         with fit.autocast():
             logits = fit.model(batch)
         loss = fit.loss_fn(logits.float(), target)
-        loss.backward()
-        fit.optimizer.step()
+        fit.scaler.scale(loss).backward()
+        fit.scaler.step(fit.optimizer)
+        fit.scaler.update()
         fit.schedule.step()
         total_loss += loss.item() * len(index)
         meter.update(logits.detach().float(), target)

@@ -42,7 +42,8 @@ class SegmentationScores:
         mean_defect_iou: Mean per-image IoU over the defective test images.
         defect_dice: Foreground Dice pooled over the defective test images only (how well defects are
             outlined, apart from false alarms on clean images).
-        detection_tpr: Share of defective images declared defective (predicted area above the threshold).
+        detection_tpr: Share of defective images declared defective (highest pixel probability above the
+            detection threshold).
         detection_fpr: Share of clean images declared defective.
         per_class: The same five figures for each group, plus its image counts.
     """
@@ -86,29 +87,51 @@ class SegmentationScores:
 
 
 def detection_cut(config: EvaluateConfig) -> float:
-    """The area above which an image counts as defective; a model without a picked threshold: any pixel."""
-    return config.detection_threshold or 0.0
+    """The image score above which an image counts as defective.
+
+    A model without a picked threshold: any pixel above the mask threshold.
+    """
+    return config.mask_threshold if config.detection_threshold is None else config.detection_threshold
 
 
-def predict_masks(predictor: Predictor, images: np.ndarray, batch_size: int, threshold: float) -> np.ndarray:
-    """Runs a segmenter over uint8 images in batches; returns boolean masks ``(N, H, W)``."""
+def image_scores(probabilities: torch.Tensor) -> torch.Tensor:
+    """Each image's defect score: its highest pixel probability (``(N, 1, H, W)`` -> ``(N,)``).
+
+    A faint defect the mask threshold misses still scores above every clean part, which a predicted area
+    cannot tell from no defect at all.
+    """
+    return probabilities.flatten(1).amax(1)
+
+
+def predict_masks(
+    predictor: Predictor, images: np.ndarray, batch_size: int, threshold: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Runs a segmenter over uint8 images in batches.
+
+    Returns:
+        Boolean masks ``(N, H, W)`` and each image's defect score ``(N,)``.
+    """
     import torch
 
-    masks = [
-        (torch.sigmoid(logits) > threshold)[:, 0].numpy() for logits in batched(predictor, images, batch_size)
-    ]
-    return np.concatenate(masks) if masks else np.zeros((0, *images.shape[1:3]), dtype=bool)
+    masks, scores = [], []
+    for logits in batched(predictor, images, batch_size):
+        probabilities = torch.sigmoid(logits)
+        masks.append((probabilities > threshold)[:, 0].numpy())
+        scores.append(image_scores(probabilities).numpy())
+    if not masks:
+        return np.zeros((0, *images.shape[1:3]), dtype=bool), np.zeros(0, dtype=np.float32)
+    return np.concatenate(masks), np.concatenate(scores)
 
 
 def score_masks(
-    pred: np.ndarray, truth: np.ndarray, groups: np.ndarray, config: EvaluateConfig
+    pred: np.ndarray, scores: np.ndarray, truth: np.ndarray, groups: np.ndarray, config: EvaluateConfig
 ) -> SegmentationScores:
-    """Computes the segmentation scores, overall and per group."""
+    """Computes the segmentation scores, overall and per group, from predicted masks and image scores."""
 
-    def figures(p: np.ndarray, t: np.ndarray) -> dict[str, float]:
+    def figures(p: np.ndarray, s: np.ndarray, t: np.ndarray) -> dict[str, float]:
         defective = t.reshape(len(t), -1).any(axis=1)
         per_image = seg.per_image_iou(p, t)
-        rates = seg.detection_rates(p.reshape(len(p), -1).mean(axis=1), defective, detection_cut(config))
+        rates = seg.detection_rates(s, defective, detection_cut(config))
         return {
             "dice": seg.foreground_dice(p, t),
             "iou": seg.foreground_iou(p, t),
@@ -121,7 +144,7 @@ def score_masks(
         }
 
     names = sorted(set(groups.tolist()))
-    overall = figures(pred, truth)
+    overall = figures(pred, scores, truth)
     return SegmentationScores(
         classes=names,
         dice=overall["dice"],
@@ -130,14 +153,19 @@ def score_masks(
         defect_dice=overall["defect_dice"],
         detection_tpr=overall["detection_tpr"],
         detection_fpr=overall["detection_fpr"],
-        per_class={name: figures(pred[groups == name], truth[groups == name]) for name in names},
+        per_class={
+            name: figures(pred[groups == name], scores[groups == name], truth[groups == name])
+            for name in names
+        },
     )
 
 
-def score_segmentation(dataset: Dataset, pred: np.ndarray, config: EvaluateConfig) -> SegmentationScores:
-    """Scores predicted test masks ``(n, H, W)`` against the dataset's, overall and per image group."""
+def score_segmentation(
+    dataset: Dataset, pred: np.ndarray, scores: np.ndarray, config: EvaluateConfig
+) -> SegmentationScores:
+    """Scores predicted test masks ``(n, H, W)`` and image scores ``(n,)``, overall and per image group."""
     groups = dataset.manifest.loc[dataset.manifest["split"] == "test", "label"].astype(str).to_numpy()
-    return score_masks(pred, dataset.split_masks("test") > 0, groups, config)
+    return score_masks(pred, scores, dataset.split_masks("test") > 0, groups, config)
 
 
 def draw_overlays(dataset: Dataset, pred: np.ndarray, count: int, out_dir: Path) -> list[Path]:
@@ -283,8 +311,9 @@ class Segmentation(Task):
     ) -> dict[str, float]:
         """The pixel threshold, and the detection threshold as set or else picked on the validation images.
 
-        Any stray pixel would otherwise declare a clean part defective: the picked threshold is the
-        predicted defect area that best separates the validation split's defective and clean images.
+        The picked threshold is the image score (highest pixel probability) that best separates the
+        validation split's defective and clean images: a stray pixel on a clean part need not be a
+        detection, and a faint defect below the mask threshold need not be an escape.
         """
         import torch
 
@@ -296,11 +325,11 @@ class Segmentation(Task):
                     for start in range(0, len(images), config.batch_size)
                 )
                 logits = [predictor(batch) for batch in batches]
-            areas = [
-                (torch.sigmoid(batch) > config.mask_threshold).flatten(1).float().mean(1) for batch in logits
-            ]
+            scores = [image_scores(torch.sigmoid(batch)) for batch in logits]
             defective = (targets.flatten(1).amax(1) > 0).numpy()
-            detection = seg.pick_detection_threshold(torch.cat(areas).numpy() if areas else [], defective)
+            detection = seg.pick_detection_threshold(
+                torch.cat(scores).numpy() if scores else [], defective, default=config.mask_threshold
+            )
         return {"mask_threshold": config.mask_threshold, "detection_threshold": detection}
 
     def training_batch(
@@ -326,8 +355,8 @@ class Segmentation(Task):
     ) -> SegmentationScores:
         """Scores the test split; draws the best and worst test images into ``out_dir/overlays``."""
         images, _ = dataset.split("test")
-        pred = predict_masks(predictor, images, config.batch_size, config.mask_threshold)
-        scores = score_segmentation(dataset, pred, config)
+        pred, image_score = predict_masks(predictor, images, config.batch_size, config.mask_threshold)
+        scores = score_segmentation(dataset, pred, image_score, config)
         if out_dir is not None:
             draw_overlays(dataset, pred, config.overlays, out_dir / OVERLAYS_DIR)
         return scores
@@ -337,7 +366,7 @@ class Segmentation(Task):
     def baseline(self, dataset: Dataset, config: EvaluateConfig) -> SegmentationScores:
         """Scores predicting no defect anywhere."""
         truth = dataset.split_masks("test")
-        return score_segmentation(dataset, np.zeros(truth.shape, dtype=bool), config)
+        return score_segmentation(dataset, np.zeros(truth.shape, dtype=bool), np.zeros(len(truth)), config)
 
     def scores_from_dict(self, data: dict[str, Any]) -> SegmentationScores:
         """Rebuilds :class:`SegmentationScores`."""
@@ -352,23 +381,26 @@ class Segmentation(Task):
         out_dir: Path | None,
         preprocess: Preprocess,
     ) -> list[dict[str, Any]]:
-        """The defect area, whether it exceeds the detection threshold, and a mask PNG in ``out_dir``.
+        """Each image's defect score and area, whether it is defective, and a mask PNG in ``out_dir``.
 
         The mask is mapped back onto the image as it was stored (255 = defect).
         """
         import torch
         from PIL import Image
 
-        masks = (torch.sigmoid(logits[:, 0]) > config.mask_threshold).numpy()
+        probabilities = torch.sigmoid(logits)
+        masks = (probabilities[:, 0] > config.mask_threshold).numpy()
+        scores = image_scores(probabilities).tolist()
         records = []
-        for image, mask in zip(images, masks, strict=True):
+        for image, mask, score in zip(images, masks, scores, strict=True):
             restored = preprocess.restore(mask, image.height, image.width)
             full = Image.fromarray(restored.astype(np.uint8) * 255)
             area = float(restored.mean())
             record: dict[str, Any] = {
                 "path": str(image.path),
+                "defect_score": round(score, 6),
                 "defect_area": round(area, 6),
-                "defective": area > detection_cut(config),
+                "defective": score > detection_cut(config),
             }
             if out_dir is not None:
                 # Numbered: DAGM classes reuse file names (Class1/Test/0000.PNG, Class2/Test/0000.PNG).

@@ -1,0 +1,87 @@
+"""ONNX: a trained network exported with dynamic batch, height and width, run in ONNX Runtime.
+
+The registered model carries its ONNX export beside the PyTorch one (see ``registered.log_model``), so
+serving can run without torch's eager overhead: ``inspectflow predict --engine onnx``, or the pyfunc loaded
+with ``model_config={"engine": "onnx"}``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+ONNX_FILE = "model.onnx"
+#: ONNX opset of the export; ONNX Runtime 1.17 and later run it.
+OPSET = 18
+
+
+def export_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> Path:
+    """Exports ``model`` (in eval mode) to ``path`` with torch's exporter (``torch.export`` based).
+
+    Batch, height and width are dynamic: a classifier serves any batch, a segmenter any image size its
+    architecture allows (the export records constraints such as multiples of 32).
+    """
+    auto = torch.export.Dim.AUTO
+    model = model.eval()
+    # The exporter reports each stage on stdout and through warnings: a step log needs none of it.
+    with (
+        contextlib.redirect_stdout(io.StringIO()),
+        warnings.catch_warnings(),
+        _quiet("torch.onnx", "torch.export", "onnxscript"),
+    ):
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            model,
+            (example,),
+            input_names=["images"],
+            output_names=["logits"],
+            dynamic_shapes=({0: auto, 2: auto, 3: auto},),
+            opset_version=OPSET,
+            dynamo=True,
+            # ONNX Runtime optimizes the graph when it loads it; onnxscript's pass doubled the export time.
+            optimize=False,
+            verbose=False,
+        )
+        assert program is not None  # the exporter returns its program when given no file
+        program.save(str(path))
+    return path
+
+
+class OnnxPredictor:
+    """Maps float images ``(N, C, H, W)`` in ``[0, 1]`` to logits, as the exported network did."""
+
+    def __init__(self, path: Path) -> None:
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        options.log_severity_level = 3  # errors only
+        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """Runs the network on a batch."""
+        batch = np.ascontiguousarray(images.detach().cpu().numpy(), dtype=np.float32)
+        (logits,) = self.session.run(None, {self.input_name: batch})
+        return torch.from_numpy(logits)
+
+
+@contextlib.contextmanager
+def _quiet(*names: str) -> Iterator[None]:
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
