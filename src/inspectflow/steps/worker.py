@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -56,6 +57,8 @@ PRELOAD = (
 #: A socket path longer than this does not fit ``sockaddr_un`` (108 bytes on Linux).
 _MAX_SOCKET_PATH = 100
 _LENGTH = struct.Struct("!Q")
+#: How long :func:`serving` waits for the worker's socket before the steps go without it.
+_BIND_TIMEOUT_S = 10.0
 
 
 def call_step(target: str, *args: Any) -> Any:
@@ -93,7 +96,12 @@ def serving(folder: Path) -> Iterator[dict[str, str]]:
         return
     process = subprocess.Popen([sys.executable, "-m", __name__, address], stdin=subprocess.DEVNULL)
     try:
-        yield {WORKER_ENV: address}
+        # The socket exists before the imports start (a fraction of a second): steps that came sooner would
+        # run on their own.
+        deadline = time.monotonic() + _BIND_TIMEOUT_S
+        while not os.path.exists(address) and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        yield {WORKER_ENV: address} if os.path.exists(address) else {}
     finally:
         process.terminate()
         try:
@@ -208,12 +216,17 @@ def _run_child(connection: socket.socket) -> None:
             traceback.print_exc()
             reply = ("exit", 1)
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # done: the caller leaving now interrupts nothing
+        _flush()  # the step's last lines reach the caller's log before the caller goes on
         _send(connection, pickle.dumps(reply))
     finally:
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(Exception):
-                stream.flush()
+        _flush()
         os._exit(code)
+
+
+def _flush() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
 
 
 def _stop_when_caller_leaves(connection: socket.socket) -> None:
