@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from inspectflow.data.dataset import Dataset
 from inspectflow.errors import InspectflowError
 from inspectflow.models.artifact import ModelSpec, Predictor
 from inspectflow.names import MODEL_ARTIFACT, ONNX_ARTIFACT
+
+if TYPE_CHECKING:
+    import torch
 
 #: What runs a registered model: PyTorch, or ONNX Runtime on the ONNX export logged with it.
 Engine = Literal["torch", "onnx"]
@@ -101,28 +104,31 @@ def log_model(
     """
     import tempfile
 
+    from inspectflow.imaging import to_tensor
+
+    # Two test images: the input example of the pt2 and ONNX exports and of the logged signature.
+    example = to_tensor(dataset.split("test")[0][:2])
     with tempfile.TemporaryDirectory(prefix="inspectflow-onnx-") as folder:
-        onnx_file = _export_onnx(predictor, dataset, Path(folder)) if onnx else None
-        return _log_model(predictor, spec, model_dir, dataset, flavor, onnx_file)
+        onnx_file = _export_onnx(predictor, example, Path(folder)) if onnx else None
+        return _log_model(predictor, spec, model_dir, example, flavor, onnx_file)
 
 
-def _export_onnx(predictor: Predictor, dataset: Dataset, folder: Path) -> Path | None:
+def _export_onnx(predictor: Predictor, example: torch.Tensor, folder: Path) -> Path | None:
     """The network's ONNX export in ``folder``; None for a model that is not one network (features+svm)."""
     from torch import nn
 
-    from inspectflow.imaging import to_tensor
     from inspectflow.models.onnx import ONNX_FILE, export_onnx
 
     if not isinstance(predictor, nn.Module):
         return None
-    return export_onnx(predictor, to_tensor(dataset.split("test")[0][:2]), folder / ONNX_FILE)
+    return export_onnx(predictor, example, folder / ONNX_FILE)
 
 
 def _log_model(
     predictor: Predictor,
     spec: ModelSpec,
     model_dir: Path,
-    dataset: Dataset,
+    tensor: torch.Tensor,
     flavor: str,
     onnx_file: Path | None,
 ) -> Any:
@@ -133,7 +139,6 @@ def _log_model(
     from mlflow.types import Schema, TensorSpec
 
     import inspectflow
-    from inspectflow.imaging import to_tensor
     from inspectflow.serving import ImageClassifier
     from inspectflow.tasks import get_task
 
@@ -166,7 +171,6 @@ def _log_model(
             # Declared so that loading may override it: ``model_config={"engine": "onnx"}``.
             model_config={"engine": "torch"},
         )
-    tensor = to_tensor(dataset.split("test")[0][:2])
     with torch.no_grad():
         signature = infer_signature(tensor.numpy(), predictor(tensor).numpy())
     if get_task(spec.task).any_input_size:
