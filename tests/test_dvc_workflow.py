@@ -81,16 +81,23 @@ def test_retrain_is_a_no_op_on_unchanged_data(clone: Path) -> None:
     assert len(registry(clone).search_model_versions(f"name='{MODEL}'")) == 1
 
 
-def test_an_experiment_gives_a_second_run_and_a_metrics_diff(clone: Path) -> None:
+def test_an_experiment_registers_a_challenger_and_leaves_the_champion(clone: Path) -> None:
     sh(clone, "git", "add", "dvc.lock", "metrics", "plots")  # README: commit the baseline
     sh(clone, "git", "commit", "--quiet", "-m", "textile baseline")
-    sh(clone, "dvc", "exp", "run", "-S", "textile.train.epochs=2", "train@textile")
+    sh(clone, "dvc", "exp", "run", "-S", "textile.train.lr=0.01", "-n", "faster-lr", "train@textile")
     client = registry(clone)
+    assert champion(client) == "1"
+    version = client.get_model_version(MODEL, "2")
+    assert version.aliases == ["challenger"] and version.tags["dvc.experiment"] == "faster-lr"
+    assert version.tags["gate.decision"] in ("held", "rejected"), version.tags["gate.reason"]
     experiment = client.get_experiment_by_name("textile")
     runs = client.search_runs([experiment.experiment_id], "attributes.status = 'FINISHED'")
     assert len([r for r in runs if "mlflow.parentRunId" not in r.data.tags]) == 2
-    diff = sh(clone, "dvc", "metrics", "diff").stdout
-    assert "metrics/textile.json" in diff and "model_version" in diff
+    assert "DVC experiment faster-lr" in sh(clone, "inspectflow", "lineage", f"models:/{MODEL}/2").stdout
+    metrics = json.loads((clone / "metrics" / "textile.json").read_text())
+    assert all(name.startswith("test_") for name in metrics), metrics  # scores only
+    diff = sh(clone, "dvc", "metrics", "diff", "--all").stdout
+    assert "metrics/textile.json" in diff and "test_accuracy" in diff
     table = sh(clone, "inspectflow", "compare", "textile").stdout
     assert "train.epochs" in table and "*" in table
 

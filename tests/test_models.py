@@ -90,5 +90,6 @@ def test_pretrained_architectures_round_trip_through_the_model_artifact(
     with torch.no_grad():
         expected = model(images)
         assert expected.shape == shape
-        torch.testing.assert_close(loaded(images), expected, rtol=0, atol=0)
+        # Loaded for inference it runs channels-last: the same weights, summed in another order.
+        torch.testing.assert_close(loaded(images), expected, rtol=0, atol=1e-4)
     assert loaded_spec == spec

@@ -29,6 +29,7 @@ TINY = [f"data.image_side={TINY_SIDE}", f"validate.expected_side={TINY_SIDE}", "
 # Random pixels teach nothing: these tests are about the pipeline's mechanics, not the gate's floors.
 NO_FLOORS = ["register.min_score=0", "register.baseline_margin=null"]
 TINY += NO_FLOORS
+STEPS = ["ingest", "validate", "train", "evaluate", "register"]
 
 
 def inspectflow(*args: str, tmp: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -40,10 +41,11 @@ def inspectflow(*args: str, tmp: Path | None = None) -> subprocess.CompletedProc
 
 
 def run_textile(
-    data: Path, workdir: Path, overrides: list[str], tmp: Path | None = None
+    data: Path, workdir: Path, overrides: list[str], tmp: Path | None = None, *extra: str
 ) -> subprocess.CompletedProcess[str]:
     sets = [arg for item in overrides for arg in ("--set", item)]
-    return inspectflow("run", "textile", "--data", str(data), "--workdir", str(workdir), *sets, tmp=tmp)
+    where = ["--data", str(data), "--workdir", str(workdir)]
+    return inspectflow("run", "textile", *where, *sets, *extra, tmp=tmp)
 
 
 def registry(workdir: Path) -> MlflowClient:
@@ -65,6 +67,11 @@ def test_the_pipeline_runs_and_registers_a_champion(tmp_path: Path) -> None:
     assert "textile-classifier version 1 -> @champion" in result.stdout
     assert list((tmp_path / "tmp").iterdir()) == []  # no temporary folder left behind
     assert re.search(r"MLflow run:\s+[0-9a-f]{32}", result.stdout)
+    # Quiet when not a terminal: a line per step and the summary; the rest is in the run's log file.
+    lines = (result.stdout + result.stderr).splitlines()
+    assert len(lines) <= 30 and "\x1b" not in result.stdout + result.stderr, lines
+    assert [line.split()[:2] for line in lines[:5]] == [[step, "done"] for step in STEPS], lines
+    assert lines[-1].startswith("log:") and "Executing task" in Path(lines[-1].split()[-1]).read_text()
     client = registry(tmp_path / "work")
     version = client.get_model_version_by_alias("textile-classifier", "champion")
     run = client.get_run(version.run_id)
@@ -126,8 +133,9 @@ def test_acceptance_demo_data_reaches_090_and_a_rerun_is_not_promoted(tmp_path: 
     assert accuracy >= 0.9, first.stdout[-2000:]
     assert "-> @champion" in first.stdout
 
-    second = run_textile(data, work, ["train.epochs=3"])
+    second = run_textile(data, work, ["train.epochs=3"], None, "-v")  # -v after the subcommand too
     assert second.returncode == 0, second.stderr[-3000:]
+    assert "Executing task" in second.stderr  # everything, as the log file has it
     client = registry(work)
     assert str(client.get_model_version_by_alias("textile-classifier", "champion").version) == "1"
     latest = client.get_model_version("textile-classifier", "2")

@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
+import warnings
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 import click
 
@@ -32,16 +35,28 @@ HEADLINE_METRICS = (
 )
 
 
-@click.group()
-@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
-def cli(verbose: bool) -> None:
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "-v",
+    "--verbose",
+    "verbosity",
+    count=True,
+    help="-v: the whole log (library messages, kfp, tracebacks); -vv: debug logs too. Anywhere on the line.",
+)
+@click.version_option(package_name="inspectflow", prog_name="inspectflow")
+def cli(verbosity: int) -> None:
     """Kubeflow-style MLOps pipelines for industrial visual inspection."""
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
+        level={0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    if verbose:
+    if verbosity:
         os.environ[VERBOSE_ENV] = "1"  # the pipeline's step subprocesses show tracebacks too
+    else:
+        # Library chatter is for the log: MLflow's own INFO lines, and warnings meant for developers.
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        warnings.filterwarnings("ignore")
 
 
 @cli.group()
@@ -115,6 +130,9 @@ _WORKDIR = click.option(
     show_default=True,
     help="Holds the MLflow sqlite store (unless MLFLOW_TRACKING_URI is set) and kfp outputs.",
 )
+
+
+_JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 
 
 _DATA_HELP = (
@@ -227,7 +245,7 @@ def retrain(
     current = data_version(Path(source))
     name = config.register_.model_name
     try:
-        champion = _client(workdir).get_model_version_by_alias(name, CHAMPION)
+        champion = _client(workdir, create=True).get_model_version_by_alias(name, CHAMPION)
     except MlflowException:
         champion = None
     if champion is not None and champion.tags.get(DATA_VERSION_TAG) == current:
@@ -278,10 +296,16 @@ def _run_locally(
 ) -> None:
     from mlflow import MlflowClient
 
-    from inspectflow.local import run_local
+    from inspectflow.local import run_local, run_log
     from inspectflow.reports import write_metrics, write_plots
 
-    result = run_local(source, config, workdir, resume_run_id)
+    log_path = run_log(workdir, config.workload)
+    try:
+        with log_path.open("w", encoding="utf-8", buffering=1) as log, _console(log):
+            result = run_local(source, config, workdir, resume_run_id, log)
+    except InspectflowError:
+        click.echo(f"{'log:':<20}{log_path}", err=True)
+        raise
     summary = result.summary
     click.echo("")
     click.echo(f"{'MLflow run:':<20}{summary['mlflow_run_id']}  ({result.tracking_uri})")
@@ -294,11 +318,30 @@ def _run_locally(
     click.echo(f"{'baseline:':<20}{metric} {floor:.4f} ({baseline['description']})")
     click.echo(f"{'model:':<20}{summary['model_name']} version {summary['version']} -> @{summary['alias']}")
     click.echo(f"{'gate:':<20}{summary['decision']}: {summary['reason']}")
+    click.echo(f"{'log:':<20}{log_path}")
     if metrics_file is not None:
         run_metrics = MlflowClient().get_run(summary["mlflow_run_id"]).data.metrics
         write_metrics(summary, run_metrics, metrics_file)
     if plots_dir is not None:
         write_plots(summary["mlflow_run_id"], plots_dir)
+
+
+@contextmanager
+def _console(log: TextIO) -> Iterator[None]:
+    """Shows the run as step lines and a progress bar; the rest goes to ``log`` (-v: the terminal too)."""
+    from inspectflow.console import CONSOLE_ENV, RunConsole
+
+    out, err = sys.stdout, sys.stderr
+    console = RunConsole(log, out, err, _verbosity())
+    os.environ[CONSOLE_ENV] = "1"
+    sys.stdout = sys.stderr = console
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = out, err
+        os.environ.pop(CONSOLE_ENV, None)
+        console.write("\n")  # a last line without its newline
+        console.close_bar()
 
 
 def _submit(
@@ -440,13 +483,15 @@ def data_import(workload: str, source: str, root: Path, endpoint_url: str | None
 @cli.command("lineage")
 @click.argument("model_uri")
 @_WORKDIR
-def lineage(model_uri: str, workdir: Path) -> None:
+@_JSON
+def lineage(model_uri: str, workdir: Path, as_json: bool) -> None:
     """Print data version -> pipeline run -> MLflow run -> model version for MODEL_URI."""
+    from inspectflow.lifecycle.render import to_json
     from inspectflow.lineage import describe, format_lineage
-    from inspectflow.tracking import configure_tracking
 
-    configure_tracking(workdir)
-    click.echo(format_lineage(describe(model_uri, workdir)))
+    _client(workdir)
+    found = describe(model_uri, workdir)
+    click.echo(to_json(found) if as_json else format_lineage(found))
 
 
 @cli.group()
@@ -472,26 +517,29 @@ def _model_name(workload: str, client: Any) -> str:
     raise InspectflowError(f"no registered model {' or '.join(names)} yet: a pipeline run registers it")
 
 
-def _client(workdir: Path) -> Any:
+def _client(workdir: Path, create: bool = False) -> Any:
+    """A client of the store in force; one that is missing is created only when ``create`` (runs do)."""
     from mlflow import MlflowClient
 
     from inspectflow.tracking import configure_tracking
 
-    configure_tracking(workdir)
+    configure_tracking(workdir, create)
     return MlflowClient()
 
 
 @models.command("list")
 @_WORKLOAD
 @_WORKDIR
-def models_list(workload: str, workdir: Path) -> None:
+@_JSON
+def models_list(workload: str, workdir: Path, as_json: bool) -> None:
     """Versions with their aliases, primary metric and gate decision, newest first."""
     from inspectflow.lifecycle.aliases import list_versions
-    from inspectflow.lifecycle.render import format_versions
+    from inspectflow.lifecycle.render import format_versions, to_json
 
     client = _client(workdir)
     name = _model_name(workload, client)
-    click.echo(format_versions(name, list_versions(client, name)))
+    rows = list_versions(client, name)
+    click.echo(to_json({"model": name, "versions": rows}) if as_json else format_versions(name, rows))
 
 
 @models.command("promote")
@@ -524,27 +572,31 @@ def models_rollback(workload: str, reason: str, workdir: Path) -> None:
 @models.command("history")
 @_WORKLOAD
 @_WORKDIR
-def models_history(workload: str, workdir: Path) -> None:
+@_JSON
+def models_history(workload: str, workdir: Path, as_json: bool) -> None:
     """The audit trail of alias moves: who, when, from, to, why."""
     from inspectflow.lifecycle.audit import audit_trail
-    from inspectflow.lifecycle.render import format_history
+    from inspectflow.lifecycle.render import format_history, to_json
 
     client = _client(workdir)
     name = _model_name(workload, client)
-    click.echo(format_history(name, audit_trail(client, name)))
+    entries = audit_trail(client, name)
+    click.echo(to_json({"model": name, "moves": entries}) if as_json else format_history(name, entries))
 
 
 @cli.command("compare")
 @_WORKLOAD
 @click.option("--last", "last_n", type=click.IntRange(min=1), default=5, show_default=True)
 @_WORKDIR
-def compare(workload: str, last_n: int, workdir: Path) -> None:
+@_JSON
+def compare(workload: str, last_n: int, workdir: Path, as_json: bool) -> None:
     """Recent runs side by side: differing parameters, metrics, data versions; champion marked *."""
     from inspectflow.lifecycle.comparison import compare_runs
-    from inspectflow.lifecycle.render import format_table
+    from inspectflow.lifecycle.render import format_table, to_json
 
     experiment = workload  # every workload's experiment is named after it unless configured otherwise
-    click.echo(format_table(compare_runs(_client(workdir), experiment, last_n)))
+    comparison = compare_runs(_client(workdir), experiment, last_n)
+    click.echo(to_json(comparison) if as_json else format_table(comparison))
 
 
 @cli.command("runs")
@@ -635,6 +687,9 @@ def predict(
 
     client = _client(workdir)
     uri = model_uri or f"models:/{_model_name(workload, client)}@{CHAMPION}"
+    answering = _answering_version(uri)
+    if answering:
+        click.echo(f"{uri}: {answering}", err=True)
     task_name = registered_spec(uri).task
     if get_task(task_name).writes_files and mask_dir is None:
         mask_dir = (output.parent if output else Path(".")) / "masks"
@@ -644,7 +699,7 @@ def predict(
         for record in records:
             if "error" in record:
                 errors.append(record["error"])
-            yield record
+            yield {**record, "model": answering or uri}
 
     records = noting_errors(
         predict_files(uri, list(paths), task_name, batch_size, mask_dir, fail_fast, engine)
@@ -667,10 +722,25 @@ def predict(
         raise DataError(f"{len(errors)} of {len(paths)} images could not be predicted; first: {errors[0]}")
 
 
+def _answering_version(uri: str) -> str | None:
+    """``<name> version <n>`` for a registry URI (``models:/<name>@<alias>``, ``models:/<name>/<n>``)."""
+    from mlflow.exceptions import MlflowException
+
+    from inspectflow.lineage import model_version
+
+    if not uri.startswith("models:/"):
+        return None  # a run's or a folder's model: the URI itself names it
+    try:
+        version = model_version(uri)
+    except MlflowException as exc:
+        raise InspectflowError(f"{uri}: {exc.message}") from None
+    return f"{version.name} version {version.version}"
+
+
 def main() -> None:
     """Entry point: runs the CLI, turning user-facing errors into a message and exit code 1."""
     try:
-        cli(standalone_mode=False)
+        cli(args=hoist_verbosity(sys.argv[1:]), standalone_mode=False)
     except click.exceptions.Abort:
         sys.exit(130)
     except click.ClickException as exc:
@@ -679,3 +749,16 @@ def main() -> None:
     except (InspectflowError, FileExistsError) as exc:  # FileExistsError: synth refuses to overwrite
         click.echo(f"inspectflow: error: {exc}", err=True)
         sys.exit(1)
+
+
+def hoist_verbosity(args: list[str]) -> list[str]:
+    """Moves ``-v``, ``-vv`` and ``--verbose`` from anywhere (before a lone ``--``) to the group's place."""
+    end = args.index("--") if "--" in args else len(args)
+    flags = [a for a in args[:end] if a == "--verbose" or re.fullmatch("-v+", a)]
+    rest = [a for a in args[:end] if a not in flags]
+    return [*flags, *rest, *args[end:]]
+
+
+def _verbosity() -> int:
+    """The ``-v`` count of this invocation."""
+    return int(click.get_current_context().find_root().params.get("verbosity", 0))

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
+from inspectflow import console
 from inspectflow.names import FAILURE_TAG
 
 P = ParamSpec("P")
@@ -44,7 +45,7 @@ def pipeline_step(name: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
     file named by ``INSPECTFLOW_ERROR_FILE`` (when set) so the CLI can repeat it after the step's log, and
     written on the step's MLflow run (its ``run_id`` argument), which is marked FAILED: a run whose step
     failed never reads as finished. Under the local runner the step then exits without a traceback, unless
-    ``inspectflow -v`` asked for one.
+    ``inspectflow -v`` asked for one. The step's start and end are reported to the run's console.
     """
 
     def decorate(function: Callable[P, R]) -> Callable[P, R]:
@@ -52,9 +53,13 @@ def pipeline_step(name: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
 
         @functools.wraps(function)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            console.emit("start", step=name)
             try:
-                return function(*args, **kwargs)
-            except Exception as error:
+                result = function(*args, **kwargs)
+            except BaseException as error:
+                console.emit("failed", step=name)
+                if not isinstance(error, Exception):
+                    raise  # interrupted: nothing to report
                 unreachable = _tracking_failure(error)
                 cause = one_line(error)
                 _report(name, cause)
@@ -67,6 +72,8 @@ def pipeline_step(name: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
                 if unreachable is not None:
                     raise unreachable from error
                 raise
+            console.emit("done", step=name)
+            return result
 
         return wrapper
 

@@ -26,6 +26,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 from torch import nn
 
+from inspectflow import console
 from inspectflow.data.splits import stratified_holdout
 from inspectflow.errors import ConfigError
 from inspectflow.models.efficientnet import FEATURE_DIM as LITE0_FEATURE_DIM
@@ -167,7 +168,8 @@ def extract_features(extractor: nn.Module, images: np.ndarray, batch_size: int) 
     # An empty set still runs one (empty) pass, so the result has the extractor's width.
     starts = range(0, len(images), batch_size) if len(images) else [0]
     with torch.no_grad():
-        for start in starts:
+        for number, start in enumerate(starts, 1):
+            console.progress(number - 1, len(starts), "extract features")
             # Converted per batch: a float copy of the whole set would be 4x the uint8 memory.
             batch = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])).to(device)
             batch = batch.permute(0, 3, 1, 2).float().div_(255.0)

@@ -19,6 +19,8 @@ import yaml
 from inspectflow.names import (
     DATA_DIGEST_TAG,
     DATA_VERSION_TAG,
+    DVC_EXPERIMENT_ENV,
+    DVC_EXPERIMENT_TAG,
     GIT_COMMIT_TAG,
     GIT_DIRTY_TAG,
     LINEAGE_TAG_PREFIXES,
@@ -122,6 +124,8 @@ def lineage_tags(
         PIPELINE_RUN_NAME_TAG: kfp_run_name,
         PIPELINE_RUN_ID_TAG: kfp_run_id,
     }
+    if experiment := os.environ.get(DVC_EXPERIMENT_ENV):
+        tags[DVC_EXPERIMENT_TAG] = experiment
     tags.update({f"{PACKAGE_VERSION_TAG_PREFIX}{name}": value for name, value in package_versions().items()})
     return tags
 
@@ -170,6 +174,27 @@ class Lineage:
     recorded_in: list[str]  # the DVC files of ``repo`` that record this data version
 
 
+def model_version(model_uri: str) -> Any:
+    """The MLflow ``ModelVersion`` that ``models:/<name>@<alias>`` or ``models:/<name>/<version>`` names.
+
+    Raises:
+        InspectflowError: The URI is not one of those.
+        MlflowException: No such version.
+    """
+    from mlflow import MlflowClient
+
+    from inspectflow.errors import InspectflowError
+
+    reference = model_uri.removeprefix("models:/")
+    name, at, alias = reference.partition("@")
+    if not at:
+        name, _, alias = reference.rpartition("/")
+    if not model_uri.startswith("models:/") or not name or not alias:
+        raise InspectflowError(f"{model_uri}: expected models:/<name>@<alias> or models:/<name>/<version>")
+    client = MlflowClient()
+    return client.get_model_version_by_alias(name, alias) if at else client.get_model_version(name, alias)
+
+
 def describe(model_uri: str, repo: Path) -> Lineage:
     """Reads the lineage of ``models:/<name>@<alias>`` or ``models:/<name>/<version>``.
 
@@ -181,17 +206,9 @@ def describe(model_uri: str, repo: Path) -> Lineage:
 
     from inspectflow.errors import InspectflowError
 
-    reference = model_uri.removeprefix("models:/")
-    name, at, alias = reference.partition("@")
-    if not at:
-        name, _, alias = reference.rpartition("/")
-    if not model_uri.startswith("models:/") or not name or not alias:
-        raise InspectflowError(f"{model_uri}: expected models:/<name>@<alias> or models:/<name>/<version>")
     client = MlflowClient()
     try:
-        version = (
-            client.get_model_version_by_alias(name, alias) if at else client.get_model_version(name, alias)
-        )
+        version = model_version(model_uri)
         if not version.run_id:
             raise InspectflowError(f"{model_uri}: version {version.version} was not logged from a run")
         run = client.get_run(version.run_id)
@@ -203,7 +220,9 @@ def describe(model_uri: str, repo: Path) -> Lineage:
     recorded = sorted(
         f"{where} ({path})" for path, (hash_, where) in recorded_data_versions(repo).items() if hash_ == md5
     )
-    return Lineage(name, version.version, list(version.aliases), run.info.run_id, experiment, tags, recorded)
+    return Lineage(
+        version.name, version.version, list(version.aliases), run.info.run_id, experiment, tags, recorded
+    )
 
 
 def format_lineage(lineage: Lineage) -> str:
@@ -211,6 +230,8 @@ def format_lineage(lineage: Lineage) -> str:
     tags = lineage.tags
     recorded = ", ".join(lineage.recorded_in) or "not recorded in this repository's data.dvc or dvc.lock"
     dirty = " (working tree had uncommitted changes)" if tags.get(GIT_DIRTY_TAG) == "true" else ""
+    if experiment := tags.get(DVC_EXPERIMENT_TAG):
+        dirty = f" + DVC experiment {experiment} (its params and code: dvc exp show)"
     versions = ", ".join(
         f"{k.removeprefix(PACKAGE_VERSION_TAG_PREFIX)} {v}"
         for k, v in sorted(tags.items())

@@ -14,8 +14,9 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from inspectflow.config import PipelineConfig
 from inspectflow.data.transfer import is_s3_uri
@@ -38,7 +39,16 @@ class PipelineFailed(InspectflowError):
     """A pipeline step failed; the message names the step and its error."""
 
 
-def run_local(source: str, config: PipelineConfig, workdir: Path, resume_run_id: str = "") -> PipelineResult:
+def run_log(workdir: Path, workload: str) -> Path:
+    """A new file for the whole log of a local run: ``WORKDIR/local_outputs/logs/<workload>-<time>.log``."""
+    folder = workdir / LOCAL_OUTPUTS / "logs"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{workload}-{datetime.now():%Y%m%d-%H%M%S-%f}.log"
+
+
+def run_local(
+    source: str, config: PipelineConfig, workdir: Path, resume_run_id: str = "", log: IO[str] | None = None
+) -> PipelineResult:
     """Runs the inspection pipeline locally and returns the register step's summary.
 
     Args:
@@ -46,6 +56,7 @@ def run_local(source: str, config: PipelineConfig, workdir: Path, resume_run_id:
         config: Validated configuration.
         workdir: Holds the MLflow store (unless ``MLFLOW_TRACKING_URI`` is set) and the kfp task outputs.
         resume_run_id: A run that stopped, to continue (see ``inspectflow run --resume``); empty: a new one.
+        log: Where the step worker writes (its own output, not the steps'); default this process's streams.
 
     Raises:
         PipelineFailed: A step failed.
@@ -59,7 +70,7 @@ def run_local(source: str, config: PipelineConfig, workdir: Path, resume_run_id:
         tempfile.NamedTemporaryFile("r", suffix=".log", encoding="utf-8") as errors,
         tempfile.TemporaryDirectory(prefix="inspectflow-steps-") as step_tmp,
         # Started first: the worker imports the steps' libraries while this process sets up the run.
-        serving(Path(step_tmp)) as worker,
+        serving(Path(step_tmp), log) as worker,
         # kfp writes each step's program to `mktemp -d` and leaves it there: a folder of ours, removed.
         _environment(
             TMPDIR=step_tmp, **worker, **{ERROR_FILE_ENV: errors.name, OWNER_PID_ENV: str(os.getpid())}

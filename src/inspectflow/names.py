@@ -22,7 +22,17 @@ PIPELINE_RUN_NAME_TAG = f"{KFP_TAG_PREFIX}pipeline_run_name"
 PIPELINE_RUN_ID_TAG = f"{KFP_TAG_PREFIX}pipeline_run_id"
 #: ``version.<package>``: the installed version of each key package.
 PACKAGE_VERSION_TAG_PREFIX = "version."
-LINEAGE_TAG_PREFIXES = (DATA_VERSION_TAG, GIT_TAG_PREFIX, KFP_TAG_PREFIX, PACKAGE_VERSION_TAG_PREFIX)
+#: The DVC experiment (``dvc exp run``) that ran the pipeline: its versions are challengers only.
+DVC_EXPERIMENT_TAG = "dvc.experiment"
+#: What ``dvc exp run`` sets for its stages' commands: the experiment's name.
+DVC_EXPERIMENT_ENV = "DVC_EXP_NAME"
+LINEAGE_TAG_PREFIXES = (
+    DATA_VERSION_TAG,
+    GIT_TAG_PREFIX,
+    KFP_TAG_PREFIX,
+    PACKAGE_VERSION_TAG_PREFIX,
+    DVC_EXPERIMENT_TAG,
+)
 
 # -- other run tags
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -60,7 +61,9 @@ def predict_files(
     thresholds = EvaluateConfig.model_validate(spec.thresholds)
     if mask_dir is not None:
         mask_dir.mkdir(parents=True, exist_ok=True)
-    for start in tqdm(range(0, len(paths), batch_size), desc="predict", unit="batch", leave=False):
+    # No bar in a log or a pipe: its carriage returns would be glued to the first JSON line.
+    batches = range(0, len(paths), batch_size)
+    for start in tqdm(batches, desc="predict", unit="batch", leave=False, disable=not sys.stderr.isatty()):
         batch, images, failed = [], [], {}
         for number, path in enumerate(paths[start : start + batch_size], start):
             try:
@@ -75,7 +78,7 @@ def predict_files(
         records = []
         if images:
             with torch.no_grad():
-                logits = predictor(to_tensor(np.stack(images)))
+                logits = predictor(to_tensor(np.stack(images), channels_last=True))
             records = task.records(logits, batch, spec.classes, thresholds, mask_dir, spec.preprocess)
         by_number = {**failed, **dict(zip((image.number for image in batch), records, strict=True))}
         yield from (by_number[number] for number in sorted(by_number))

@@ -7,6 +7,7 @@ Both directions live here so that the registry format is defined once: the regis
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -53,6 +54,7 @@ def load_registered(uri: str, engine: Engine = "torch") -> tuple[Predictor, Mode
                 raise InspectflowError(_no_onnx(uri))
             return OnnxPredictor(onnx_path / PYTORCH_ONNX_PATH), spec
         if "pytorch" in info.flavors:
+            # A pt2 export (torch.export's program): already in inference mode, its layout fixed at export.
             predictor: Predictor = mlflow.pytorch.load_model(uri, dst_path=copy)
             return predictor, spec
         try:
@@ -149,28 +151,31 @@ def _log_model(
     metadata = {"spec": asdict(spec)}
     if flavor == "pyfunc":
         # No signature: the model takes paths or arrays of any size, which no MLflow schema describes, and
-        # MLflow would refuse every input that does not match the one it inferred.
-        return mlflow.pyfunc.log_model(
-            name=MODEL_ARTIFACT,
-            python_model=ImageClassifier(),
-            artifacts={
-                MODEL_ARTIFACT: str(model_dir),
-                **({ONNX_ARTIFACT: str(onnx_file)} if onnx_file else {}),
-            },
-            # The wrapper's code travels with the model, so serving needs no inspectflow install.
-            code_paths=[str(Path(inspectflow.__file__).parent)],
-            pip_requirements=[
-                *requirements,
-                *([f"onnxruntime=={_version('onnxruntime')}"] if onnx_file else []),
-                "scikit-learn",
-                "pillow",
-                "pandas",
-                "torchvision==0.28.0",
-            ],
-            metadata=metadata,
-            # Declared so that loading may override it: ``model_config={"engine": "onnx"}``.
-            model_config={"engine": "torch"},
-        )
+        # MLflow would refuse every input that does not match the one it inferred. For the same reason it
+        # warns that the predict method's type hints describe no schema: they are not meant to.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*[Tt]ype hint", category=UserWarning)
+            return mlflow.pyfunc.log_model(
+                name=MODEL_ARTIFACT,
+                python_model=ImageClassifier(),
+                artifacts={
+                    MODEL_ARTIFACT: str(model_dir),
+                    **({ONNX_ARTIFACT: str(onnx_file)} if onnx_file else {}),
+                },
+                # The wrapper's code travels with the model, so serving needs no inspectflow install.
+                code_paths=[str(Path(inspectflow.__file__).parent)],
+                pip_requirements=[
+                    *requirements,
+                    *([f"onnxruntime=={_version('onnxruntime')}"] if onnx_file else []),
+                    "scikit-learn",
+                    "pillow",
+                    "pandas",
+                    "torchvision==0.28.0",
+                ],
+                metadata=metadata,
+                # Declared so that loading may override it: ``model_config={"engine": "onnx"}``.
+                model_config={"engine": "torch"},
+            )
     with torch.no_grad():
         signature = infer_signature(tensor.numpy(), predictor(tensor).numpy())
     if get_task(spec.task).any_input_size:

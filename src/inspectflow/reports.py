@@ -21,7 +21,10 @@ CONFUSION_PLOT = "confusion.csv"
 
 
 def write_metrics(summary: dict[str, Any], run_metrics: dict[str, float], path: Path) -> dict[str, Any]:
-    """Writes the DVC metrics file: the test metrics, any repeated-split estimate and the registry outcome.
+    """Writes the DVC metrics file: the test metrics and any repeated-split estimate, scores only.
+
+    The model version and the gate's decision are the registry's (``inspectflow models list``): in a
+    metrics file, ``dvc metrics diff`` would report them as changed scores.
 
     Args:
         summary: The register step's summary (test metrics, model version, gate decision).
@@ -33,8 +36,6 @@ def write_metrics(summary: dict[str, Any], run_metrics: dict[str, float], path: 
     """
     metrics: dict[str, Any] = {name: round(value, 6) for name, value in summary["metrics"].items()}
     metrics.update({k: round(v, 6) for k, v in run_metrics.items() if k.startswith("svm_accuracy_")})
-    metrics["model_version"] = int(summary["version"])
-    metrics["promoted"] = summary["decision"] == "promoted"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     return metrics

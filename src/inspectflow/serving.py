@@ -62,7 +62,8 @@ class ImageClassifier(PythonModel):
 
         images = np.stack([self._prepare(item) for item in _items(model_input)])
         with torch.no_grad():
-            probabilities = torch.softmax(self.predictor(to_tensor(images)), dim=1).numpy()
+            logits = self.predictor(to_tensor(images, channels_last=True))
+        probabilities = torch.softmax(logits, dim=1).numpy()
         classes = self.spec.classes
         frame = pd.DataFrame(probabilities, columns=[f"p_{c}" for c in classes])
         frame.insert(0, "probability", probabilities.max(axis=1))

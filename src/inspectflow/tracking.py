@@ -40,15 +40,27 @@ HTTP_CLIENT_DEFAULTS = {
 }
 
 
-def configure_tracking(workdir: Path) -> str:
+def configure_tracking(workdir: Path, create: bool = True) -> str:
     """Points MLflow at ``MLFLOW_TRACKING_URI``, or at a sqlite store in ``workdir`` when it is unset.
 
     The URI is exported so the pipeline's step subprocesses use the same store.
 
+    Args:
+        workdir: Where the embedded store is.
+        create: Create the embedded store if it is missing; False (commands that only read) refuses.
+
     Returns:
         The tracking URI in force.
+
+    Raises:
+        InspectflowError: ``create`` is False and there is no embedded store in ``workdir``.
     """
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(workdir / LOCAL_STORE).resolve()}"
+    local = (workdir / LOCAL_STORE).resolve()
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{local}"
+    if not create and uri == f"sqlite:///{local}" and not local.is_file():
+        raise InspectflowError(
+            f"{local}: no MLflow store here; run a pipeline first, or give --workdir or MLFLOW_TRACKING_URI"
+        )
     os.environ["MLFLOW_TRACKING_URI"] = uri
     # MLflow's defaults (7 retries with exponential backoff, 120 s per request) take many minutes to report
     # a server that is down; these fail within about a minute and still ride out a short hiccup.

@@ -2,12 +2,31 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict, is_dataclass
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 from inspectflow.lifecycle.aliases import Promotion, Rollback, VersionRow, gate_verdict
 from inspectflow.lifecycle.audit import ELLIPSIS, AuditEntry
 from inspectflow.lifecycle.comparison import KEY_METRICS, Comparison
 from inspectflow.names import CHAMPION
+
+
+def to_json(value: Any) -> str:
+    """A result (dataclasses, and dicts or lists of them) as indented JSON; times in ISO 8601."""
+    return json.dumps(value, indent=2, default=_json_default)
+
+
+def _json_default(value: Any) -> Any:
+    if is_dataclass(value) and not isinstance(value, type):
+        return asdict(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def _clip(text: str, width: int) -> str:

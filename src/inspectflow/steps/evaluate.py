@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from inspectflow import console
 from inspectflow.config import EvaluateConfig, PipelineConfig
 from inspectflow.data.dataset import Dataset, load_dataset
 from inspectflow.errors import pipeline_step
@@ -55,4 +56,6 @@ def evaluate_step(
         save_scores(baseline, out_dir / BASELINE_FILE)
         mlflow.log_metrics({**scores.metrics(), **baseline.metrics(prefix="baseline_")})
         mlflow.log_artifacts(str(out_dir), artifact_path=EVALUATION_ARTIFACTS)
+    metric = config.register_.primary_metric
+    console.note(f"{len(dataset.split('test')[0])} test images, {metric} {getattr(scores, metric):.4f}")
     return scores

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from inspectflow import console
 from inspectflow.config import DataConfig, PipelineConfig
 from inspectflow.data.dataset import (
     MANIFEST_FILE,
@@ -214,6 +215,11 @@ def ingest_step(
             counts = dataset.manifest.groupby(["split", "label"]).size()
             log.info(
                 "ingested %d images from %s (%s layout)", len(dataset.manifest), source, dataset.info.format
+            )
+            splits = dataset.manifest["split"].value_counts()
+            console.note(
+                f"{len(dataset.manifest)} images ({', '.join(f'{n} {s}' for s, n in splits.items())}), "
+                f"{dataset.info.format} layout, data version {tags[DATA_VERSION_TAG][:12]}"
             )
             mlflow.set_tags(
                 {

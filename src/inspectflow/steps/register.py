@@ -5,18 +5,20 @@ even when the data changed since the champion was trained. Judging and moving th
 registered model's lock (:mod:`inspectflow.lifecycle.lock`): two runs finishing together are judged one
 after the other, the second against the first's outcome. The new version becomes ``champion`` when there
 is none yet, or when it beats the champion's primary metric by more than ``min_improvement`` and no class's
-F1 drops by more than ``max_class_drop``; otherwise it becomes ``challenger``. The decision and its reason
-are tags on the version.
+F1 drops by more than ``max_class_drop``; otherwise it becomes ``challenger``. A run of a DVC experiment
+(``dvc exp run``) is judged the same way but only ever becomes ``challenger`` (decision ``held``). The
+decision and its reason are tags on the version.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from inspectflow import console
 from inspectflow.config import PipelineConfig, RegisterConfig
 from inspectflow.errors import one_line, pipeline_step
 from inspectflow.lifecycle.audit import move_alias
@@ -28,6 +30,7 @@ from inspectflow.names import (
     CHAMPION,
     CLASSES_TAG,
     DATA_DIGEST_TAG,
+    DVC_EXPERIMENT_TAG,
     GATE_CHAMPION_SCORE_TAG,
     GATE_CHAMPION_VERSION_TAG,
     GATE_DECISION_TAG,
@@ -214,9 +217,19 @@ def register_step(
         # when the alias moves, whatever other runs finish meanwhile.
         with registry_lock(client, name):
             decision, champion_version = judge()
+            outcome = "promoted" if decision.promote else "rejected"
+            if decision.promote and (experiment := run.data.tags.get(DVC_EXPERIMENT_TAG)):
+                # Experiments explore; the champion moves on a run of committed params, or by hand.
+                outcome = "held"
+                decision = replace(
+                    decision,
+                    promote=False,
+                    reason=f"{decision.reason}; held as challenger: DVC experiment {experiment} registers "
+                    "challengers only (inspectflow models promote makes it champion)",
+                )
             alias = CHAMPION if decision.promote else CHALLENGER
             tags |= {
-                GATE_DECISION_TAG: "promoted" if decision.promote else "rejected",
+                GATE_DECISION_TAG: outcome,
                 GATE_REASON_TAG: decision.reason,
                 GATE_PRIMARY_METRIC_TAG: gate_config.primary_metric,
                 GATE_NEW_SCORE_TAG: f"{decision.new_score:.6f}",
@@ -249,4 +262,5 @@ def register_step(
         }
         mlflow.log_dict(summary, REGISTRY_SUMMARY_ARTIFACT)
     log.info("%s version %s -> %s: %s", name, version, alias, decision.reason)
+    console.note(f"{name} version {version} -> @{alias}")
     return summary

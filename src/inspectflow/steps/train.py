@@ -7,7 +7,6 @@ import logging
 import math
 import random
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -18,8 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 from torch.optim.swa_utils import update_bn
-from tqdm import tqdm
 
+from inspectflow import console
 from inspectflow.config import PipelineConfig, TrainConfig
 from inspectflow.data.dataset import Dataset, load_dataset
 from inspectflow.data.splits import stratified_holdout
@@ -247,6 +246,7 @@ def train(
         stop = _stop_reason(config, epoch, best_epoch, elapsed)
         if stop:
             log.info("stopped after epoch %d: %s", epoch, stop)
+            console.note(f"stopped: {stop}")
             break
         if epoch == 1 and config.max_minutes is not None and not resume:
             fitting = max(1, int(config.max_minutes * 60 // elapsed))
@@ -257,6 +257,8 @@ def train(
         # The last epoch is not always the best: restore the one that validated best.
         model.load_state_dict(torch.load(checkpoint_dir / BEST_CHECKPOINT, weights_only=True)["model"])
         log.info("kept epoch %d (%s=%.4f)", best_epoch, key, history[best_epoch - 1][key])
+    kept = f", kept epoch {best_epoch} ({key} {history[best_epoch - 1][key]:.4f})" if best_epoch else ""
+    console.note(f"{len(history)} epoch{'s' if len(history) != 1 else ''} of {config.model}{kept}")
     model = model.to("cpu", memory_format=torch.contiguous_format).eval()  # type: ignore[call-overload]
     spec = ModelSpec(
         architecture=config.model,
@@ -344,13 +346,8 @@ def _train_epoch(
     order = task.epoch_order(y_train, config, fit.generator)
     meter = task.meter()
     total_loss = 0.0
-    batches = tqdm(
-        range(0, len(order), config.batch_size),
-        desc=f"epoch {epoch}/{config.epochs}",
-        disable=not sys.stderr.isatty(),
-        leave=False,
-    )
-    for start in batches:
+    starts = range(0, len(order), config.batch_size)
+    for batch_number, start in enumerate(starts, 1):
         index = order[start : start + config.batch_size]
         batch, target = task.training_batch(x_train[index], y_train[index], config, fit.generator)
         batch = batch.to(fit.device).contiguous(memory_format=fit.memory_format)
@@ -365,6 +362,8 @@ def _train_epoch(
         fit.schedule.step()
         total_loss += loss.item() * len(index)
         meter.update(logits.detach().float(), target)
+        loss_so_far = total_loss / (start + len(index))
+        console.progress(batch_number, len(starts), f"train epoch {epoch}/{config.epochs}", loss=loss_so_far)
     return {"train_loss": total_loss / len(order), **meter.result("train_")}
 
 
@@ -512,6 +511,10 @@ def train_step(dataset_dir: Path, raw_config: dict[str, object], run_id: str, mo
                 len(result.splits),
                 result.accuracy_mean,
                 result.accuracy_std,
+            )
+            console.note(
+                f"{config.train.backbone} features + SVM, accuracy {result.accuracy_mean:.4f} ± "
+                f"{result.accuracy_std:.4f} over {len(result.splits)} splits"
             )
             return
         # Checkpoints go to MLflow after every epoch, not into the model artifact that evaluate and register

@@ -6,6 +6,7 @@ import logging
 import tempfile
 from pathlib import Path
 
+from inspectflow import console
 from inspectflow.config import PipelineConfig
 from inspectflow.errors import DataError, pipeline_step
 from inspectflow.names import VALIDATION_ARTIFACTS, VALIDATION_SUCCESS_TAG
@@ -47,3 +48,4 @@ def validate_step(dataset_dir: Path, raw_config: dict[str, object], run_id: str,
         if not report.success:
             raise DataError(f"{dataset.info.source}: {report.summary()}")
     log.info("validation passed: %d checks", report.checks)
+    console.note(f"{report.checks} checks passed")

