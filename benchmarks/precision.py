@@ -22,8 +22,8 @@ from inspectflow.tasks import task_for
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 #: Set -> (folder, task, model, overrides, validation metric).
 SETS = {
-    "neu": ("neu-cls", "classification", "resnet18", ["data.max_side=128"], "val_macro_f1"),
-    "crackforest": ("crackforest-seg", "segmentation", "unet", [], "val_iou"),
+    "neu": ("neu-cls", "classification", "resnet18", ["data.max_side=128"], "val/macro_f1"),
+    "crackforest": ("crackforest-seg", "segmentation", "unet", [], "val/iou"),
 }
 
 
@@ -50,12 +50,12 @@ def curves(name: str, epochs: int) -> None:
     print(f"epoch | {fp32_name} loss | {fp32_name} {metric} | {auto_name} loss | {auto_name} {metric}")
     for epoch, (ours, theirs) in enumerate(zip(fp32, auto, strict=True), start=1):
         print(
-            f"{epoch:5d} | {ours['train_loss']:.4f} | {ours[metric]:.4f} | "
-            f"{theirs['train_loss']:.4f} | {theirs[metric]:.4f}"
+            f"{epoch:5d} | {ours['train/loss']:.4f} | {ours[metric]:.4f} | "
+            f"{theirs['train/loss']:.4f} | {theirs[metric]:.4f}"
         )
-    speedup = fp32[-1]["epoch_seconds"] / auto[-1]["epoch_seconds"]
+    speedup = fp32[-1]["train/epoch_seconds"] / auto[-1]["train/epoch_seconds"]
     best_fp32, best_auto = max(h[metric] for h in fp32), max(h[metric] for h in auto)
-    seconds = f"fp32 {fp32[-1]['epoch_seconds']:.1f}, auto {auto[-1]['epoch_seconds']:.1f}"
+    seconds = f"fp32 {fp32[-1]['train/epoch_seconds']:.1f}, auto {auto[-1]['train/epoch_seconds']:.1f}"
     print(
         f"{name}: seconds per epoch {seconds} "
         f"({speedup:.2f}x); best {metric} fp32 {best_fp32:.4f}, auto {best_auto:.4f} "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -135,3 +136,18 @@ def isolated_kfp(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         "KF_PIPELINES_OVERRIDE_EXPERIMENT_NAME",
     ):
         monkeypatch.delenv(name, raising=False)
+
+
+def run_steps(source: Path, work: Path, config: dict[str, Any]) -> dict[str, Any]:
+    """Runs the five steps in this process (no kfp), as the pipeline does; returns register's summary."""
+    from inspectflow.steps.evaluate import evaluate_step
+    from inspectflow.steps.ingest import ingest_step
+    from inspectflow.steps.register import register_step
+    from inspectflow.steps.train import train_step
+    from inspectflow.steps.validate import validate_step
+
+    run_id, _ = ingest_step(str(source), config, work / "dataset", "test-pipeline", "test-run", "test-run-id")
+    validate_step(work / "dataset", config, run_id, work / "report.html")
+    train_step(work / "dataset", config, run_id, work / "model")
+    evaluate_step(work / "dataset", work / "model", config, run_id, work / "evaluation")
+    return register_step(work / "dataset", work / "model", work / "evaluation", config, run_id)

@@ -154,17 +154,18 @@ def test_segmentation_training_evaluation_and_overlays(dagm_dir: Path, tmp_path:
     dataset = ingest(dagm_dir, config.data)
     epochs = []
     result = train(SEGMENTATION, dataset, config.train, tmp_path / "ckpt", lambda e, m: epochs.append(m))
-    assert result.spec.task == "segmentation" and {"val_iou", "val_dice"} <= set(epochs[0])
+    assert result.spec.task == "segmentation" and {"val/iou", "val/dice"} <= set(epochs[0])
     scores = evaluate(SEGMENTATION, result.model, dataset, config.evaluate)
     assert isinstance(scores, SegmentationScores)
     assert set(scores.per_class) == {"Class1", "Class2"}
-    assert {"test_iou", "test_iou_Class1", "test_detection_fpr_Class2"} <= set(scores.metrics())
+    assert {"test/iou", "test/iou/Class1", "test/detection_fpr/Class2"} <= set(scores.metrics())
     images, _ = dataset.split("test")
     pred, image_scores = predict_masks(result.model, images, batch_size=4, threshold=0.5)
     assert image_scores.shape == (len(images),) and ((image_scores > 0.5) == pred.any(axis=(1, 2))).all()
     assert score_segmentation(dataset, pred, image_scores, config.evaluate) == scores
     paths = draw_overlays(dataset, pred, 2, tmp_path / "overlays")
-    assert len(paths) == 4 and all(Image.open(p).size == (96, 32) for p in paths)
+    # Two panels of at least 256 px (the 32 px images enlarged) under a caption.
+    assert len(paths) == 4 and all(Image.open(p).size == (2 * 256 + 8, 256 + 34) for p in paths)
 
 
 def test_segmentation_scores_by_hand() -> None:

@@ -69,7 +69,7 @@ def test_repro_trains_and_the_champion_carries_the_locked_data_version(clone: Pa
     assert champion.tags["git.commit"] == sh(clone, "git", "rev-parse", "HEAD").stdout.strip()
     assert champion.tags["kfp.pipeline_name"] == "inspectflow-textile"
     assert champion.tags["version.torch"].startswith("2.13.0")
-    assert json.loads((clone / "metrics" / "textile.json").read_text())["test_accuracy"] >= 0.9
+    assert json.loads((clone / "metrics" / "textile.json").read_text())["test/accuracy"] >= 0.9
     assert (clone / "plots" / "textile" / "training.csv").read_text().startswith("epoch,")
     lineage = sh(clone, "inspectflow", "lineage", f"models:/{MODEL}@champion").stdout
     assert locked_md5(clone) in lineage and "dvc.lock:train@textile" in lineage
@@ -97,7 +97,7 @@ def test_an_experiment_registers_a_challenger_and_leaves_the_champion(clone: Pat
     metrics = json.loads((clone / "metrics" / "textile.json").read_text())
     assert all(name.startswith("test_") for name in metrics), metrics  # scores only
     diff = sh(clone, "dvc", "metrics", "diff", "--all").stdout
-    assert "metrics/textile.json" in diff and "test_accuracy" in diff
+    assert "metrics/textile.json" in diff and "test/accuracy" in diff
     table = sh(clone, "inspectflow", "compare", "textile").stdout
     assert "train.epochs" in table and "*" in table
 

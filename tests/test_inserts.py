@@ -46,10 +46,12 @@ def test_features_svm_logs_child_runs_caches_features_and_serves_paths(
 
     client = MlflowClient()
     parent = client.get_run(summaries[0]["mlflow_run_id"])
-    assert {"svm_accuracy_mean", "svm_accuracy_std", "svm_recall_mean_Damaged"} <= set(parent.data.metrics)
+    assert {"val/svm/accuracy_mean", "val/svm/accuracy_std", "val/svm/recall_mean/Damaged"} <= set(
+        parent.data.metrics
+    )
     experiment = mlflow.get_experiment_by_name("inserts").experiment_id
     children = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
-    assert len(children) == 3 and all("accuracy" in run.data.metrics for run in children)
+    assert len(children) == 3 and all("val/accuracy" in run.data.metrics for run in children)
 
     model = mlflow.pyfunc.load_model("models:/inserts-classifier@champion")
     paths = [str(p) for p in sorted(inserts_dir.rglob("*.png"))[:3]]

@@ -64,7 +64,7 @@ def pipeline_run(
         for index in range(children):
             with mlflow.start_run(run_name=f"split-{index}", nested=True, experiment_id=experiment_id):
                 mlflow.log_params({"split.index": index, "train.C": f"child-{index}"})
-                mlflow.log_metric("test_accuracy", 0.0)
+                mlflow.log_metric("test/accuracy", 0.0)
     return str(run.info.run_id)
 
 
@@ -231,14 +231,14 @@ def test_compare_marks_the_champion_and_shows_only_differing_params_of_top_level
     old = pipeline_run(
         client,
         {**common, "train.lr": "0.01", "train.model": "residual_cnn"},
-        {"test_accuracy": 0.9, "test_macro_f1": 0.88, "test_f1_hole": 0.5},
+        {"test/accuracy": 0.9, "test/macro_f1": 0.88, "test/f1/hole": 0.5},
         name="inspection-pipeline-2025-01-01-aaaaaaaaaaa",
     )
     register(client, old, 0.88, True, "no champion yet")
     new = pipeline_run(
         client,
         {**common, "train.lr": "0.02", "train.model": "residual_cnn"},
-        {"test_accuracy": 0.91, "test_macro_f1": 0.885, "svm_accuracy_mean": 0.93},
+        {"test/accuracy": 0.91, "test/macro_f1": 0.885, "val/svm/accuracy_mean": 0.93},
         digest="cd" * 32,
         children=2,
     )
@@ -251,13 +251,13 @@ def test_compare_marks_the_champion_and_shows_only_differing_params_of_top_level
     comparison = compare_runs(client, "textile", last_n=5)
     assert [run.run_id for run in comparison.runs] == [new, old]  # no child runs, no failed run
     assert comparison.differing_params == ["train.lr"]
-    assert comparison.metric_names == ["test_accuracy", "test_macro_f1", "svm_accuracy_mean"]
+    assert comparison.metric_names == ["test/accuracy", "test/macro_f1", "val/svm/accuracy_mean"]
     assert [run.champion for run in comparison.runs] == [False, True]
     assert comparison.champion_run is not None and comparison.champion_run.run_id == old
     assert comparison.champions == {MODEL: "1"}
     newest = comparison.runs[0]
     assert (newest.version, newest.decision, newest.data_version) == ("2", "rejected", "cd" * 32)
-    assert newest.params == {"train.lr": "0.02"} and newest.metrics["svm_accuracy_mean"] == 0.93
+    assert newest.params == {"train.lr": "0.02"} and newest.metrics["val/svm/accuracy_mean"] == 0.93
 
     assert [run.run_id for run in compare_runs(client, "textile", last_n=1).runs] == [new]
 

@@ -129,7 +129,7 @@ def test_acceptance_demo_data_reaches_090_and_a_rerun_is_not_promoted(tmp_path: 
     assert synth.returncode == 0, synth.stderr
     first = run_textile(data, work, ["train.epochs=3"])
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    accuracy = float(re.search(r"test_accuracy:\s+([0-9.]+)", first.stdout).group(1))
+    accuracy = float(re.search(r"test/accuracy:\s+([0-9.]+)", first.stdout).group(1))
     assert accuracy >= 0.9, first.stdout[-2000:]
     assert "-> @champion" in first.stdout
 
@@ -191,7 +191,7 @@ def test_acceptance_dagm_synthetic_reaches_iou_050(tmp_path: Path) -> None:
     sets = [arg for item in recipe for arg in ("--set", item)]
     result = inspectflow("run", "dagm", "--data", str(data), "--workdir", str(work), *sets)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    iou = float(re.search(r"test_iou:\s+([0-9.]+)", result.stdout).group(1))
+    iou = float(re.search(r"test/iou:\s+([0-9.]+)", result.stdout).group(1))
     assert iou >= 0.5, result.stdout[-2000:]
     assert "dagm-segmenter version 1 -> @champion" in result.stdout
 
@@ -207,7 +207,7 @@ def test_acceptance_inserts_from_random_weights_reach_090_and_serve_paths(tmp_pa
         "--set", "method=finetune", "--set", "weights=none",
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert float(re.search(r"test_accuracy:\s+([0-9.]+)", result.stdout).group(1)) >= 0.9
+    assert float(re.search(r"test/accuracy:\s+([0-9.]+)", result.stdout).group(1)) >= 0.9
     assert "inserts-classifier version 1 -> @champion" in result.stdout
     mlflow.set_tracking_uri(f"sqlite:///{work / 'mlflow.db'}")
     model = mlflow.pyfunc.load_model("models:/inserts-classifier@champion")
@@ -287,7 +287,7 @@ def test_a_killed_run_is_marked_killed_and_resumes_to_a_finished_run(tmp_path: P
         time.sleep(0.5)
         experiment = (work / "mlflow.db").exists() and client.get_experiment_by_name("textile")
         runs = client.search_runs([experiment.experiment_id]) if experiment else []
-        if runs and len(client.get_metric_history(runs[0].info.run_id, "train_loss")) >= 2:
+        if runs and len(client.get_metric_history(runs[0].info.run_id, "train/loss")) >= 2:
             run_id = runs[0].info.run_id
             break
     assert run_id is not None and pipeline.poll() is None, "the run ended before it could be killed"
@@ -304,6 +304,6 @@ def test_a_killed_run_is_marked_killed_and_resumes_to_a_finished_run(tmp_path: P
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED"
-    assert [m.step for m in client.get_metric_history(run_id, "train_loss")] == [1, 2, 3, 4]
-    assert "test_macro_f1" in run.data.metrics and run.data.tags["gate.decision"] == "promoted"
+    assert [m.step for m in client.get_metric_history(run_id, "train/loss")] == [1, 2, 3, 4]
+    assert "test/macro_f1" in run.data.metrics and run.data.tags["gate.decision"] == "promoted"
     assert not [r for r in client.search_runs([run.info.experiment_id]) if r.info.status == "RUNNING"]

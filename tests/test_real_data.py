@@ -91,19 +91,19 @@ def run_cli(workload: str, data: Path, work: Path, *extra: str) -> dict[str, flo
 @pytest.mark.real
 def test_neu_reaches_macro_f1_095_with_defaults(tmp_path: Path) -> None:
     metrics = run_cli("textile", REAL / "neu-cls", tmp_path)
-    assert metrics["test_macro_f1"] >= 0.95
+    assert metrics["test/macro_f1"] >= 0.95
 
 
 @pytest.mark.slow
 @pytest.mark.real
 def test_kolektorsdd_detects_defects_and_outlines_them_with_defaults(tmp_path: Path) -> None:
     metrics = run_cli("dagm", REAL / "kolektorsdd-seg", tmp_path)
-    assert metrics["test_detection_tpr"] >= 0.95 and 1 - metrics["test_detection_fpr"] >= 0.95
-    assert metrics["test_defect_dice"] >= 0.5
+    assert metrics["test/detection_tpr"] >= 0.95 and 1 - metrics["test/detection_fpr"] >= 0.95
+    assert metrics["test/defect_dice"] >= 0.5
 
 
 @pytest.mark.slow
 @pytest.mark.real
 def test_crackforest_outlines_cracks_with_defaults(tmp_path: Path) -> None:
     metrics = run_cli("cracks", REAL / "crackforest-seg", tmp_path, "--task", "segmentation")
-    assert metrics["test_defect_dice"] >= 0.6
+    assert metrics["test/defect_dice"] >= 0.6

@@ -156,14 +156,14 @@ def summary(decision: str = "promoted") -> dict:
         "alias": "champion" if decision == "promoted" else "challenger",
         "decision": decision,
         "reason": "because",
-        "metrics": {"test_macro_f1": 0.123456789, "test_accuracy": 0.987654321, "test_f1_hole": 1.0},
+        "metrics": {"test/macro_f1": 0.123456789, "test/accuracy": 0.987654321, "test/f1/hole": 1.0},
     }
 
 
 def test_write_metrics_writes_sorted_rounded_json_of_scores_only(tmp_path: Path) -> None:
     path = tmp_path / "metrics" / "nested" / "textile.json"  # parents are created
 
-    written = write_metrics(summary(), {"train_loss": 0.5, "test_accuracy": 0.1}, path)
+    written = write_metrics(summary(), {"train/loss": 0.5, "test/accuracy": 0.1}, path)
 
     text = path.read_text()
     assert text.endswith("}\n")
@@ -171,19 +171,19 @@ def test_write_metrics_writes_sorted_rounded_json_of_scores_only(tmp_path: Path)
     assert list(json.loads(text)) == sorted(written)
     assert text == json.dumps(written, indent=2, sort_keys=True) + "\n"
     assert written == {
-        "test_accuracy": 0.987654,  # from the summary, not the run's metrics
-        "test_f1_hole": 1.0,
-        "test_macro_f1": 0.123457,
+        "test/accuracy": 0.987654,  # from the summary, not the run's metrics
+        "test/f1/hole": 1.0,
+        "test/macro_f1": 0.123457,
     }
 
 
 def test_write_metrics_adds_the_repeated_split_estimate_when_present(tmp_path: Path) -> None:
-    run_metrics = {"svm_accuracy_mean": 0.91234567, "svm_accuracy_std": 0.0123456789, "svm_c": 1.0}
+    run_metrics = {"val/svm/accuracy_mean": 0.91234567, "val/svm/accuracy_std": 0.0123456789, "svm_c": 1.0}
 
     written = write_metrics(summary("rejected"), run_metrics, tmp_path / "m.json")
 
-    assert written["svm_accuracy_mean"] == 0.912346
-    assert written["svm_accuracy_std"] == 0.012346
+    assert written["val/svm/accuracy_mean"] == 0.912346
+    assert written["val/svm/accuracy_std"] == 0.012346
     assert "svm_c" not in written
     assert "promoted" not in written and "model_version" not in written
     assert json.loads((tmp_path / "m.json").read_text()) == written
@@ -191,9 +191,11 @@ def test_write_metrics_adds_the_repeated_split_estimate_when_present(tmp_path: P
 
 def test_write_metrics_overwrites_a_previous_file(tmp_path: Path) -> None:
     path = tmp_path / "m.json"
-    write_metrics(summary(), {"svm_accuracy_mean": 0.5}, path)
+    write_metrics(summary(), {"val/svm/accuracy_mean": 0.5}, path)
     written = write_metrics(summary(), {}, path)
-    assert "svm_accuracy_mean" not in json.loads(path.read_text()) and "svm_accuracy_mean" not in written
+    assert (
+        "val/svm/accuracy_mean" not in json.loads(path.read_text()) and "val/svm/accuracy_mean" not in written
+    )
 
 
 # -- write_plots ---------------------------------------------------------------------------------------------
@@ -203,7 +205,7 @@ def test_write_metrics_overwrites_a_previous_file(tmp_path: Path) -> None:
 def test_write_plots_reads_the_history_and_scores_of_an_mlflow_run(tmp_path: Path) -> None:
     scores, y_true, _ = classification_scores(7, n=20)
     save_scores(scores, tmp_path / "scores.json")
-    epochs = [{"train_loss": 1.0, "val_loss": 1.2}, {"train_loss": 0.5, "val_loss": 0.7}]
+    epochs = [{"train/loss": 1.0, "val/loss": 1.2}, {"train/loss": 0.5, "val/loss": 0.7}]
     with mlflow.start_run() as run:
         mlflow.log_dict({"epochs": epochs}, "training/history.json")
         mlflow.log_artifact(str(tmp_path / "scores.json"), "evaluation")
@@ -213,8 +215,8 @@ def test_write_plots_reads_the_history_and_scores_of_an_mlflow_run(tmp_path: Pat
     assert sorted(p.name for p in written) == sorted([TRAINING_PLOT, CONFUSION_PLOT])
     with (tmp_path / "plots" / TRAINING_PLOT).open() as handle:
         assert list(csv.DictReader(handle)) == [
-            {"epoch": "1", "train_loss": "1.0", "val_loss": "1.2"},
-            {"epoch": "2", "train_loss": "0.5", "val_loss": "0.7"},
+            {"epoch": "1", "train/loss": "1.0", "val/loss": "1.2"},
+            {"epoch": "2", "train/loss": "0.5", "val/loss": "0.7"},
         ]
     with (tmp_path / "plots" / CONFUSION_PLOT).open() as handle:
         assert len(list(csv.DictReader(handle))) == len(y_true)

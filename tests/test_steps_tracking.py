@@ -6,21 +6,13 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from conftest import DAGM_SAMPLES, tiny_config, tiny_dagm_config
+from conftest import DAGM_SAMPLES, run_steps, tiny_config, tiny_dagm_config
 from inspectflow.errors import DataError
 from inspectflow.steps.evaluate import evaluate_step
 from inspectflow.steps.ingest import ingest_step
 from inspectflow.steps.register import register_step
 from inspectflow.steps.train import train_step
 from inspectflow.steps.validate import validate_step
-
-
-def run_steps(source: Path, work: Path, config: dict) -> dict:
-    run_id, _ = ingest_step(str(source), config, work / "dataset", "test-pipeline", "test-run", "test-run-id")
-    validate_step(work / "dataset", config, run_id, work / "report.html")
-    train_step(work / "dataset", config, run_id, work / "model")
-    evaluate_step(work / "dataset", work / "model", config, run_id, work / "evaluation")
-    return register_step(work / "dataset", work / "model", work / "evaluation", config, run_id)
 
 
 @pytest.mark.usefixtures("tracking")
@@ -45,8 +37,8 @@ def test_first_version_is_champion_and_an_equal_rerun_is_challenger(npy_dir: Pat
     assert run.info.status == "FINISHED"
     assert run.data.params["train.epochs"] == "1"
     assert run.data.tags["kfp.pipeline_run_name"] == "test-run"
-    assert "test_macro_f1" in run.data.metrics and "train_loss" in run.data.metrics
-    history = client.get_metric_history(run.info.run_id, "train_loss")
+    assert "test/macro_f1" in run.data.metrics and "train/loss" in run.data.metrics
+    history = client.get_metric_history(run.info.run_id, "train/loss")
     assert [m.step for m in history] == [1]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"checkpoints", "evaluation", "validation", "data", "registry", "training"} <= artifacts
@@ -100,10 +92,14 @@ def test_dice_and_bce_runs_compare_side_by_side_in_one_experiment(dagm_dir: Path
     runs = client.search_runs([mlflow.get_experiment_by_name("dagm").experiment_id])
     assert sorted(run.data.params["train.loss"] for run in runs) == ["bce", "dice"]
     for run in runs:
-        assert [m.step for m in client.get_metric_history(run.info.run_id, "val_iou")] == [1]
-        assert "test_iou" in run.data.metrics and "test_iou_Class1" in run.data.metrics
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "val/iou")] == [1]
+        assert "test/iou" in run.data.metrics and "test/iou/Class1" in run.data.metrics
         overlays = client.list_artifacts(run.info.run_id, "evaluation/overlays")
         assert any(a.path.split("/")[-1].startswith("worst_") for a in overlays)
+        logged = [a.path for a in client.list_artifacts(run.info.run_id, "images")]
+        assert any(path.startswith("images/visuals~overlays~worst_1+step+0") for path in logged), (
+            logged
+        )  # log_image
 
 
 @pytest.mark.usefixtures("tracking")
@@ -118,7 +114,7 @@ def test_a_first_run_that_learned_nothing_ends_with_no_champion_and_says_why(
     client = MlflowClient()
     assert "champion" not in client.get_registered_model("textile-classifier").aliases
     run = client.get_run(summary["mlflow_run_id"])
-    assert "baseline_macro_f1" in run.data.metrics
+    assert "test/baseline_macro_f1" in run.data.metrics
 
 
 @pytest.mark.slow

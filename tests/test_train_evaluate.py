@@ -29,7 +29,7 @@ def test_training_logs_every_epoch_and_checkpoints(tiny_dataset, tmp_path: Path)
         CLASSIFICATION, tiny_dataset, config, tmp_path / "ckpt", lambda epoch, m: seen.append((epoch, m))
     )
     assert [epoch for epoch, _ in seen] == [1, 2]
-    assert {"train_loss", "train_accuracy", "val_loss", "val_accuracy"} <= set(seen[0][1])
+    assert {"train/loss", "train/accuracy", "val/loss", "val/accuracy"} <= set(seen[0][1])
     assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["best.pt", "last.pt"]
     checkpoint = torch.load(tmp_path / "ckpt" / "last.pt", weights_only=True)
     assert checkpoint["epoch"] == 2 and "optimizer" in checkpoint
@@ -65,7 +65,7 @@ def test_a_resumed_run_ends_with_the_model_of_an_uninterrupted_one(tiny_dataset,
     assert epochs == [3, 4] and len(resumed.history) == 4
 
     def figures(history: list[dict[str, float]]) -> list[dict[str, float]]:
-        return [{k: v for k, v in epoch.items() if k != "epoch_seconds"} for epoch in history]
+        return [{k: v for k, v in epoch.items() if k != "train/epoch_seconds"} for epoch in history]
 
     assert figures(resumed.history) == figures(whole.history)
     for name, tensor in whole.model.state_dict().items():
@@ -97,7 +97,7 @@ def test_scores_match_hand_computed_values() -> None:
     assert scores.recall == {"a": 0.5, "b": 1.0}
     assert scores.macro_f1 == pytest.approx((2 / 3 + 0.8) / 2)
     assert scores.confusion == [[1, 1], [0, 2]]
-    assert scores.metrics()["test_f1_b"] == pytest.approx(0.8)
+    assert scores.metrics()["test/f1/b"] == pytest.approx(0.8)
 
 
 def test_evaluate_scores_the_test_split_and_plots(tiny_dataset, tmp_path: Path) -> None:

@@ -25,13 +25,13 @@ from inspectflow.errors import VERBOSE_ENV, InspectflowError
 
 _Command = TypeVar("_Command", bound=Callable[..., Any])
 HEADLINE_METRICS = (
-    "test_accuracy",
-    "test_macro_f1",
-    "test_iou",
-    "test_dice",
-    "test_defect_dice",
-    "test_detection_tpr",
-    "test_detection_fpr",
+    "test/accuracy",
+    "test/macro_f1",
+    "test/iou",
+    "test/dice",
+    "test/defect_dice",
+    "test/detection_tpr",
+    "test/detection_fpr",
 )
 
 
@@ -314,7 +314,7 @@ def _run_locally(
             click.echo(f"{name + ':':<20}{value:.4f}")
     metric = config.register_.primary_metric
     baseline = summary["baseline"]
-    floor = baseline["metrics"][f"test_{metric}"]
+    floor = baseline["metrics"][f"test/{metric}"]
     click.echo(f"{'baseline:':<20}{metric} {floor:.4f} ({baseline['description']})")
     click.echo(f"{'model:':<20}{summary['model_name']} version {summary['version']} -> @{summary['alias']}")
     click.echo(f"{'gate:':<20}{summary['decision']}: {summary['reason']}")

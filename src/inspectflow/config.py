@@ -292,6 +292,56 @@ class TrackingConfig(_Section):
     experiment: str = ""
 
 
+def _short_value(value: Any) -> str:
+    """A setting's value for a run name: a path by its last part, a list by its length, at most 24 chars."""
+    if isinstance(value, list):
+        return f"[{len(value)}]"
+    if value is None or isinstance(value, bool):
+        return str(value).lower().replace("none", "null")  # as written in --set and params.yaml
+    text = str(value)
+    text = text.rpartition("/")[2] if "/" in text else text
+    return text if len(text) <= 24 else text[:23] + "…"
+
+
+#: Settings only one training method uses.
+_FINETUNE_ONLY = [
+    f"train.{k}"
+    for k in [
+        "model",
+        "loss",
+        "crop",
+        "freeze_backbone",
+        "epochs",
+        "patience",
+        "max_minutes",
+        "class_balance",
+        "precision",
+        "lr",
+        "weight_decay",
+        "val_fraction",
+        "keep_best",
+        "augment",
+        "channels_last",
+    ]
+]
+_SVM_ONLY = [f"train.{k}" for k in ["backbone", "layer", "svm_kernel", "svm_c", "repeats", "feature_cache"]]
+_UNUSED_BY_METHOD = {"finetune": _SVM_ONLY, "features+svm": _FINETUNE_ONLY}
+_UNUSED_BY_TASK = {
+    "classification": [
+        "data.missing_masks",
+        "validate.min_defect_fraction",
+        "validate.max_defect_fraction",
+        "train.crop",
+        "evaluate.mask_threshold",
+        "evaluate.detection_threshold",
+        "evaluate.overlays",
+    ],
+    "segmentation": [],
+}
+#: Names rather than settings: they say where a run goes, not how it learns.
+_NAMES = {"workload", "task", "register.model_name", "tracking.experiment"}
+
+
 class PipelineConfig(_Section):
     """The whole configuration of one pipeline run."""
 
@@ -336,6 +386,37 @@ class PipelineConfig(_Section):
     def to_json(self) -> str:
         """Returns the config as the JSON string the pipeline's ``config`` parameter carries."""
         return json.dumps(self.to_dict())
+
+    def used(self) -> dict[str, Any]:
+        """The settings this run uses, flat (``{"section.key": value}``), as logged to MLflow.
+
+        Settings of the other method or task are left out: an SVM's kernel on a fine-tuning run, a mask
+        threshold on a classifier's.
+        """
+        ignored = set(_UNUSED_BY_METHOD[self.train.method]) | set(_UNUSED_BY_TASK[self.task])
+        return {key: value for key, value in self.flat().items() if key not in ignored}
+
+    def differences(self) -> dict[str, Any]:
+        """The used settings that differ from the workload's defaults (params.yaml and ``--set``)."""
+        defaults = build_config(self.workload, task=self.task).used()
+        mine = self.used()
+        return {k: v for k, v in mine.items() if k in defaults and v != defaults[k] and k not in _NAMES}
+
+    def title(self, model: str | None = None) -> str:
+        """A run's readable name: workload, model and what differs, such as ``textile residual_cnn lr=0.01``.
+
+        Args:
+            model: The model that ``train.model=auto`` became, once known.
+        """
+        if self.train.method == "features+svm":
+            learner = f"svm on {self.train.backbone}"
+        else:
+            learner = model or self.train.model
+        changed = {k: v for k, v in self.differences().items() if k not in ("train.model", "train.method")}
+        # Training settings first: they are what runs are compared on; data and gate settings after.
+        keys = sorted(changed, key=lambda key: (not key.startswith("train."), key))
+        short = " ".join(f"{key.rpartition('.')[2]}={_short_value(changed[key])}" for key in keys)
+        return f"{self.workload} {learner} {short}".strip()[:120]
 
     def flat(self) -> dict[str, Any]:
         """Returns ``{"section.key": value}`` for every setting, as logged to MLflow."""

@@ -34,6 +34,18 @@ LINEAGE_TAG_PREFIXES = (
     DVC_EXPERIMENT_TAG,
 )
 
+# -- metric names: grouped by split with "/", so the MLflow UI charts each group in its own section
+
+TEST_METRICS = "test/"
+VAL_METRICS = "val/"
+TRAIN_METRICS = "train/"
+#: The trivial model's test scores, in the same chart section as the model's: ``test/baseline_macro_f1``.
+BASELINE_METRICS = f"{TEST_METRICS}baseline_"
+#: Images (confusion matrix, overlays) logged with ``mlflow.log_image``: ``visuals/overlays/worst_1``.
+VISUALS = "visuals/"
+#: features+svm's estimate over its repeated splits (the gate's score for it): ``val/svm/accuracy_mean``.
+SVM_METRICS = f"{VAL_METRICS}svm/"
+
 # -- other run tags
 
 WORKLOAD_TAG = "inspectflow.workload"
@@ -79,6 +91,8 @@ MODEL_ARTIFACT = "model"
 #: The ONNX export among a pyfunc model's artifacts (a pytorch-flavor model keeps it in ``extra_files/``).
 ONNX_ARTIFACT = "onnx"
 DATA_ARTIFACTS = "data"
+#: Images per split and label, logged by ingest as an MLflow table.
+DATA_COUNTS_ARTIFACT = f"{DATA_ARTIFACTS}/counts.json"
 VALIDATION_ARTIFACTS = "validation"
 CHECKPOINTS_ARTIFACTS = "checkpoints"
 TRAINING_ARTIFACTS = "training"

@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from inspectflow.names import HISTORY_ARTIFACT, SCORES_ARTIFACT, TRAINING_ARTIFACTS
+from inspectflow.names import HISTORY_ARTIFACT, SCORES_ARTIFACT, SVM_METRICS, TRAINING_ARTIFACTS
 from inspectflow.tasks import load_scores
 from inspectflow.tasks.base import Scores
 
@@ -28,14 +28,16 @@ def write_metrics(summary: dict[str, Any], run_metrics: dict[str, float], path: 
 
     Args:
         summary: The register step's summary (test metrics, model version, gate decision).
-        run_metrics: The MLflow run's metrics (for ``svm_accuracy_mean`` and ``svm_accuracy_std``).
+        run_metrics: The MLflow run's metrics (for ``val/svm/accuracy_mean`` and ``val/svm/accuracy_std``).
         path: The JSON file to write.
 
     Returns:
         What was written.
     """
     metrics: dict[str, Any] = {name: round(value, 6) for name, value in summary["metrics"].items()}
-    metrics.update({k: round(v, 6) for k, v in run_metrics.items() if k.startswith("svm_accuracy_")})
+    metrics.update(
+        {k: round(v, 6) for k, v in run_metrics.items() if k.startswith(f"{SVM_METRICS}accuracy_")}
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     return metrics

@@ -15,12 +15,31 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow
+from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME, MLFLOW_RUN_NOTE
 
 from inspectflow.errors import InspectflowError, one_line, tracking_unreachable
-from inspectflow.names import FAILURE_TAG, HEARTBEAT_TAG, RUN_HOST_TAG, RUN_PID_TAG
+from inspectflow.names import (
+    DATA_SOURCE_TAG,
+    DATA_VERSION_TAG,
+    DVC_EXPERIMENT_TAG,
+    FAILURE_TAG,
+    GIT_COMMIT_TAG,
+    GIT_DIRTY_TAG,
+    HEARTBEAT_TAG,
+    PIPELINE_RUN_NAME_TAG,
+    RUN_HOST_TAG,
+    RUN_PID_TAG,
+)
+
+if TYPE_CHECKING:
+    from inspectflow.config import PipelineConfig
+
+#: The MLflow UI's experiment kind (no constant in MLflow's Python API): model training, not GenAI.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING_KIND = "custom_model_development"
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +121,12 @@ def create_store_once(database: Path) -> None:
         mlflow.MlflowClient(f"sqlite:///{database}").search_experiments(max_results=1)
 
 
-def ensure_experiment(name: str) -> str:
-    """Returns the id of experiment ``name``, creating it (artifacts beside a sqlite store) if needed."""
+def ensure_experiment(name: str, description: str = "") -> str:
+    """Returns the id of experiment ``name``, creating it (artifacts beside a sqlite store) if needed.
+
+    A new experiment is described by ``description`` and marked as one of model training, so that the
+    MLflow UI opens it on runs, charts and models rather than on GenAI traces.
+    """
     from mlflow.exceptions import MlflowException
 
     experiment = mlflow.get_experiment_by_name(name)
@@ -116,7 +139,10 @@ def ensure_experiment(name: str) -> str:
         # rather than in whatever directory the first step happened to run in.
         artifact_location = (Path(uri.removeprefix("sqlite:///")).parent / LOCAL_ARTIFACTS).as_uri()
     try:
-        return str(mlflow.create_experiment(name, artifact_location=artifact_location))
+        tags = {EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND}
+        if description:
+            tags[MLFLOW_RUN_NOTE] = description  # an experiment's description is the same tag
+        return str(mlflow.create_experiment(name, artifact_location=artifact_location, tags=tags))
     except MlflowException:
         created = mlflow.get_experiment_by_name(name)  # by a run started at the same moment
         if created is None:
@@ -124,20 +150,61 @@ def ensure_experiment(name: str) -> str:
         return str(created.experiment_id)
 
 
-def start_pipeline_run(experiment: str, run_name: str, params: dict[str, Any], tags: dict[str, str]) -> str:
+def experiment_description(config: PipelineConfig) -> str:
+    """A new experiment's description (Markdown): what its runs are and where to look."""
+    return (
+        f"Pipeline runs of the **{config.workload}** workload ({config.task}): ingest, validate, train, "
+        f"evaluate, register. Each run registers a version of `{config.register_.model_name}`; the gate "
+        "makes it `@champion` only when it beats the champion and the trivial baseline. Metrics: `test/` "
+        "holds the test split's scores (and `test/baseline_*` the trivial model's), `val/` and `train/` the "
+        "training curves; images: the confusion matrix or overlays."
+    )
+
+
+def run_description(config: PipelineConfig, tags: dict[str, str]) -> str:
+    """A pipeline run's description (Markdown): what differs, which data and code (register adds results)."""
+    changed = ", ".join(f"`{k}={v}`" for k, v in config.differences().items()) or "none (the defaults)"
+    experiment = tags.get(DVC_EXPERIMENT_TAG)
+    code = f"git `{tags.get(GIT_COMMIT_TAG, 'unknown')[:12]}`"
+    if experiment:
+        code += f", DVC experiment `{experiment}`"
+    elif tags.get(GIT_DIRTY_TAG) == "true":
+        code += " with uncommitted changes"
+    return "\n".join(
+        [
+            f"**{config.workload}** pipeline run ({config.task}, `{config.title()}`)",
+            "",
+            f"- settings that differ from the workload's: {changed}",
+            f"- data: `{tags.get(DATA_SOURCE_TAG, '?')}`, version `{tags.get(DATA_VERSION_TAG, '?')[:12]}`",
+            f"- code: {code}",
+            f"- kfp pipeline run: `{tags.get(PIPELINE_RUN_NAME_TAG, '?')}`",
+        ]
+    )
+
+
+def start_pipeline_run(
+    experiment: str, title: str, params: dict[str, Any], tags: dict[str, str], description: str = ""
+) -> str:
     """Creates the pipeline's MLflow run, logs every parameter and tag, and returns its id.
 
-    The run is tagged with the host and the process that owns the pipeline (``inspectflow run``, or this
-    process), so that a later command can tell a run that is still going from one that was killed.
+    The run is named ``<title> <short id>`` (see :func:`name_run`) and described by ``description``
+    (Markdown, the run page's description). It is tagged with the host and the process that owns the
+    pipeline (``inspectflow run``, or this process), so that a later command can tell a run that is still
+    going from one that was killed.
     """
     experiment_id = ensure_experiment(experiment)
-    with mlflow.start_run(
-        experiment_id=experiment_id, run_name=run_name, tags={**tags, **_owner_tags()}
-    ) as run:
+    tags = {**tags, **_owner_tags(), **({MLFLOW_RUN_NOTE: description} if description else {})}
+    with mlflow.start_run(experiment_id=experiment_id, run_name=title, tags=tags) as run:
+        name_run(run.info.run_id, title)
         mlflow.log_params({key: _param_value(value) for key, value in params.items()})
         heartbeat()
         mlflow.end_run(RUNNING)  # until the register step finishes it
         return str(run.info.run_id)
+
+
+def name_run(run_id: str, title: str) -> None:
+    """Names a run ``<title> <first 6 characters of its id>``: readable, and unique among similar runs."""
+    mlflow.MlflowClient().set_tag(run_id, MLFLOW_RUN_NAME, f"{title} {run_id[:6]}")
 
 
 def _owner_tags() -> dict[str, str]:

@@ -178,7 +178,7 @@ def wait_for_training(client: MlflowClient, cli: subprocess.Popen[bytes], timeou
         experiment = client.get_experiment_by_name("textile")
         if experiment is not None:
             for run in client.search_runs([experiment.experiment_id]):
-                if "train_loss" in run.data.metrics:
+                if "train/loss" in run.data.metrics:
                     return str(run.info.run_id)
         time.sleep(0.25)
     raise AssertionError(f"training never showed up in the server (CLI exit code {cli.poll()})")
@@ -220,7 +220,7 @@ def test_a_tracking_server_that_dies_mid_run_fails_the_run_and_registers_nothing
         assert client.search_model_versions(f"name = '{MODEL}'") == []
         with pytest.raises(MlflowException):
             client.get_registered_model(MODEL)
-        epochs_logged = len(client.get_metric_history(run_id, "train_loss"))
+        epochs_logged = len(client.get_metric_history(run_id, "train/loss"))
         assert 1 <= epochs_logged < 100, f"{epochs_logged} epochs logged: the server did not die mid-training"
     finally:
         restarted.stop()

@@ -26,11 +26,11 @@ log = logging.getLogger(__name__)
 
 #: Test metrics shown by ``compare``, in this order, with their column headers.
 KEY_METRICS: dict[str, str] = {
-    "test_accuracy": "acc",
-    "test_macro_f1": "f1",
-    "test_iou": "iou",
-    "test_dice": "dice",
-    "svm_accuracy_mean": "svm_acc",
+    "test/accuracy": "acc",
+    "test/macro_f1": "f1",
+    "test/iou": "iou",
+    "test/dice": "dice",
+    "val/svm/accuracy_mean": "svm_acc",
 }
 _PAGE = 1000
 

@@ -14,9 +14,9 @@ from inspectflow.config import EvaluateConfig, PipelineConfig
 from inspectflow.data.dataset import Dataset, load_dataset
 from inspectflow.errors import pipeline_step
 from inspectflow.models.artifact import Predictor, load_trained_model
-from inspectflow.names import BASELINE_FILE, EVALUATION_ARTIFACTS, SCORES_FILE
+from inspectflow.names import BASELINE_FILE, BASELINE_METRICS, EVALUATION_ARTIFACTS, SCORES_FILE, VISUALS
 from inspectflow.tasks import save_scores, task_for
-from inspectflow.tasks.base import Scores, Task
+from inspectflow.tasks.base import PER_IMAGE_FILE, Scores, Task
 
 
 def evaluate(
@@ -40,6 +40,8 @@ def evaluate_step(
     run's ``evaluation/`` artifacts; the baseline's metrics are logged as ``baseline_*``.
     """
     import mlflow
+    import pandas as pd
+    from PIL import Image
 
     from inspectflow.config import validate_config
     from inspectflow.tracking import resume_run
@@ -54,8 +56,18 @@ def evaluate_step(
         baseline = task.baseline(dataset, evaluate_config)
         save_scores(scores, out_dir / SCORES_FILE)
         save_scores(baseline, out_dir / BASELINE_FILE)
-        mlflow.log_metrics({**scores.metrics(), **baseline.metrics(prefix="baseline_")})
+        # The baseline's headline scores beside the model's (its per-class ones say nothing new).
+        headline = {k: v for k, v in baseline.metrics(prefix=BASELINE_METRICS).items() if k.count("/") == 1}
+        mlflow.log_metrics({**scores.metrics(), **headline})
         mlflow.log_artifacts(str(out_dir), artifact_path=EVALUATION_ARTIFACTS)
+        if (out_dir / PER_IMAGE_FILE).is_file():  # a table the UI can sort and filter
+            table = pd.read_csv(out_dir / PER_IMAGE_FILE)
+            mlflow.log_table(table, artifact_file=f"{EVALUATION_ARTIFACTS}/per_image.json")
+        # As MLflow images too: the chart view compares them across runs. It orders its sections by name,
+        # so under "visuals/" they come after the metrics' test/, train/ and val/ sections.
+        for figure in sorted(out_dir.rglob("*.png")):
+            key = f"{VISUALS}{figure.relative_to(out_dir).with_suffix('').as_posix()}"
+            mlflow.log_image(Image.open(figure), key=key, step=0)
     metric = config.register_.primary_metric
     console.note(f"{len(dataset.split('test')[0])} test images, {metric} {getattr(scores, metric):.4f}")
     return scores

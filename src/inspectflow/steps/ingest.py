@@ -24,11 +24,13 @@ from inspectflow.errors import DataError, pipeline_step
 from inspectflow.imaging import SIZE_MULTIPLE, Preprocess
 from inspectflow.names import (
     DATA_ARTIFACTS,
+    DATA_COUNTS_ARTIFACT,
     DATA_DIGEST_TAG,
     DATA_FORMAT_TAG,
     DATA_SOURCE_TAG,
     DATA_SPLIT_ORIGIN_TAG,
     DATA_VERSION_TAG,
+    GIT_COMMIT_TAG,
     WORKLOAD_TAG,
 )
 
@@ -189,11 +191,19 @@ def ingest_step(
     """
     import mlflow
     import mlflow.data.pandas_dataset
+    from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT
 
     from inspectflow.config import validate_config
     from inspectflow.data.transfer import local_copy
     from inspectflow.lineage import lineage_tags
-    from inspectflow.tracking import reopen_pipeline_run, resume_run, start_pipeline_run
+    from inspectflow.tracking import (
+        ensure_experiment,
+        experiment_description,
+        reopen_pipeline_run,
+        resume_run,
+        run_description,
+        start_pipeline_run,
+    )
 
     config: PipelineConfig = validate_config(raw_config)
     with local_copy(source) as root:
@@ -202,12 +212,17 @@ def ingest_step(
             DATA_SOURCE_TAG: source,
             **lineage_tags(root, pipeline_name, kfp_run_name, kfp_run_id),
         }
+        if tags[GIT_COMMIT_TAG] != "unknown":
+            tags[MLFLOW_GIT_COMMIT] = tags[GIT_COMMIT_TAG]  # where the MLflow UI shows a run's commit
         # ``auto`` settings are logged by the step that resolves them (MLflow params cannot change).
-        params = {key: value for key, value in config.flat().items() if value != "auto"}
+        params = {key: value for key, value in config.used().items() if value != "auto"}
         if resume_run_id:
             run_id = reopen_pipeline_run(resume_run_id, params, tags)
         else:
-            run_id = start_pipeline_run(config.tracking.experiment, kfp_run_name, params, tags)
+            ensure_experiment(config.tracking.experiment, experiment_description(config))
+            run_id = start_pipeline_run(
+                config.tracking.experiment, config.title(), params, tags, run_description(config, tags)
+            )
         with resume_run(run_id):
             dataset = ingest(root, config.data)
             save_dataset(dataset, out_dir)
@@ -228,10 +243,12 @@ def ingest_step(
                     DATA_SPLIT_ORIGIN_TAG: dataset.info.split_origin,
                 }
             )
-            mlflow.log_metrics({f"data.{split}.{label}": int(n) for (split, label), n in counts.items()})
+            # A table, not metrics: counts are the data's description, not scores to chart.
+            mlflow.log_table(counts.rename("images").reset_index(), artifact_file=DATA_COUNTS_ARTIFACT)
+            version = tags[DATA_VERSION_TAG][:12]  # DVC's hash names the data everywhere, MLflow included
             mlflow.log_input(
                 mlflow.data.pandas_dataset.from_pandas(
-                    dataset.manifest, source=source, name=f"{config.workload}-{tags[DATA_VERSION_TAG][:12]}"
+                    dataset.manifest, source=source, name=f"{config.workload}-{version}", digest=version
                 ),
                 context="ingest",
             )

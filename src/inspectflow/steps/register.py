@@ -43,6 +43,7 @@ from inspectflow.names import (
     REGISTERED_MODEL_VERSION_TAG,
     REGISTRY_SUMMARY_ARTIFACT,
     SCORES_FILE,
+    SVM_METRICS,
 )
 from inspectflow.tasks.base import Scores
 
@@ -146,6 +147,7 @@ def register_step(
     import mlflow
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
+    from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
 
     from inspectflow.config import validate_config
     from inspectflow.data.dataset import dataset_digest, load_dataset
@@ -165,7 +167,7 @@ def register_step(
     client = MlflowClient()
     # features+svm is judged by its mean over the repeated splits, the method's own estimate.
     new_primary = (
-        client.get_run(run_id).data.metrics["svm_accuracy_mean"]
+        client.get_run(run_id).data.metrics[f"{SVM_METRICS}accuracy_mean"]
         if config.train.method == "features+svm"
         else float(getattr(new_scores, gate_config.primary_metric))
     )
@@ -241,12 +243,19 @@ def register_step(
             for key, value in tags.items():
                 client.set_model_version_tag(name, version, key, value)
             move_alias(client, name, alias, version, action="gate", reason=decision.reason)
+        metric = gate_config.primary_metric
+        outcome = (
+            f"**Result**: test {metric} {getattr(new_scores, metric):.4f} (trivial baseline: "
+            f"{getattr(baseline, metric):.4f}); `{name}` version {version} is `@{alias}` "
+            f"({tags[GATE_DECISION_TAG]}: {decision.reason})"
+        )
         mlflow.set_tags(
             {
                 REGISTERED_MODEL_NAME_TAG: name,
                 REGISTERED_MODEL_VERSION_TAG: version,
                 GATE_DECISION_TAG: tags[GATE_DECISION_TAG],
                 GATE_REASON_TAG: decision.reason,
+                MLFLOW_RUN_NOTE: f"{run.data.tags.get(MLFLOW_RUN_NOTE, '')}\n\n{outcome}".strip(),
             }
         )
         summary = {

@@ -28,7 +28,14 @@ from inspectflow.imaging import to_tensor
 from inspectflow.models.artifact import FEATURE_SVM, ModelSpec, save_trained_model
 from inspectflow.models.factory import build_model
 from inspectflow.models.feature_svm import FeatureSvmClassifier
-from inspectflow.names import CHECKPOINTS_ARTIFACTS, FEATURES_CACHE_TAG, HISTORY_ARTIFACT
+from inspectflow.names import (
+    CHECKPOINTS_ARTIFACTS,
+    FEATURES_CACHE_TAG,
+    HISTORY_ARTIFACT,
+    SVM_METRICS,
+    TRAIN_METRICS,
+    VAL_METRICS,
+)
 from inspectflow.tasks import task_for
 from inspectflow.tasks.base import LossFn, Task
 
@@ -232,7 +239,7 @@ def train(
         if len(x_val):
             metrics.update(_validate(task, fit, x_val, y_val))
         elapsed = time.perf_counter() - started
-        metrics["epoch_seconds"] = elapsed / epoch
+        metrics[f"{TRAIN_METRICS}epoch_seconds"] = elapsed / epoch
         history.append(metrics)
         # The best epoch so far, the latest on ties.
         improved = len(x_val) and (not best_epoch or metrics[key] >= history[best_epoch - 1][key])
@@ -340,7 +347,7 @@ def _setup(task: Task, config: TrainConfig, y_train: torch.Tensor, dataset: Data
 def _train_epoch(
     task: Task, fit: _Fit, x_train: torch.Tensor, y_train: torch.Tensor, epoch: int
 ) -> dict[str, float]:
-    """One pass over the training images in the task's seeded order; returns ``train_*`` metrics."""
+    """One pass over the training images in the task's seeded order; returns ``train/*`` metrics."""
     config = fit.config
     fit.model.train()
     order = task.epoch_order(y_train, config, fit.generator)
@@ -364,7 +371,7 @@ def _train_epoch(
         meter.update(logits.detach().float(), target)
         loss_so_far = total_loss / (start + len(index))
         console.progress(batch_number, len(starts), f"train epoch {epoch}/{config.epochs}", loss=loss_so_far)
-    return {"train_loss": total_loss / len(order), **meter.result("train_")}
+    return {f"{TRAIN_METRICS}loss": total_loss / len(order), **meter.result(TRAIN_METRICS)}
 
 
 def recalibrate_batchnorm(
@@ -389,7 +396,7 @@ def recalibrate_batchnorm(
 
 @torch.no_grad()
 def _validate(task: Task, fit: _Fit, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-    """Scores the held-out part of the training split: loss and the task's ``val_*`` figures."""
+    """Scores the held-out part of the training split: loss and the task's ``val/*`` figures."""
     fit.model.eval()
     meter = task.meter()
     total_loss = 0.0
@@ -400,7 +407,7 @@ def _validate(task: Task, fit: _Fit, x: torch.Tensor, y: torch.Tensor) -> dict[s
         target = y[start : start + batch_size].to(fit.device)
         total_loss += float(fit.loss_fn(logits, target)) * len(target)
         meter.update(logits, target)
-    return {"val_loss": total_loss / len(x), **meter.result("val_")}
+    return {f"{VAL_METRICS}loss": total_loss / len(x), **meter.result(VAL_METRICS)}
 
 
 def train_feature_svm(
@@ -483,7 +490,7 @@ def train_step(dataset_dir: Path, raw_config: dict[str, object], run_id: str, mo
     import mlflow
 
     from inspectflow.config import validate_config
-    from inspectflow.tracking import heartbeat, resume_run
+    from inspectflow.tracking import heartbeat, name_run, resume_run
 
     config: PipelineConfig = validate_config(raw_config)
     dataset = load_dataset(dataset_dir)
@@ -493,8 +500,8 @@ def train_step(dataset_dir: Path, raw_config: dict[str, object], run_id: str, mo
         experiment = parent.info.experiment_id if parent else None  # else MLflow picks its default one
         with mlflow.start_run(run_name=f"split-{split.index}", nested=True, experiment_id=experiment):
             mlflow.log_params({"split.index": split.index, "split.seed": split.seed})
-            recalls = {f"recall_{c}": r for c, r in split.recall.items()}
-            mlflow.log_metrics({"accuracy": split.accuracy, **recalls})
+            recalls = {f"{VAL_METRICS}recall/{c}": r for c, r in split.recall.items()}
+            mlflow.log_metrics({f"{VAL_METRICS}accuracy": split.accuracy, **recalls})
 
     task = task_for(config)
     with resume_run(run_id):
@@ -502,9 +509,12 @@ def train_step(dataset_dir: Path, raw_config: dict[str, object], run_id: str, mo
             classifier, spec, result, cache_hit = train_feature_svm(dataset, config.train, log_split)
             save_trained_model(classifier, spec, model_dir)
             mlflow.set_tag(FEATURES_CACHE_TAG, "hit" if cache_hit else "miss")
-            summary = {"svm_accuracy_mean": result.accuracy_mean, "svm_accuracy_std": result.accuracy_std}
-            summary.update({f"svm_recall_mean_{c}": v for c, v in result.recall_mean.items()})
-            summary.update({f"svm_recall_std_{c}": v for c, v in result.recall_std.items()})
+            summary = {
+                f"{SVM_METRICS}accuracy_mean": result.accuracy_mean,
+                f"{SVM_METRICS}accuracy_std": result.accuracy_std,
+            }
+            summary.update({f"{SVM_METRICS}recall_mean/{c}": v for c, v in result.recall_mean.items()})
+            summary.update({f"{SVM_METRICS}recall_std/{c}": v for c, v in result.recall_std.items()})
             mlflow.log_metrics(summary)
             log.info(
                 "SVM over %d splits: accuracy %.4f ± %.4f",
@@ -532,12 +542,20 @@ def train_step(dataset_dir: Path, raw_config: dict[str, object], run_id: str, mo
             result_nn = train(task, dataset, config.train, checkpoints, log_epoch, resume=resumed)
         # What ``auto`` became: ingest logged every setting but these.
         resolved = result_nn.config.model_dump() if result_nn.config else {}
+        used = config.used()
         mlflow.log_params(
-            {f"train.{k}": v for k, v in resolved.items() if getattr(config.train, k) == "auto"}
+            {
+                f"train.{k}": v
+                for k, v in resolved.items()
+                if getattr(config.train, k) == "auto" and f"train.{k}" in used
+            }
         )
+        if result_nn.config and config.train.model == "auto":
+            name_run(run_id, config.title(result_nn.config.model))  # the name says which model it became
         thresholds = task.thresholds(config.evaluate, result_nn.model, *result_nn.validation)
         result_nn.spec.thresholds = thresholds
-        mlflow.log_metrics(thresholds)  # what evaluation and prediction will apply
+        # What evaluation and prediction will apply, picked on the validation images.
+        mlflow.log_metrics({f"{VAL_METRICS}{name}": value for name, value in thresholds.items()})
         save_trained_model(result_nn.model, result_nn.spec, model_dir)
         mlflow.log_dict({"epochs": result_nn.history}, HISTORY_ARTIFACT)
 

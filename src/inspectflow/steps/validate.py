@@ -44,7 +44,7 @@ def validate_step(dataset_dir: Path, raw_config: dict[str, object], run_id: str,
         mlflow.log_artifact(str(json_path), artifact_path=VALIDATION_ARTIFACTS)
         mlflow.log_artifact(str(html_path), artifact_path=VALIDATION_ARTIFACTS)
         mlflow.set_tag(VALIDATION_SUCCESS_TAG, str(report.success).lower())
-        mlflow.log_metric("validation.failed_checks", len(report.failures))
+        mlflow.log_metric("validate/failed_checks", len(report.failures))
         if not report.success:
             raise DataError(f"{dataset.info.source}: {report.summary()}")
     log.info("validation passed: %d checks", report.checks)

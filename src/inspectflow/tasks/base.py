@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 
+from inspectflow.names import TEST_METRICS
+
 if TYPE_CHECKING:
     import torch
 
@@ -44,8 +46,8 @@ class Scores(Protocol):
         """The per-class score the gate compares with the champion's."""
         ...
 
-    def metrics(self, prefix: str = "test_") -> dict[str, float]:
-        """Flat MLflow metrics, such as ``test_macro_f1``."""
+    def metrics(self, prefix: str = TEST_METRICS) -> dict[str, float]:
+        """Flat MLflow metrics, such as ``test/macro_f1`` and ``test/f1/<class>``."""
         ...
 
     def confusion_counts(self) -> dict[tuple[str, str], int]:
@@ -197,6 +199,19 @@ class Task(ABC):
 
         ``preprocess`` is how the images were brought to the model, to map outputs back onto them.
         """
+
+
+#: One row per test image (its name, truth, prediction, score), written by every task's evaluation.
+PER_IMAGE_FILE = "per_image.csv"
+
+
+def write_per_image(rows: dict[str, Any], out_dir: Path) -> Path:
+    """Writes the per-image evaluation table (columns of equal length) into ``out_dir``."""
+    import pandas as pd
+
+    path = out_dir / PER_IMAGE_FILE
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
 
 
 def batched(predictor: Predictor, images: np.ndarray, batch_size: int) -> list[torch.Tensor]:

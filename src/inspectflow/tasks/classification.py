@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from inspectflow.tasks.base import PredictedImage, Task, batched
+from inspectflow.names import TEST_METRICS, VAL_METRICS
+from inspectflow.tasks.base import PredictedImage, Task, batched, write_per_image
 
 if TYPE_CHECKING:
     import torch
@@ -59,11 +60,15 @@ class ClassificationScores:
         """Per-class F1, which the gate compares with the champion's."""
         return self.f1
 
-    def metrics(self, prefix: str = "test_") -> dict[str, float]:
-        """Flattens the scores into MLflow metric names, such as ``test_f1_hole``."""
+    def metrics(self, prefix: str = TEST_METRICS) -> dict[str, float]:
+        """Flattens the scores into MLflow metric names, such as ``test/f1/hole``.
+
+        Per-class precision stays in ``scores.json``: each metric group is one more chart section to scroll
+        past in the MLflow UI.
+        """
         flat = {f"{prefix}accuracy": self.accuracy, f"{prefix}macro_f1": self.macro_f1}
-        for name, values in (("precision", self.precision), ("recall", self.recall), ("f1", self.f1)):
-            flat.update({f"{prefix}{name}_{cls}": value for cls, value in values.items()})
+        for name, values in (("recall", self.recall), ("f1", self.f1)):
+            flat.update({f"{prefix}{name}/{cls}": value for cls, value in values.items()})
         return flat
 
     def confusion_counts(self) -> dict[tuple[str, str], int]:
@@ -167,7 +172,7 @@ class Classification(Task):
     models: ClassVar[tuple[str, ...]] = ("residual_cnn", "resnet18", "efficientnet_lite0")
     losses: ClassVar[tuple[str, ...]] = ("cross_entropy",)
     primary_metrics: ClassVar[tuple[str, ...]] = ("macro_f1", "accuracy")
-    best_epoch_key: ClassVar[str] = "val_macro_f1"
+    best_epoch_key: ClassVar[str] = f"{VAL_METRICS}macro_f1"
     # Few optimisation steps leave BatchNorm's running averages behind the weights: classifiers need the
     # recomputation (segmenters train on defect-biased crops, where it measurably hurt their IoU).
     recalibrate_batchnorm: ClassVar[bool] = True
@@ -227,12 +232,14 @@ class Classification(Task):
     def evaluate(
         self, predictor: Predictor, dataset: Dataset, config: EvaluateConfig, out_dir: Path | None = None
     ) -> ClassificationScores:
-        """Scores the test split; writes the confusion matrix (JSON and PNG) into ``out_dir``."""
+        """Scores the test split; writes the confusion matrix (JSON, PNG) and the per-image table."""
         images, labels = dataset.split("test")
-        scores = score_predictions(
-            labels, predict_labels(predictor, images, config.batch_size), dataset.info.classes
-        )
+        predicted = predict_labels(predictor, images, config.batch_size)
+        scores = score_predictions(labels, predicted, dataset.info.classes)
         if out_dir is not None:
+            names = np.asarray(dataset.info.classes)
+            rows = {"image": dataset.file_names("test"), "true": names[labels], "predicted": names[predicted]}
+            write_per_image({**rows, "correct": labels == predicted}, out_dir)
             (out_dir / CONFUSION_JSON).write_text(
                 json.dumps({"classes": scores.classes, "matrix": scores.confusion}, indent=2)
             )

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from inspectflow import segmentation_metrics as seg
-from inspectflow.tasks.base import PredictedImage, Task, batched
+from inspectflow.names import TEST_METRICS, VAL_METRICS
+from inspectflow.tasks.base import PredictedImage, Task, batched, write_per_image
 
 if TYPE_CHECKING:
     import torch
@@ -64,12 +65,12 @@ class SegmentationScores:
         """Per-group foreground IoU, which the gate compares with the champion's."""
         return {name: values["iou"] for name, values in self.per_class.items()}
 
-    def metrics(self, prefix: str = "test_") -> dict[str, float]:
-        """Flattens the scores into MLflow metric names, such as ``test_iou_Class1``."""
+    def metrics(self, prefix: str = TEST_METRICS) -> dict[str, float]:
+        """Flattens the scores into MLflow metric names, such as ``test/iou/Class1``."""
         names = ("dice", "iou", "mean_defect_iou", "detection_tpr", "detection_fpr")
         flat = {f"{prefix}{name}": float(getattr(self, name)) for name in (*names, "defect_dice")}
         for group, values in self.per_class.items():
-            flat.update({f"{prefix}{name}_{group}": values[name] for name in names})
+            flat.update({f"{prefix}{name}/{group}": values[name] for name in names})
         return flat
 
     def confusion_counts(self) -> dict[tuple[str, str], int]:
@@ -178,11 +179,16 @@ def score_segmentation(
     return score_masks(pred, scores, dataset.split_masks("test") > 0, groups, config)
 
 
-def draw_overlays(dataset: Dataset, pred: np.ndarray, count: int, out_dir: Path) -> list[Path]:
-    """Draws the best and worst test images by IoU (defective images first) as image | truth | prediction.
+#: The smallest side of an overlay panel: small images are enlarged (nearest neighbour) to be read.
+OVERLAY_MIN_SIDE = 256
 
-    Truth is drawn in green and prediction in red over the image; each file is named after its rank and
-    source image.
+
+def draw_overlays(dataset: Dataset, pred: np.ndarray, count: int, out_dir: Path) -> list[Path]:
+    """Draws the best and worst test images by IoU (defective images first), one PNG each.
+
+    Each PNG has a caption (rank, IoU, source image) over two panels of at least
+    :data:`OVERLAY_MIN_SIDE` pixels: the image, and the image with the true defect outlined in green and
+    the prediction filled in translucent red. Files are named after their rank (``worst_1.png``).
 
     Args:
         dataset: The dataset whose test split was predicted.
@@ -204,18 +210,41 @@ def draw_overlays(dataset: Dataset, pred: np.ndarray, count: int, out_dir: Path)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for rank, (kind, i) in enumerate(chosen):
-        gray = np.repeat(images[i][..., :1], 3, axis=2).astype(np.float32)
-        panels = [gray]
-        for mask, colour in ((truth[i], (0, 255, 0)), (pred[i], (255, 0, 0))):
-            tinted = gray.copy()
-            tinted[mask] = 0.5 * tinted[mask] + 0.5 * np.array(colour, dtype=np.float32)
-            panels.append(tinted)
-        strip = np.concatenate(panels, axis=1).clip(0, 255).astype(np.uint8)
-        stem = names[i].replace("/", "_").rsplit(".", 1)[0]
-        path = out_dir / f"{kind}_{rank % count + 1}_iou{iou[i]:.2f}_{stem}.png"
-        Image.fromarray(strip).save(path)
+        caption = f"{kind} {rank % count + 1}: IoU {iou[i]:.2f}  {names[i]}"
+        overlay = _overlay(images[i], truth[i], pred[i], caption)
+        # Named by rank only: the same names in every run, so the MLflow UI lines runs' overlays up.
+        path = out_dir / f"{kind}_{rank % count + 1}.png"
+        Image.fromarray(overlay).save(path)
         paths.append(path)
     return paths
+
+
+def _overlay(image: np.ndarray, truth: np.ndarray, pred: np.ndarray, caption: str) -> np.ndarray:
+    """``caption`` over two titled panels: the image; truth outlined in green, prediction filled in red."""
+    from PIL import Image, ImageDraw
+
+    scale = max(1, -(-OVERLAY_MIN_SIDE // min(truth.shape)))  # ceiling division
+    gray = np.repeat(image[..., :1], 3, axis=2).astype(np.float32)
+    marked = gray.copy()
+    marked[pred] = 0.55 * marked[pred] + 0.45 * np.array([255.0, 0.0, 0.0])
+    eroded = truth.copy()
+    eroded[1:, :] &= truth[:-1, :]
+    eroded[:-1, :] &= truth[1:, :]
+    eroded[:, 1:] &= truth[:, :-1]
+    eroded[:, :-1] &= truth[:, 1:]
+    marked[truth & ~eroded] = (0.0, 255.0, 0.0)
+    panels = [np.kron(p, np.ones((scale, scale, 1))).clip(0, 255).astype(np.uint8) for p in (gray, marked)]
+    height, width = panels[0].shape[:2]
+    header, gap = 34, 8
+    canvas = Image.new("RGB", (2 * width + gap, height + header), "white")
+    draw = ImageDraw.Draw(canvas)
+    draw.text((4, 2), caption, fill="black")
+    titles = ("image", "truth: green outline; prediction: red")
+    for number, (panel, title) in enumerate(zip(panels, titles, strict=True)):
+        left = number * (width + gap)
+        canvas.paste(Image.fromarray(panel), (left, header))
+        draw.text((left + 4, 18), title, fill="black")
+    return np.asarray(canvas)
 
 
 class OverlapMeter:
@@ -250,7 +279,7 @@ class Segmentation(Task):
     models: ClassVar[tuple[str, ...]] = ("unet", "unet_lite0")
     losses: ClassVar[tuple[str, ...]] = ("dice", "bce", "bce+dice")
     primary_metrics: ClassVar[tuple[str, ...]] = ("iou", "dice")
-    best_epoch_key: ClassVar[str] = "val_iou"
+    best_epoch_key: ClassVar[str] = f"{VAL_METRICS}iou"
     recalibrate_batchnorm: ClassVar[bool] = False
     writes_files: ClassVar[bool] = True
     any_input_size: ClassVar[bool] = True
@@ -361,12 +390,23 @@ class Segmentation(Task):
     def evaluate(
         self, predictor: Predictor, dataset: Dataset, config: EvaluateConfig, out_dir: Path | None = None
     ) -> SegmentationScores:
-        """Scores the test split; draws the best and worst test images into ``out_dir/overlays``."""
+        """Scores the test split; writes overlays of the best and worst images and the per-image table."""
         images, _ = dataset.split("test")
         pred, image_score = predict_masks(predictor, images, config.batch_size, config.mask_threshold)
         scores = score_segmentation(dataset, pred, image_score, config)
         if out_dir is not None:
             draw_overlays(dataset, pred, config.overlays, out_dir / OVERLAYS_DIR)
+            truth = dataset.split_masks("test") > 0
+            groups = dataset.manifest.loc[dataset.manifest["split"] == "test", "label"].astype(str)
+            rows = {
+                "image": dataset.file_names("test"),
+                "group": groups.to_numpy(),
+                "defective": truth.reshape(len(truth), -1).any(axis=1),
+                "defect_score": image_score,
+                "detected": image_score > detection_cut(config),
+                "iou": seg.per_image_iou(pred, truth),
+            }
+            write_per_image(rows, out_dir)
         return scores
 
     baseline_description: ClassVar[str] = "an empty mask for every image"
