@@ -16,7 +16,14 @@ from mlflow import MlflowClient
 
 from inspectflow.errors import InspectflowError
 from inspectflow.lifecycle.aliases import list_versions, previous_champion, promote, rollback
-from inspectflow.lifecycle.audit import AUDIT_VALUE_LIMIT, AuditEntry, audit_trail, move_alias
+from inspectflow.lifecycle.audit import (
+    AUDIT_VALUE_LIMIT,
+    AuditEntry,
+    audit_entries,
+    audit_trail,
+    move_alias,
+    moves_outside_the_trail,
+)
 from inspectflow.lifecycle.comparison import compare_runs
 from inspectflow.lifecycle.render import (
     format_history,
@@ -159,6 +166,25 @@ def test_promote_rollback_promote_moves_the_champion_and_audits_every_move(
     table = format_versions(MODEL, rows).splitlines()
     assert len(table) == 4 and "challenger, champion" in table[2] and "macro_f1 0.8100" in table[2]
     assert all(len(line) <= 110 for line in table)
+
+
+@pytest.mark.usefixtures("tracking")
+def test_alias_moves_made_outside_inspectflow_are_flagged_and_the_description_shows_the_trail() -> None:
+    client = MlflowClient()
+    v1 = register(client, pipeline_run(client, {"lr": "0.01"}, {}), 0.80, True, "no champion yet")
+    v2 = register(client, pipeline_run(client, {"lr": "0.02"}, {}), 0.81, False, "gain too small")
+    model = client.get_registered_model(MODEL)
+    assert moves_outside_the_trail(model, audit_entries(model)) == []
+    assert "| 2 |" in model.description and f"`@champion` version {v1}" in model.description
+
+    client.set_registered_model_alias(MODEL, "champion", v2)  # as the MLflow UI would: no trail entry
+    client.set_registered_model_alias(MODEL, "production", v1)
+    model = client.get_registered_model(MODEL)
+    outside = moves_outside_the_trail(model, audit_entries(model))
+    assert any(f"champion points at version {v2}" in line and f"version {v1}" in line for line in outside)
+    assert any(line.startswith("production") for line in outside)
+    shown = format_history(MODEL, audit_entries(model), outside).splitlines()
+    assert shown[-2].startswith("! champion points at") and shown[-1].startswith("! production")
 
 
 @pytest.mark.usefixtures("tracking")

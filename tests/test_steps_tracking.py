@@ -31,6 +31,10 @@ def test_first_version_is_champion_and_an_equal_rerun_is_challenger(npy_dir: Pat
     assert (str(champion.version), str(challenger.version)) == ("1", "2")
     assert challenger.tags["gate.reason"] == second["reason"]
     assert challenger.tags["gate.champion_version"] == "1"
+    # the model card: verdict, scores against the champion and the baseline, how to use it
+    card = challenger.description
+    assert card.startswith("**rejected**, `@challenger`") and "| test macro_f1 |" in card, card
+    assert "champion (version 1)" in card and "models:/textile-classifier/2" in card
     assert challenger.tags["data.digest"] == champion.tags["data.digest"]
 
     run = client.get_run(second["mlflow_run_id"])

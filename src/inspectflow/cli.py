@@ -574,14 +574,19 @@ def models_rollback(workload: str, reason: str, workdir: Path) -> None:
 @_WORKDIR
 @_JSON
 def models_history(workload: str, workdir: Path, as_json: bool) -> None:
-    """The audit trail of alias moves: who, when, from, to, why."""
-    from inspectflow.lifecycle.audit import audit_trail
+    """The audit trail of alias moves: who, when, from, to, why; and moves made outside inspectflow."""
+    from inspectflow.lifecycle.audit import audit_entries, moves_outside_the_trail, registered_model
     from inspectflow.lifecycle.render import format_history, to_json
 
     client = _client(workdir)
     name = _model_name(workload, client)
-    entries = audit_trail(client, name)
-    click.echo(to_json({"model": name, "moves": entries}) if as_json else format_history(name, entries))
+    model = registered_model(client, name)
+    entries = audit_entries(model)
+    outside = moves_outside_the_trail(model, entries)
+    if as_json:
+        click.echo(to_json({"model": name, "moves": entries, "outside_inspectflow": outside}))
+    else:
+        click.echo(format_history(name, entries, outside))
 
 
 @cli.command("compare")

@@ -162,6 +162,67 @@ def audit_entries(model: RegisteredModel) -> list[AuditEntry]:
     return sorted(entries, key=lambda entry: entry.seq)
 
 
+#: Moves the registered model's description shows, newest first (all of them stay in the tags).
+DESCRIBED_MOVES = 20
+
+
+def model_description(model: RegisteredModel, entries: list[AuditEntry]) -> str:
+    """The registered model's description (Markdown): how its aliases move, where they are, the trail."""
+    aliases = ", ".join(f"`@{a}` version {v}" for a, v in sorted((model.aliases or {}).items())) or "none"
+    rows = [
+        f"| {e.seq} | {e.time.replace('T', ' ').rstrip('Z')} | {e.action} | {e.alias} | "
+        f"{e.from_version or '-'} → {e.to_version} | {e.actor} | {e.reason.replace('|', '/')} |"
+        for e in reversed(entries[-DESCRIBED_MOVES:])
+    ]
+    return "\n".join(
+        [
+            "Registered by inspectflow. `@champion` moves only through the pipeline's gate, `inspectflow "
+            "models promote` or `inspectflow models rollback`; each move is recorded here and in the "
+            "`audit.NNNNNN` tags. An alias set in this UI is not recorded: `inspectflow models history` "
+            "flags it.",
+            "",
+            f"**Aliases now**: {aliases}",
+            "",
+            f"**Alias moves** (newest first, the last {DESCRIBED_MOVES}):",
+            "",
+            "| # | time (UTC) | action | alias | from → to | who | why |",
+            "|---|---|---|---|---|---|---|",
+            *rows,
+        ]
+    )
+
+
+def moves_outside_the_trail(model: RegisteredModel, entries: list[AuditEntry]) -> list[str]:
+    """Alias moves made without inspectflow (the MLflow UI, its API): where aliases and the trail disagree.
+
+    An alias that points elsewhere than its last recorded move, one that is gone, and a recorded move whose
+    ``from`` is not where the previous one left the alias each say that something moved it unrecorded.
+    """
+    found: list[str] = []
+    last: dict[str, str] = {}
+    for entry in entries:
+        before = last.get(entry.alias)
+        if before is not None and entry.from_version != before:
+            found.append(
+                f"{entry.alias} was on version {entry.from_version} before move {entry.seq}, but the trail "
+                f"had left it on version {before}: moved outside inspectflow in between"
+            )
+        last[entry.alias] = entry.to_version
+    aliases = {alias: str(version) for alias, version in (model.aliases or {}).items()}
+    for alias, version in sorted(last.items()):
+        now = aliases.get(alias)
+        if now is None:
+            found.append(f"{alias} was removed outside inspectflow (the trail left it on version {version})")
+        elif now != version:
+            found.append(
+                f"{alias} points at version {now}, but the trail left it on version {version}: "
+                "moved outside inspectflow (use inspectflow models promote, which records why)"
+            )
+    for alias in sorted(set(aliases) - set(last)):
+        found.append(f"{alias} (version {aliases[alias]}) was set outside inspectflow: no move recorded")
+    return found
+
+
 def _next_seq(model: RegisteredModel) -> int:
     numbers = [int(match.group(1)) for key in (model.tags or {}) if (match := _AUDIT_KEY.match(key))]
     return max(numbers, default=0) + 1
@@ -205,6 +266,8 @@ def move_alias(
         )
     )
     client.set_registered_model_tag(name, entry.tag_key, entry.to_json())
+    model = registered_model(client, name)
+    client.update_registered_model(name, description=model_description(model, audit_entries(model)))
     log.info("%s@%s: %s -> %s (%s by %s)", name, alias, entry.from_version, version, action, entry.actor)
     return entry
 

@@ -83,13 +83,14 @@ def format_entry(entry: AuditEntry) -> str:
     )
 
 
-def format_history(name: str, entries: list[AuditEntry]) -> str:
-    """Renders :func:`audit_trail` one line per alias move, oldest first."""
+def format_history(name: str, entries: list[AuditEntry], outside: list[str] | None = None) -> str:
+    """Renders :func:`audit_trail` one line per alias move, oldest first, then moves made outside it."""
+    warnings = [f"! {text}" for text in outside or []]
     if not entries:
-        return f"{name}: no alias moves recorded"
+        return "\n".join([f"{name}: no alias moves recorded", *warnings])
     count = f"{len(entries)} alias move{'s' if len(entries) != 1 else ''}"
     header = f"{'seq':>4}  {'time (UTC)':<20}  {'action':<8}  {'alias':<10}  {'from -> to':<10}  who: why"
-    return "\n".join([f"{name}: {count}, oldest first", header, *map(format_entry, entries)])
+    return "\n".join([f"{name}: {count}, oldest first", header, *map(format_entry, entries), *warnings])
 
 
 def format_promotion(result: Promotion) -> str:

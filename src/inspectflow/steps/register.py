@@ -30,6 +30,8 @@ from inspectflow.names import (
     CHAMPION,
     CLASSES_TAG,
     DATA_DIGEST_TAG,
+    DATA_SOURCE_TAG,
+    DATA_VERSION_TAG,
     DVC_EXPERIMENT_TAG,
     GATE_CHAMPION_SCORE_TAG,
     GATE_CHAMPION_VERSION_TAG,
@@ -37,6 +39,7 @@ from inspectflow.names import (
     GATE_NEW_SCORE_TAG,
     GATE_PRIMARY_METRIC_TAG,
     GATE_REASON_TAG,
+    GIT_COMMIT_TAG,
     LINEAGE_TAG_PREFIXES,
     MLFLOW_RUN_ID_TAG,
     REGISTERED_MODEL_NAME_TAG,
@@ -133,6 +136,46 @@ def decide(
         f"(> {config.min_improvement:.4f}), no class {kind} drops more than {config.max_class_drop:.4f}"
     )
     return GateDecision(True, reason, new_score, champion_score)
+
+
+def model_card(
+    config: PipelineConfig,
+    version: str,
+    alias: str,
+    tags: dict[str, str],
+    decision: GateDecision,
+    scores: Scores,
+    baseline: Scores,
+) -> str:
+    """A version's description (Markdown): verdict, scores against the champion and baseline, data, use."""
+    name, metric = config.register_.model_name, config.register_.primary_metric
+    champion = tags.get(GATE_CHAMPION_VERSION_TAG) or "none"
+
+    def row(score: str, champion_score: float | None = None) -> str:
+        theirs = "-" if champion_score is None else f"{champion_score:.4f}"
+        return f"| test {score} | {getattr(scores, score):.4f} | {theirs} | {getattr(baseline, score):.4f} |"
+
+    others = [m for m in ("accuracy", "macro_f1", "iou", "dice") if m != metric and hasattr(scores, m)]
+    rows = [row(metric, decision.champion_score), *map(row, others)]
+    worst = min(scores.class_scores().items(), key=lambda item: item[1], default=None)
+    data = f"`{tags.get(DATA_SOURCE_TAG, '?')}`, DVC version `{tags.get(DATA_VERSION_TAG, '?')[:12]}`"
+    code = f"git `{tags.get(GIT_COMMIT_TAG, 'unknown')[:12]}`"
+    return "\n".join(
+        [
+            f"**{tags[GATE_DECISION_TAG]}**, `@{alias}`: {decision.reason}",
+            "",
+            f"| score | version {version} | champion (version {champion}) | trivial baseline |",
+            "|---|---|---|---|",
+            *rows,
+            "",
+            f"Weakest class: {worst[0]} ({scores.class_metric} {worst[1]:.4f})." if worst else "",
+            f"Data: {data}; code: {code}; MLflow run `{tags.get(MLFLOW_RUN_ID_TAG)}`.",
+            "",
+            f"Use: `inspectflow predict {config.workload} IMAGE... --model models:/{name}/{version}`, or "
+            f'`mlflow.pyfunc.load_model("models:/{name}/{version}")` (lineage: `inspectflow lineage '
+            f"models:/{name}/{version}`).",
+        ]
+    )
 
 
 @pipeline_step("register")
@@ -244,18 +287,22 @@ def register_step(
                 client.set_model_version_tag(name, version, key, value)
             move_alias(client, name, alias, version, action="gate", reason=decision.reason)
         metric = gate_config.primary_metric
-        outcome = (
+        result_note = (
             f"**Result**: test {metric} {getattr(new_scores, metric):.4f} (trivial baseline: "
             f"{getattr(baseline, metric):.4f}); `{name}` version {version} is `@{alias}` "
             f"({tags[GATE_DECISION_TAG]}: {decision.reason})"
         )
+        card = model_card(
+            config, str(version), alias, {**run.data.tags, **tags}, decision, new_scores, baseline
+        )
+        client.update_model_version(name, version, description=card)
         mlflow.set_tags(
             {
                 REGISTERED_MODEL_NAME_TAG: name,
                 REGISTERED_MODEL_VERSION_TAG: version,
                 GATE_DECISION_TAG: tags[GATE_DECISION_TAG],
                 GATE_REASON_TAG: decision.reason,
-                MLFLOW_RUN_NOTE: f"{run.data.tags.get(MLFLOW_RUN_NOTE, '')}\n\n{outcome}".strip(),
+                MLFLOW_RUN_NOTE: f"{run.data.tags.get(MLFLOW_RUN_NOTE, '')}\n\n{result_note}".strip(),
             }
         )
         summary = {
