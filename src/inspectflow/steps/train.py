@@ -400,7 +400,7 @@ def _validate(task: Task, fit: _Fit, x: torch.Tensor, y: torch.Tensor) -> dict[s
     fit.model.eval()
     meter = task.meter()
     total_loss = 0.0
-    batch_size = fit.config.batch_size
+    batch_size = task.inference_batch(fit.config.batch_size, *x.shape[2:])
     for start in range(0, len(x), batch_size):
         with fit.autocast():
             logits = fit.model(x[start : start + batch_size].to(fit.device)).float()

@@ -133,6 +133,10 @@ class Task(ABC):
 
         return torch.randperm(len(targets), generator=generator)
 
+    def inference_batch(self, batch_size: int, height: int, width: int) -> int:
+        """Images per forward pass without gradients (validation, evaluation) for images of this size."""
+        return batch_size
+
     def thresholds(
         self, config: EvaluateConfig, predictor: Predictor, images: torch.Tensor, targets: torch.Tensor
     ) -> dict[str, float]:

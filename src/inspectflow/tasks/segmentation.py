@@ -279,10 +279,15 @@ class Segmentation(Task):
     models: ClassVar[tuple[str, ...]] = ("unet", "unet_lite0")
     losses: ClassVar[tuple[str, ...]] = ("dice", "bce", "bce+dice")
     primary_metrics: ClassVar[tuple[str, ...]] = ("iou", "dice")
+
     best_epoch_key: ClassVar[str] = f"{VAL_METRICS}iou"
     recalibrate_batchnorm: ClassVar[bool] = False
     writes_files: ClassVar[bool] = True
     any_input_size: ClassVar[bool] = True
+
+    def inference_batch(self, batch_size: int, height: int, width: int) -> int:
+        """``batch_size`` capped to :data:`INFERENCE_PIXELS` pixels (whole images, not training crops)."""
+        return inference_batch(batch_size, height, width)
 
     def check_config(self, config: PipelineConfig) -> None:
         """Also refuses ``features+svm`` and sides the networks' downsampling does not divide."""
