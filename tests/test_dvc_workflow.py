@@ -95,7 +95,7 @@ def test_an_experiment_registers_a_challenger_and_leaves_the_champion(clone: Pat
     assert len([r for r in runs if "mlflow.parentRunId" not in r.data.tags]) == 2
     assert "DVC experiment faster-lr" in sh(clone, "inspectflow", "lineage", f"models:/{MODEL}/2").stdout
     metrics = json.loads((clone / "metrics" / "textile.json").read_text())
-    assert all(name.startswith("test_") for name in metrics), metrics  # scores only
+    assert all(name.startswith("test/") for name in metrics), metrics  # scores only
     diff = sh(clone, "dvc", "metrics", "diff", "--all").stdout
     assert "metrics/textile.json" in diff and "test/accuracy" in diff
     table = sh(clone, "inspectflow", "compare", "textile").stdout
