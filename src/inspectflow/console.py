@@ -15,7 +15,6 @@ import io
 import json
 import os
 import re
-import sys
 import time
 from typing import IO, Any, TextIO
 
@@ -148,8 +147,3 @@ class RunConsole(io.TextIOBase):
         postfix = event.get("postfix") or {}
         if postfix:
             self._bar.set_postfix({k: f"{v:.4g}" for k, v in postfix.items()}, refresh=True)
-
-
-def standard_streams() -> tuple[TextIO, TextIO]:
-    """The process's real stdout and stderr, whatever stands in for them now."""
-    return sys.__stdout__ or sys.stdout, sys.__stderr__ or sys.stderr

@@ -183,16 +183,17 @@ def run_description(config: PipelineConfig, tags: dict[str, str]) -> str:
 
 
 def start_pipeline_run(
-    experiment: str, title: str, params: dict[str, Any], tags: dict[str, str], description: str = ""
+    experiment_id: str, title: str, params: dict[str, Any], tags: dict[str, str], description: str = ""
 ) -> str:
     """Creates the pipeline's MLflow run, logs every parameter and tag, and returns its id.
+
+    The experiment comes from :func:`ensure_experiment`, which also describes a new one.
 
     The run is named ``<title> <short id>`` (see :func:`name_run`) and described by ``description``
     (Markdown, the run page's description). It is tagged with the host and the process that owns the
     pipeline (``inspectflow run``, or this process), so that a later command can tell a run that is still
     going from one that was killed.
     """
-    experiment_id = ensure_experiment(experiment)
     tags = {**tags, **_owner_tags(), **({MLFLOW_RUN_NOTE: description} if description else {})}
     with mlflow.start_run(experiment_id=experiment_id, run_name=title, tags=tags) as run:
         name_run(run.info.run_id, title)

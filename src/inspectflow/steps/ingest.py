@@ -219,9 +219,9 @@ def ingest_step(
         if resume_run_id:
             run_id = reopen_pipeline_run(resume_run_id, params, tags)
         else:
-            ensure_experiment(config.tracking.experiment, experiment_description(config))
+            experiment_id = ensure_experiment(config.tracking.experiment, experiment_description(config))
             run_id = start_pipeline_run(
-                config.tracking.experiment, config.title(), params, tags, run_description(config, tags)
+                experiment_id, config.title(), params, tags, run_description(config, tags)
             )
         with resume_run(run_id):
             dataset = ingest(root, config.data)
