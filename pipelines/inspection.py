@@ -33,8 +33,11 @@ def pipeline_name(workload: str) -> str:
     return f"inspectflow-{workload}"
 
 
-def inspection_pipeline(workload: str) -> GraphComponent:
+def inspection_pipeline(workload: str, image: str | None = None) -> GraphComponent:
     """Returns the workload's pipeline, named after it (the steps are the same for every workload).
+
+    Every step runs in ``COMPONENT_IMAGE`` but train, which asks for a GPU in its CUDA build; with
+    ``image``, every step runs in that one (``inspectflow run --runner container`` on a CPU machine).
 
     The pipeline takes ``source`` (a folder, or an ``s3://bucket/prefix`` URI), ``config`` (the
     ``PipelineConfig`` as JSON: kfp dicts cannot hold null settings) and ``resume_run_id`` (an MLflow run
@@ -45,12 +48,12 @@ def inspection_pipeline(workload: str) -> GraphComponent:
 
     @dsl.pipeline(name=name, description=f"Train, evaluate and gate the {workload} inspection model.")
     def pipeline(source: str, config: str, resume_run_id: str = "") -> str:
-        return _steps(name, source, config, resume_run_id)
+        return _steps(name, source, config, resume_run_id, image)
 
     return pipeline
 
 
-def _steps(name: str, source: str, config: str, resume_run_id: str) -> PipelineChannel:
+def _steps(name: str, source: str, config: str, resume_run_id: str, image: str | None) -> PipelineChannel:
     ingest_task = _use_cluster_credentials(
         ingest(
             source=source,
@@ -98,4 +101,7 @@ def _steps(name: str, source: str, config: str, resume_run_id: str) -> PipelineC
             data_version=version,
         )
     )
+    if image is not None:
+        for task in (ingest_task, validate_task, train_task, evaluate_task, register_task):
+            task.set_container_image(image)
     return register_task.output

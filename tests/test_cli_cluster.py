@@ -369,3 +369,19 @@ def test_no_credential_value_is_compiled_in(
         [secret] = executor["secretAsEnv"]
         assert secret["secretName"] == S3_SECRET
         assert {(k["secretKey"], k["envVar"]) for k in secret["keyToEnv"]} == {(k, k) for k in S3_SECRET_KEYS}
+
+
+def test_image_without_the_container_runner_is_a_usage_error(tmp_path: Path) -> None:
+    result = invoke("run", "textile", "--image", "localhost/inspectflow:dev", "--workdir", str(tmp_path))
+
+    assert result.exit_code == 2
+    assert "--image is for --runner container" in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_container_runner_is_for_local_runs(kfp_server: FakeKFP) -> None:
+    result = invoke("run", "textile", "--runner", "container", "--host", kfp_server.url, "--data", "s3://b/p")
+
+    assert result.exit_code == 2
+    assert "a cluster runs its own" in result.output
+    assert kfp_server.calls() == []

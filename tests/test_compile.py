@@ -74,3 +74,17 @@ def test_credentials_are_referenced_by_name_only(compiled: dict, workload: str) 
     assert not re.search(r"AKIA[0-9A-Z]{16}", text)
     assert not re.search(r"(?i)(password|secret_access_key|token)\W{1,4}[:=]\s*\S", text)
     assert not re.search(r"://[^/\s:@]+:[^/\s@]+@", text)  # no user:password@host URL
+
+
+def test_an_image_given_runs_every_step_in_it(tmp_path: Path) -> None:
+    """``--runner container`` on a CPU machine: all five steps in one image, the CUDA one included."""
+    from kfp import compiler
+
+    from inspectflow.pipelines.inspection import inspection_pipeline
+
+    path = tmp_path / "pipeline.yaml"
+    compiler.Compiler().compile(inspection_pipeline("textile", "localhost/inspectflow:dev"), str(path))
+    executors = next(yaml.safe_load_all(path.read_text()))["deploymentSpec"]["executors"]
+    assert {name: e["container"]["image"] for name, e in executors.items()} == {
+        f"exec-{step}": "localhost/inspectflow:dev" for step in ("ingest", *DOWNSTREAM)
+    }

@@ -172,6 +172,20 @@ def _run_options(command: _Command) -> _Command:
             type=click.Path(file_okay=False, path_type=Path),
             help="Write the training curves and confusion matrix here as CSV (DVC plots).",
         ),
+        click.option(
+            "--runner",
+            type=click.Choice(["subprocess", "container"]),
+            default="subprocess",
+            show_default=True,
+            help="Run each local step in a subprocess of this Python, or in a container of --image "
+            "(Docker, or podman's Docker API).",
+        ),
+        click.option(
+            "--image",
+            metavar="IMAGE",
+            help="With --runner container: the component image (built by infra/docker/build.sh); "
+            "default: the one the compiled pipelines name.",
+        ),
     ]
     for option in reversed(options):
         command = option(command)
@@ -203,6 +217,8 @@ def run(
     workdir: Path,
     metrics_file: Path | None,
     plots_dir: Path | None,
+    runner: str,
+    image: str | None,
     host: str | None,
     namespace: str | None,
     experiment: str | None,
@@ -212,13 +228,16 @@ def run(
 ) -> None:
     """Run the pipeline (ingest, validate, train, evaluate, register), locally with kfp or on a cluster."""
     config = _config(workload, params_file, overrides, task)
+    container_image = _container_image(runner, image)
     if host is not None:
         if resume_run_id:
             raise click.UsageError("--resume continues a local run; on a cluster, retry the KFP run instead")
+        if runner != "subprocess":
+            raise click.UsageError("--runner chooses how local steps run; a cluster runs its own")
         _submit(config, data, host, namespace, experiment, no_wait, timeout)
         return
     source = _local_data(workload, data, workdir)
-    _run_locally(config, source, workdir, metrics_file, plots_dir, resume_run_id or "")
+    _run_locally(config, source, workdir, metrics_file, plots_dir, container_image, resume_run_id or "")
 
 
 @cli.command("retrain")
@@ -233,6 +252,8 @@ def retrain(
     workdir: Path,
     metrics_file: Path | None,
     plots_dir: Path | None,
+    runner: str,
+    image: str | None,
 ) -> None:
     """Run the pipeline only if the data version differs from the one the champion was trained on."""
     from mlflow.exceptions import MlflowException
@@ -241,6 +262,7 @@ def retrain(
     from inspectflow.names import CHAMPION, DATA_VERSION_TAG
 
     config = _config(workload, params_file, overrides, task)
+    container_image = _container_image(runner, image)
     source = _local_data(workload, data, workdir)
     current = data_version(Path(source))
     name = config.register_.model_name
@@ -256,7 +278,7 @@ def retrain(
         return
     trained_on = champion.tags.get(DATA_VERSION_TAG, "unknown") if champion else "no champion yet"
     click.echo(f"{source}: data version {current} (champion: {trained_on}); retraining")
-    _run_locally(config, source, workdir, metrics_file, plots_dir)
+    _run_locally(config, source, workdir, metrics_file, plots_dir, container_image)
 
 
 def _config(
@@ -286,12 +308,24 @@ def _local_data(workload: str, data: str | None, workdir: Path) -> str:
     return str(workdir / "data" / workload)
 
 
+def _container_image(runner: str, image: str | None) -> str | None:
+    """The image the steps run in: None for subprocesses."""
+    from inspectflow.components import COMPONENT_IMAGE
+
+    if runner == "subprocess":
+        if image is not None:
+            raise click.UsageError("--image is for --runner container")
+        return None
+    return image or COMPONENT_IMAGE
+
+
 def _run_locally(
     config: PipelineConfig,
     source: str,
     workdir: Path,
     metrics_file: Path | None,
     plots_dir: Path | None,
+    image: str | None,
     resume_run_id: str = "",
 ) -> None:
     from mlflow import MlflowClient
@@ -302,7 +336,7 @@ def _run_locally(
     log_path = run_log(workdir, config.workload)
     try:
         with log_path.open("w", encoding="utf-8", buffering=1) as log, _console(log):
-            result = run_local(source, config, workdir, resume_run_id, log)
+            result = run_local(source, config, workdir, resume_run_id, log, image)
     except InspectflowError:
         click.echo(f"{'log:':<20}{log_path}", err=True)
         raise

@@ -1,8 +1,9 @@
-"""Runs the kfp pipeline on this machine: ``kfp.local.SubprocessRunner`` and the embedded MLflow store.
+"""Runs the kfp pipeline on this machine, with kfp's local runner and the embedded MLflow store.
 
-Each step runs as a subprocess of this interpreter (``use_venv=False``: nothing is installed per task), so
-the environment inspectflow is installed in is the one the steps use. The subprocesses hand their work to
-one warm worker (:mod:`inspectflow.steps.worker`) that has the steps' libraries imported already.
+By default each step runs as a subprocess of this interpreter (``use_venv=False``: nothing is installed
+per task), so the environment inspectflow is installed in is the one the steps use. The subprocesses hand
+their work to one warm worker (:mod:`inspectflow.steps.worker`) that has the steps' libraries imported
+already. Given an image, each step runs in a container of it instead (:mod:`inspectflow.containers`).
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from pathlib import Path
 from typing import IO, Any
 
 from inspectflow.config import PipelineConfig
+from inspectflow.console import CONSOLE_ENV
 from inspectflow.data.transfer import is_s3_uri
-from inspectflow.errors import ERROR_FILE_ENV, InspectflowError
+from inspectflow.errors import ERROR_FILE_ENV, VERBOSE_ENV, InspectflowError
 from inspectflow.steps.worker import serving
-from inspectflow.tracking import OWNER_PID_ENV, configure_tracking
+from inspectflow.tracking import OWNER_PID_ENV, configure_tracking, tracking_uri
 
 LOCAL_OUTPUTS = "local_outputs"
 
@@ -47,7 +49,12 @@ def run_log(workdir: Path, workload: str) -> Path:
 
 
 def run_local(
-    source: str, config: PipelineConfig, workdir: Path, resume_run_id: str = "", log: IO[str] | None = None
+    source: str,
+    config: PipelineConfig,
+    workdir: Path,
+    resume_run_id: str = "",
+    log: IO[str] | None = None,
+    image: str | None = None,
 ) -> PipelineResult:
     """Runs the inspection pipeline locally and returns the register step's summary.
 
@@ -57,44 +64,78 @@ def run_local(
         workdir: Holds the MLflow store (unless ``MLFLOW_TRACKING_URI`` is set) and the kfp task outputs.
         resume_run_id: A run that stopped, to continue (see ``inspectflow run --resume``); empty: a new one.
         log: Where the step worker writes (its own output, not the steps'); default this process's streams.
+        image: Run each step in a container of this image (:mod:`inspectflow.containers`) instead of a
+            subprocess of this interpreter.
 
     Raises:
         PipelineFailed: A step failed.
+        InspectflowError: ``image`` is not there, or no container engine answers.
     """
     from kfp import local
 
     from inspectflow.pipelines.inspection import inspection_pipeline
 
+    workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
+    local_source = source if is_s3_uri(source) else str(Path(source).resolve())
     with (
         tempfile.NamedTemporaryFile("r", suffix=".log", encoding="utf-8") as errors,
-        tempfile.TemporaryDirectory(prefix="inspectflow-steps-") as step_tmp,
-        # Started first: the worker imports the steps' libraries while this process sets up the run.
-        serving(Path(step_tmp), log) as worker,
-        # kfp writes each step's program to `mktemp -d` and leaves it there: a folder of ours, removed.
-        _environment(
-            TMPDIR=step_tmp, **worker, **{ERROR_FILE_ENV: errors.name, OWNER_PID_ENV: str(os.getpid())}
-        ),
+        _steps_runner(image, workdir, local_source, Path(errors.name), log) as (runner, environment),
+        _environment(**environment, **{ERROR_FILE_ENV: errors.name, OWNER_PID_ENV: str(os.getpid())}),
         warnings.catch_warnings(),
     ):
         tracking_uri = configure_tracking(workdir)
-        local.init(
-            runner=local.SubprocessRunner(use_venv=False),
-            pipeline_root=str((workdir / LOCAL_OUTPUTS).resolve()),
-            raise_on_error=True,
-        )
-        # The component images, GPU and memory requests are for a cluster; running them here in this
-        # interpreter, without them, is what the local runner is for, so kfp's warnings about it are noise.
+        local.init(runner=runner, pipeline_root=str(workdir / LOCAL_OUTPUTS), raise_on_error=True)
+        # The GPU and memory requests are for a cluster; running without them here is what the local runner
+        # is for, so kfp's warnings about them (and about images, under the subprocess runner) are noise.
         warnings.filterwarnings("ignore", message=".*non-Python base image.*", category=RuntimeWarning)
         warnings.filterwarnings("ignore", message=".*(ignored|not used by the current local runner).*")
         try:
-            pipeline = inspection_pipeline(config.workload)
-            local_source = source if is_s3_uri(source) else str(Path(source).resolve())
+            pipeline = inspection_pipeline(config.workload, image)
             task = pipeline(source=local_source, config=config.to_json(), resume_run_id=resume_run_id)
         except RuntimeError as exc:
             step_errors = errors.read().strip()
             raise PipelineFailed(step_errors or str(exc)) from None
     return PipelineResult(tracking_uri=tracking_uri, summary=json.loads(task.output))
+
+
+@contextmanager
+def _steps_runner(
+    image: str | None, workdir: Path, source: str, error_file: Path, log: IO[str] | None
+) -> Iterator[tuple[Any, dict[str, str]]]:
+    """The steps' kfp runner and the environment this process sets for them.
+
+    Without an image: subprocesses of this interpreter that hand their work to one warm worker. With one:
+    containers of that image, which get the tracking store's URI (exported by ``configure_tracking``,
+    which runs first) and the error file through the runner.
+    """
+    from kfp import local
+
+    if image is None:
+        with (
+            tempfile.TemporaryDirectory(prefix="inspectflow-steps-") as step_tmp,
+            serving(Path(step_tmp), log) as worker,
+        ):
+            # kfp writes each step's program to `mktemp -d` and leaves it there: a folder of ours, removed.
+            yield local.SubprocessRunner(use_venv=False), {"TMPDIR": step_tmp, **worker}
+        return
+    from inspectflow import containers
+
+    with containers.docker_api() as api_url:
+        resolved = containers.resolve_image(api_url, image)
+        runner = containers.step_runner(
+            resolved,
+            workdir,
+            read_only=[] if is_s3_uri(source) else [Path(source)],
+            writable=[error_file],
+            environment={
+                "MLFLOW_TRACKING_URI": tracking_uri(workdir),
+                ERROR_FILE_ENV: str(error_file),
+                OWNER_PID_ENV: str(os.getpid()),
+                **{name: os.environ[name] for name in (CONSOLE_ENV, VERBOSE_ENV) if os.environ.get(name)},
+            },
+        )
+        yield runner, {"DOCKER_HOST": api_url}
 
 
 @contextmanager

@@ -55,6 +55,8 @@ FAILURE_TAG = "inspectflow.failure"
 RUN_HOST_TAG = "inspectflow.host"
 RUN_PID_TAG = "inspectflow.pid"
 HEARTBEAT_TAG = "inspectflow.heartbeat"
+#: Per step, the image it ran in (name and ID), when the container runner ran it: ``inspectflow.image.train``.
+STEP_IMAGE_TAG_PREFIX = "inspectflow.image."
 DATA_SOURCE_TAG = "data.source"
 #: The ingested dataset's digest (its manifest), on the run and on the model version.
 DATA_DIGEST_TAG = "data.digest"

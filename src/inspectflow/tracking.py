@@ -32,6 +32,7 @@ from inspectflow.names import (
     PIPELINE_RUN_NAME_TAG,
     RUN_HOST_TAG,
     RUN_PID_TAG,
+    STEP_IMAGE_TAG_PREFIX,
 )
 
 if TYPE_CHECKING:
@@ -45,6 +46,8 @@ log = logging.getLogger(__name__)
 
 #: Set by the local runner: the ``inspectflow run`` process that owns the pipeline's run.
 OWNER_PID_ENV = "INSPECTFLOW_OWNER_PID"
+#: The image the step runs in (name and ID), set by the container runner (:mod:`inspectflow.containers`).
+IMAGE_ENV = "INSPECTFLOW_IMAGE"
 #: A run from another host whose heartbeat is older than this is taken to be abandoned: steps beat at
 #: their start and after every training epoch, and no epoch should take an hour.
 STALE_HEARTBEAT_S = 3600.0
@@ -57,6 +60,11 @@ HTTP_CLIENT_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
 }
+
+
+def tracking_uri(workdir: Path) -> str:
+    """``MLFLOW_TRACKING_URI``, or the embedded sqlite store in ``workdir`` when it is unset."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(workdir / LOCAL_STORE).resolve()}"
 
 
 def configure_tracking(workdir: Path, create: bool = True) -> str:
@@ -75,7 +83,7 @@ def configure_tracking(workdir: Path, create: bool = True) -> str:
         InspectflowError: ``create`` is False and there is no embedded store in ``workdir``.
     """
     local = (workdir / LOCAL_STORE).resolve()
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{local}"
+    uri = tracking_uri(workdir)
     if not create and uri == f"sqlite:///{local}" and not local.is_file():
         raise InspectflowError(
             f"{local}: no MLflow store here; run a pipeline first, or give --workdir or MLFLOW_TRACKING_URI"
@@ -247,16 +255,18 @@ def reopen_pipeline_run(run_id: str, params: dict[str, Any], tags: dict[str, str
 
 
 @contextmanager
-def resume_run(run_id: str, final: bool = False) -> Iterator[mlflow.ActiveRun]:
-    """Reopens the pipeline's run for one step.
+def resume_run(run_id: str, step: str, final: bool = False) -> Iterator[mlflow.ActiveRun]:
+    """Reopens the pipeline's run for ``step``.
 
-    The run stays RUNNING after the step unless it is the ``final`` one: a pipeline that stopped between
-    steps must not read as finished. An exception inside marks it FAILED, tagged with why; an interrupt
-    (Ctrl-C) marks it KILLED.
+    A step running in a container records its image (``inspectflow.image.<step>``). The run stays RUNNING
+    after the step unless it is the ``final`` one: a pipeline that stopped between steps must not read as
+    finished. An exception inside marks it FAILED, tagged with why; an interrupt (Ctrl-C) marks it KILLED.
     """
     run = mlflow.start_run(run_id=run_id)
     try:
         heartbeat()
+        if os.environ.get(IMAGE_ENV):
+            mlflow.set_tag(STEP_IMAGE_TAG_PREFIX + step, os.environ[IMAGE_ENV])
         yield run
     except Exception as error:
         if not tracking_unreachable(error):  # a server that is down takes no tags, only retries

@@ -50,7 +50,7 @@ def evaluate_step(
     model, spec = load_trained_model(model_dir)
     evaluate_config = config.evaluate.applying(spec.thresholds)
     dataset = load_dataset(dataset_dir)
-    with resume_run(run_id):
+    with resume_run(run_id, "evaluate"):
         task = task_for(config)
         scores = evaluate(task, model, dataset, evaluate_config, out_dir)
         baseline = task.baseline(dataset, evaluate_config)

@@ -223,7 +223,7 @@ def ingest_step(
             run_id = start_pipeline_run(
                 experiment_id, config.title(), params, tags, run_description(config, tags)
             )
-        with resume_run(run_id):
+        with resume_run(run_id, "ingest"):
             dataset = ingest(root, config.data)
             save_dataset(dataset, out_dir)
             digest = dataset_digest(dataset.manifest)

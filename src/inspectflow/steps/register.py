@@ -247,7 +247,7 @@ def register_step(
         return decide(new_scores, champion_scores, gate_config, new_primary, *floors), champion_version
 
     digest = dataset_digest(dataset.manifest)
-    with resume_run(run_id, final=True) as run:
+    with resume_run(run_id, "register", final=True) as run:
         model_info = log_model(model, spec, model_dir, dataset, gate_config.flavor, gate_config.onnx)
         version = mlflow.register_model(model_info.model_uri, name).version
         tags = {

@@ -36,7 +36,7 @@ def validate_step(dataset_dir: Path, raw_config: dict[str, object], run_id: str,
 
     config: PipelineConfig = validate_config(raw_config)
     dataset = load_dataset(dataset_dir)
-    with resume_run(run_id), tempfile.TemporaryDirectory() as tmp:
+    with resume_run(run_id, "validate"), tempfile.TemporaryDirectory() as tmp:
         report = validate_dataset(dataset, dataset.info.classes, config.validate_)
         json_path, html_path = write_report(report, Path(tmp))
         report_path.parent.mkdir(parents=True, exist_ok=True)
