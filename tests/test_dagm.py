@@ -204,6 +204,11 @@ def test_the_detection_threshold_is_picked_on_validation_unless_set() -> None:
     assert picked["mask_threshold"] == 0.5
     fixed = SEGMENTATION.thresholds(EvaluateConfig(detection_threshold=0.01), predictor, images, targets)
     assert fixed["detection_threshold"] == 0.01
+    # For a target recall: the highest threshold that flags that share of the defects, here the clear one.
+    half = SEGMENTATION.thresholds(
+        EvaluateConfig(batch_size=3, target_recall=0.5), predictor, images, targets
+    )
+    assert half["detection_threshold"] == pytest.approx(float(torch.sigmoid(torch.tensor(-1.0))))
 
 
 def test_the_gate_guards_per_class_iou() -> None:

@@ -180,6 +180,7 @@ def test_dagm_pipeline_registers_a_segmenter_and_refuses_a_bad_mask(dagm_dir: Pa
     assert tree_digest(bad) == before
 
 
+@pytest.mark.acceptance
 def test_acceptance_dagm_synthetic_reaches_iou_050(tmp_path: Path) -> None:
     """The DAGM issue's 'done when': 2 classes, 200 images of 256 px each, a few minutes of training."""
     data, work = tmp_path / "dagm", tmp_path / "work"
@@ -196,6 +197,7 @@ def test_acceptance_dagm_synthetic_reaches_iou_050(tmp_path: Path) -> None:
     assert "dagm-segmenter version 1 -> @champion" in result.stdout
 
 
+@pytest.mark.acceptance
 def test_acceptance_inserts_from_random_weights_reach_090_and_serve_paths(tmp_path: Path) -> None:
     """The inserts issue's 'done when': ResNet18 fine-tuned from random weights on 300 synthetic inserts."""
     import mlflow

@@ -14,27 +14,14 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from conftest import TINY_SIDE, tiny_config, tiny_dagm_config
+from conftest import TINY_SIDE, run_steps, tiny_config, tiny_dagm_config
 from inspectflow.cli import cli
 from inspectflow.config import TEXTILE_CLASSES
 from inspectflow.errors import DataError
 from inspectflow.predict import predict_files
-from inspectflow.steps.evaluate import evaluate_step
-from inspectflow.steps.ingest import ingest_step
-from inspectflow.steps.register import register_step
-from inspectflow.steps.train import train_step
-from inspectflow.steps.validate import validate_step
 
 CLASSIFIER = "models:/textile-classifier@champion"
 SEGMENTER = "models:/dagm-segmenter@champion"
-
-
-def run_steps(source: Path, work: Path, config: dict) -> dict:
-    run_id, _ = ingest_step(str(source), config, work / "dataset", "test-pipeline", "test-run", "test-run-id")
-    validate_step(work / "dataset", config, run_id, work / "report.html")
-    train_step(work / "dataset", config, run_id, work / "model")
-    evaluate_step(work / "dataset", work / "model", config, run_id, work / "evaluation")
-    return register_step(work / "dataset", work / "model", work / "evaluation", config, run_id)
 
 
 @dataclass
@@ -63,7 +50,9 @@ def store(tmp_path_factory: pytest.TempPathFactory, dagm_dir: Path) -> Iterator[
         mlflow.set_tracking_uri(uri)
         try:
             # With their ONNX exports, for the engine tests.
-            textile, dagm = tiny_config("register.onnx=true"), tiny_dagm_config("register.onnx=true")
+            # The segmenter's decision threshold set for a target defect recall, as a line would sign it.
+            textile = tiny_config("register.onnx=true")
+            dagm = tiny_dagm_config("register.onnx=true", "evaluate.target_recall=0.95")
             assert run_steps(npy, root / "textile", textile.to_dict())["alias"] == "champion"
             assert run_steps(dagm_dir, root / "dagm", dagm.to_dict())["alias"] == "champion"
             yield Store(uri, root, images)
@@ -192,7 +181,7 @@ def test_segmenter_writes_a_mask_at_each_images_own_size(
 
     assert [r["path"] for r in records] == [str(p) for p in paths]
     for path, record in zip(paths, records, strict=True):
-        assert set(record) == {"path", "defect_score", "defect_area", "defective", "mask"}
+        assert set(record) == {"path", "defect_score", "defect_area", "defective", "threshold", "mask"}
         assert 0.0 <= record["defect_area"] <= 1.0 and 0.0 <= record["defect_score"] <= 1.0
         assert isinstance(record["defective"], bool)
         mask_path = Path(record["mask"])
@@ -204,6 +193,42 @@ def test_segmenter_writes_a_mask_at_each_images_own_size(
         assert record["defect_area"] == pytest.approx((pixels > 0).mean(), abs=1e-6)
     with Image.open(records[-1]["mask"]) as mask:
         assert mask.size == (48, 40)
+
+
+def test_the_segmenter_decides_with_the_threshold_it_was_registered_with(
+    uses_store: Store, dagm_dir: Path, tmp_path: Path
+) -> None:
+    """The operating point travels with the model: set on validation, reported on test, applied by predict."""
+    client = mlflow.MlflowClient()
+    version = client.get_model_version_by_alias("dagm-segmenter", "champion")
+    run = client.get_run(version.run_id)
+    threshold = run.data.metrics["val/detection_threshold"]
+    rates = {k: v for k, v in run.data.metrics.items() if "escape_rate" in k or "false_reject_rate" in k}
+    assert set(rates) == {
+        f"test/{name}{bound}"
+        for name in ("escape_rate", "false_reject_rate")
+        for bound in ("", "_ci_low", "_ci_high")
+    }
+    assert all(
+        rates[f"test/{n}_ci_low"] <= rates[f"test/{n}"] <= rates[f"test/{n}_ci_high"]
+        for n in ("escape_rate", "false_reject_rate")
+    )
+    assert (
+        "escape rate" in version.description
+        and "set on validation for defect recall 0.95" in version.description
+    )
+    point = json.loads(
+        Path(
+            client.download_artifacts(run.info.run_id, "evaluation/operating_point.json", str(tmp_path))
+        ).read_text()
+    )
+    assert point["threshold"] == pytest.approx(threshold) and point["target_recall"] == 0.95
+    defective = sorted((dagm_dir / "Class1" / "Test").glob("*.PNG"))  # defective and clean test images
+
+    records = list(predict_files(SEGMENTER, defective, "segmentation", batch_size=4, mask_dir=None))
+
+    assert all(record["threshold"] == pytest.approx(threshold, abs=1e-6) for record in records)
+    assert all(record["defective"] == (record["defect_score"] > record["threshold"]) for record in records)
 
 
 def test_images_with_the_same_name_in_different_folders_get_their_own_masks(

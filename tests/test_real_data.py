@@ -7,6 +7,7 @@ cores, so they are marked ``real`` and run on demand: ``pytest -m real``.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -14,6 +15,7 @@ import sys
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
@@ -107,3 +109,29 @@ def test_kolektorsdd_detects_defects_and_outlines_them_with_defaults(tmp_path: P
 def test_crackforest_outlines_cracks_with_defaults(tmp_path: Path) -> None:
     metrics = run_cli("cracks", REAL / "crackforest-seg", tmp_path, "--task", "segmentation")
     assert metrics["test/defect_dice"] >= 0.6
+
+
+@pytest.mark.slow
+@pytest.mark.real
+def test_kolektorsdd_operating_point_for_a_target_recall_travels_with_the_model(tmp_path: Path) -> None:
+    """Issue 16's measure: escape and false-reject rates at recall 0.95, and predict deciding the same way."""
+    data = REAL / "kolektorsdd-seg"
+    metrics = run_cli("dagm", data, tmp_path, "--set", "evaluate.target_recall=0.95")
+    for name in ("escape_rate", "false_reject_rate"):
+        assert metrics[f"test/{name}_ci_low"] <= metrics[f"test/{name}"] <= metrics[f"test/{name}_ci_high"]
+    threshold = metrics["val/detection_threshold"]
+    client = MlflowClient()
+    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()], "status='FINISHED'")
+    table = pd.read_csv(client.download_artifacts(run.info.run_id, "evaluation/per_image.csv", str(tmp_path)))
+    picked = pd.concat([table[table["defective"]].head(1), table[~table["defective"]].head(1)])
+    defective, clean = (data / "images" / Path(name).name for name in picked["image"])
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    command = [sys.executable, "-m", "inspectflow", "predict", "dagm", str(defective), str(clean)]
+    command += ["--workdir", str(tmp_path), "--masks", str(tmp_path / "masks")]
+    done = subprocess.run(command, check=True, cwd=tmp_path, env=env, capture_output=True, text=True)
+    records = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [r["threshold"] for r in records] == [pytest.approx(threshold, abs=1e-6)] * 2
+    assert [r["defective"] for r in records] == [r["defect_score"] > threshold for r in records]
+    # The decisions and scores evaluation made for the same two test images.
+    assert [r["defective"] for r in records] == picked["detected"].tolist()
+    assert [r["defect_score"] for r in records] == pytest.approx(picked["defect_score"].tolist(), abs=1e-3)

@@ -234,14 +234,19 @@ class EvaluateConfig(_Section):
         mask_threshold: Probability above which a pixel is predicted defective (segmentation).
         detection_threshold: An image is declared defective when its defect score, the highest pixel
             probability, exceeds this (segmentation). ``None`` (default): picked on the validation split
-            after training, as the score that best separates its defective from its clean images; the model
-            keeps it (``mask_threshold`` when validation has no image of either kind).
+            after training, for ``target_recall`` if set, else as the score that best separates its
+            defective from its clean images; the model keeps it (``mask_threshold`` when validation has no
+            image of either kind).
+        target_recall: The defect recall the line signs off (such as 0.99): the decision threshold is the
+            highest one that flags at least this share of the validation split's defective images, so the
+            fewest good ones. The test split's escape and false-reject rates at it are reported either way.
         overlays: Best and worst test images drawn as overlays (image, truth, prediction) for MLflow.
     """
 
     batch_size: int = Field(32, ge=1)
     mask_threshold: float = Field(0.5, gt=0.0, lt=1.0)
     detection_threshold: float | None = Field(None, ge=0.0, lt=1.0)
+    target_recall: float | None = Field(None, gt=0.0, le=1.0)
     overlays: int = Field(4, ge=0)
 
     def applying(self, thresholds: dict[str, float]) -> EvaluateConfig:

@@ -35,7 +35,7 @@ def predict_files(
     keeps), and its thresholds are the ones it was evaluated with. A classifier's record holds ``label``,
     its ``probability`` and every class's probability; a segmenter's the ``defect_score`` (highest pixel
     probability), ``defect_area`` (share of defective pixels), ``defective`` (score above the detection
-    threshold) and the path of its mask PNG
+    threshold), that ``threshold`` and the path of its mask PNG
     (255 = defect, at the image's own size) written into ``mask_dir``.
 
     Args:

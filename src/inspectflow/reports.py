@@ -8,11 +8,19 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from inspectflow.names import HISTORY_ARTIFACT, SCORES_ARTIFACT, SVM_METRICS, TRAINING_ARTIFACTS
+from inspectflow.names import (
+    EVALUATION_ARTIFACTS,
+    HISTORY_ARTIFACT,
+    SCORES_ARTIFACT,
+    SVM_METRICS,
+    TRAINING_ARTIFACTS,
+)
+from inspectflow.operating_point import PRECISION_RECALL_FILE, ROC_FILE
 from inspectflow.tasks import load_scores
 from inspectflow.tasks.base import Scores
 
@@ -44,11 +52,12 @@ def write_metrics(summary: dict[str, Any], run_metrics: dict[str, float], path: 
 
 
 def write_plots(run_id: str, out_dir: Path) -> list[Path]:
-    """Writes the training curves and the confusion matrix of an MLflow run as DVC plot files.
+    """Writes the training curves, the confusion matrix and the ROC and PR curves of a run as DVC plot files.
 
     ``training.csv`` has one row per epoch (absent for ``features+svm``, which has no epochs);
     ``confusion.csv`` one ``actual,predicted`` row per test image: classes for a classifier, ``clean`` or
-    ``defective`` (image-level detection) for a segmenter.
+    ``defective`` (image-level detection) for a segmenter; ``roc.csv`` and ``precision_recall.csv`` the
+    curves of the image-level defect score, where the evaluation drew them.
 
     Returns:
         The files written.
@@ -66,6 +75,11 @@ def write_plots(run_id: str, out_dir: Path) -> list[Path]:
             )
             written.append(_write_rows(out_dir / TRAINING_PLOT, _history_rows(history["epochs"])))
         scores = load_scores(Path(client.download_artifacts(run_id, SCORES_ARTIFACT, scratch)))
+        evaluated = {item.path for item in client.list_artifacts(run_id, EVALUATION_ARTIFACTS)}
+        for name in (ROC_FILE, PRECISION_RECALL_FILE):
+            if f"{EVALUATION_ARTIFACTS}/{name}" in evaluated:
+                table = client.download_artifacts(run_id, f"{EVALUATION_ARTIFACTS}/{name}", scratch)
+                written.append(Path(shutil.copyfile(table, out_dir / name)))
     written.append(_write_rows(out_dir / CONFUSION_PLOT, confusion_rows(scores)))
     return written
 

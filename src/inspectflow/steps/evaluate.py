@@ -9,12 +9,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from inspectflow import console
+from inspectflow import console, operating_point
 from inspectflow.config import EvaluateConfig, PipelineConfig
 from inspectflow.data.dataset import Dataset, load_dataset
 from inspectflow.errors import pipeline_step
 from inspectflow.models.artifact import Predictor, load_trained_model
-from inspectflow.names import BASELINE_FILE, BASELINE_METRICS, EVALUATION_ARTIFACTS, SCORES_FILE, VISUALS
+from inspectflow.names import (
+    BASELINE_FILE,
+    BASELINE_METRICS,
+    EVALUATION_ARTIFACTS,
+    SCORES_FILE,
+    TEST_METRICS,
+    VISUALS,
+)
 from inspectflow.tasks import save_scores, task_for
 from inspectflow.tasks.base import PER_IMAGE_FILE, Scores, Task
 
@@ -37,7 +44,10 @@ def evaluate_step(
     The model's own thresholds (see :meth:`Task.thresholds`) override the configured ones. Writes
     ``scores.json``, ``baseline.json`` (the trivial model's scores, which the gate's floor uses) and
     the task's artifacts (the confusion matrix, or overlays) into ``out_dir`` and logs them under the
-    run's ``evaluation/`` artifacts; the baseline's metrics are logged as ``baseline_*``.
+    run's ``evaluation/`` artifacts; the baseline's metrics are logged as ``baseline_*``. A task that
+    decides per image (defective or not) also gets its operating point: the escape and false-reject
+    rates at the model's threshold with confidence intervals, and the ROC and precision-recall curves
+    (:func:`inspectflow.operating_point.report`).
     """
     import mlflow
     import pandas as pd
@@ -58,7 +68,15 @@ def evaluate_step(
         save_scores(baseline, out_dir / BASELINE_FILE)
         # The baseline's headline scores beside the model's (its per-class ones say nothing new).
         headline = {k: v for k, v in baseline.metrics(prefix=BASELINE_METRICS).items() if k.count("/") == 1}
-        mlflow.log_metrics({**scores.metrics(), **headline})
+        rates = {}
+        if (out_dir / PER_IMAGE_FILE).is_file():
+            rates = operating_point.report(
+                out_dir,
+                out_dir / PER_IMAGE_FILE,
+                evaluate_config.detection_threshold,
+                evaluate_config.target_recall,
+            )
+        mlflow.log_metrics({**scores.metrics(), **headline, **rates})
         mlflow.log_artifacts(str(out_dir), artifact_path=EVALUATION_ARTIFACTS)
         if (out_dir / PER_IMAGE_FILE).is_file():  # a table the UI can sort and filter
             table = pd.read_csv(out_dir / PER_IMAGE_FILE)
@@ -69,5 +87,11 @@ def evaluate_step(
             key = f"{VISUALS}{figure.relative_to(out_dir).with_suffix('').as_posix()}"
             mlflow.log_image(Image.open(figure), key=key, step=0)
     metric = config.register_.primary_metric
-    console.note(f"{len(dataset.split('test')[0])} test images, {metric} {getattr(scores, metric):.4f}")
+    line = f"{len(dataset.split('test')[0])} test images, {metric} {getattr(scores, metric):.4f}"
+    escape, false_reject = (
+        rates.get(f"{TEST_METRICS}{name}") for name in ("escape_rate", "false_reject_rate")
+    )
+    if escape is not None and false_reject is not None:
+        line += f", escape rate {escape:.1%}, false-reject rate {false_reject:.1%}"
+    console.note(line)
     return scores

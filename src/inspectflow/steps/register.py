@@ -48,6 +48,8 @@ from inspectflow.names import (
     SCORES_FILE,
     SVM_METRICS,
 )
+from inspectflow.operating_point import OPERATING_POINT_FILE
+from inspectflow.operating_point import describe as describe_operating_point
 from inspectflow.tasks.base import Scores
 
 log = logging.getLogger(__name__)
@@ -146,8 +148,12 @@ def model_card(
     decision: GateDecision,
     scores: Scores,
     baseline: Scores,
+    operating: str = "",
 ) -> str:
-    """A version's description (Markdown): verdict, scores against the champion and baseline, data, use."""
+    """A version's description (Markdown): verdict, scores against the champion and baseline, data, use.
+
+    ``operating`` is the operating point's line (:func:`inspectflow.operating_point.describe`), if any.
+    """
     name, metric = config.register_.model_name, config.register_.primary_metric
     champion = tags.get(GATE_CHAMPION_VERSION_TAG) or "none"
 
@@ -169,6 +175,7 @@ def model_card(
             *rows,
             "",
             f"Weakest class: {worst[0]} ({scores.class_metric} {worst[1]:.4f})." if worst else "",
+            *([operating] if operating else []),
             f"Data: {data}; code: {code}; MLflow run `{tags.get(MLFLOW_RUN_ID_TAG)}`.",
             "",
             f"Use: `inspectflow predict {config.workload} IMAGE... --model models:/{name}/{version}`, or "
@@ -292,8 +299,10 @@ def register_step(
             f"{getattr(baseline, metric):.4f}); `{name}` version {version} is `@{alias}` "
             f"({tags[GATE_DECISION_TAG]}: {decision.reason})"
         )
+        point = evaluation_dir / OPERATING_POINT_FILE
+        operating = describe_operating_point(json.loads(point.read_text())) if point.is_file() else ""
         card = model_card(
-            config, str(version), alias, {**run.data.tags, **tags}, decision, new_scores, baseline
+            config, str(version), alias, {**run.data.tags, **tags}, decision, new_scores, baseline, operating
         )
         client.update_model_version(name, version, description=card)
         mlflow.set_tags(

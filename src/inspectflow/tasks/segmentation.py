@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from inspectflow import operating_point
 from inspectflow import segmentation_metrics as seg
 from inspectflow.names import TEST_METRICS, VAL_METRICS
 from inspectflow.tasks.base import PredictedImage, Task, batched, write_per_image
@@ -355,8 +356,9 @@ class Segmentation(Task):
     ) -> dict[str, float]:
         """The pixel threshold, and the detection threshold as set or else picked on the validation images.
 
-        The picked threshold is the image score (highest pixel probability) that best separates the
-        validation split's defective and clean images: a stray pixel on a clean part need not be a
+        The picked threshold is the image score (highest pixel probability) that reaches
+        ``target_recall`` with the fewest false rejects, or without a target the one that best separates
+        the validation split's defective and clean images: a stray pixel on a clean part need not be a
         detection, and a faint defect below the mask threshold need not be an escape.
         """
         import torch
@@ -369,9 +371,12 @@ class Segmentation(Task):
                 logits = [predictor(batch) for batch in batches]
             scores = [image_scores(torch.sigmoid(batch)) for batch in logits]
             defective = (targets.flatten(1).amax(1) > 0).numpy()
-            detection = seg.pick_detection_threshold(
-                torch.cat(scores).numpy() if scores else [], defective, default=config.mask_threshold
-            )
+            values = torch.cat(scores).numpy() if scores else np.zeros(0)
+            if config.target_recall is None:
+                detection = seg.pick_detection_threshold(values, defective, default=config.mask_threshold)
+            else:
+                picked = operating_point.pick_threshold(values, defective, config.target_recall)
+                detection = config.mask_threshold if picked is None else picked
         return {"mask_threshold": config.mask_threshold, "detection_threshold": detection}
 
     def training_batch(
@@ -436,7 +441,8 @@ class Segmentation(Task):
     ) -> list[dict[str, Any]]:
         """Each image's defect score and area, whether it is defective, and a mask PNG in ``out_dir``.
 
-        The mask is mapped back onto the image as it was stored (255 = defect).
+        ``defective`` is the score above the model's threshold, which the record gives too. The mask is
+        mapped back onto the image as it was stored (255 = defect).
         """
         import torch
         from PIL import Image
@@ -454,6 +460,7 @@ class Segmentation(Task):
                 "defect_score": round(score, 6),
                 "defect_area": round(area, 6),
                 "defective": score > detection_cut(config),
+                "threshold": round(detection_cut(config), 6),  # the model's: it decided "defective"
             }
             if out_dir is not None:
                 # Numbered: DAGM classes reuse file names (Class1/Test/0000.PNG, Class2/Test/0000.PNG).
