@@ -374,3 +374,18 @@ def test_a_pipeline_source_on_s3_is_read_from_a_temporary_local_copy(
         assert root == kaggle_dir
     with pytest.raises(DataError, match="no such data folder"), local_copy(str(kaggle_dir / "missing")):
         pass
+
+
+def test_an_image_without_a_checkout_reports_the_commit_and_state_it_was_built_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from inspectflow.lineage import GIT_COMMIT_ENV, GIT_DIRTY_ENV, GitState, git_state
+
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))  # no checkout above: as in an image
+    monkeypatch.setenv(GIT_COMMIT_ENV, "a" * 40)
+    monkeypatch.setenv(GIT_DIRTY_ENV, "true")
+    assert git_state(tmp_path) == GitState("a" * 40, True)
+    monkeypatch.delenv(GIT_DIRTY_ENV)
+    assert git_state(tmp_path) == GitState("a" * 40, False)
+    monkeypatch.delenv(GIT_COMMIT_ENV)
+    assert git_state(tmp_path) is None

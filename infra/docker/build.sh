@@ -15,7 +15,9 @@ IMAGE=${IMAGE:-$(sed -n 's/^COMPONENT_IMAGE = "\(.*\)"$/\1/p' components/__init_
 OFFICIAL_BASE=$(sed -n 's/^ARG PYTHON_IMAGE=//p' infra/docker/Dockerfile)
 LOCAL_BASE=localhost/bookworm-python:3.11
 BASE=${BASE:-auto}
+# The commit the image is built from, and whether the tree had changes on top of it (the runs' lineage).
 build_args=(--build-arg "GIT_COMMIT=$(git rev-parse HEAD 2>/dev/null || echo unknown)")
+git diff --quiet HEAD 2>/dev/null || build_args+=(--build-arg GIT_DIRTY=true)
 
 say() { echo "build.sh: $*" >&2; }
 

@@ -44,6 +44,8 @@ KEY_PACKAGES = (
 )
 #: Set in a component image, where the source tree is not a git checkout.
 GIT_COMMIT_ENV = "INSPECTFLOW_GIT_COMMIT"
+#: ``true`` when the image was built from a tree with uncommitted changes.
+GIT_DIRTY_ENV = "INSPECTFLOW_GIT_DIRTY"
 
 
 def data_version(path: Path) -> str:
@@ -88,7 +90,7 @@ def git_state(cwd: Path | None = None) -> GitState | None:
         dirty = bool(_git(["status", "--porcelain", "--untracked-files=no"], cwd))
     except (OSError, subprocess.CalledProcessError):
         baked = os.environ.get(GIT_COMMIT_ENV)
-        return GitState(baked, False) if baked else None
+        return GitState(baked, os.environ.get(GIT_DIRTY_ENV) == "true") if baked else None
     return GitState(commit, dirty)
 
 
