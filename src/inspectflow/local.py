@@ -105,9 +105,9 @@ def _steps_runner(
 ) -> Iterator[tuple[Any, dict[str, str]]]:
     """The steps' kfp runner and the environment this process sets for them.
 
-    Without an image: subprocesses of this interpreter that hand their work to one warm worker. With one:
-    containers of that image, which get the tracking store's URI (exported by ``configure_tracking``,
-    which runs first) and the error file through the runner.
+    Without an image: subprocesses of this interpreter that hand their work to one warm worker, started
+    first so that it imports the steps' libraries while this process sets up the run. With one: containers
+    of that image, which get the tracking store's URI and the error file through the runner.
     """
     from kfp import local
 
