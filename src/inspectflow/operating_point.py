@@ -17,11 +17,15 @@ import math
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
 from inspectflow.names import TEST_METRICS
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 #: The evaluation's summary of its operating point (threshold, both rates, curve areas), for the model card.
 OPERATING_POINT_FILE = "operating_point.json"
@@ -156,7 +160,7 @@ def curves(scores: npt.ArrayLike, defective: npt.ArrayLike) -> Curves | None:
 
 
 def report(
-    out_dir: Path, table_file: Path, threshold: float | None, target_recall: float | None
+    out_dir: Path, table: pd.DataFrame, threshold: float | None, target_recall: float | None
 ) -> dict[str, float]:
     """The test split's operating point, from the per-image table an evaluation wrote.
 
@@ -166,7 +170,7 @@ def report(
 
     Args:
         out_dir: The evaluation's folder.
-        table_file: The per-image table (CSV).
+        table: The per-image table.
         threshold: The decision threshold the decisions were made with, for the summary and the figure.
         target_recall: The defect recall it was set for on validation, if it was.
 
@@ -176,7 +180,6 @@ def report(
     """
     import pandas as pd
 
-    table = pd.read_csv(table_file)
     if not set(DECISION_COLUMNS) <= set(table.columns):
         return {}
     defective = table["defective"].to_numpy(bool)

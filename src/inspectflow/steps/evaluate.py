@@ -68,18 +68,15 @@ def evaluate_step(
         save_scores(baseline, out_dir / BASELINE_FILE)
         # The baseline's headline scores beside the model's (its per-class ones say nothing new).
         headline = {k: v for k, v in baseline.metrics(prefix=BASELINE_METRICS).items() if k.count("/") == 1}
+        table = pd.read_csv(out_dir / PER_IMAGE_FILE) if (out_dir / PER_IMAGE_FILE).is_file() else None
         rates = {}
-        if (out_dir / PER_IMAGE_FILE).is_file():
+        if table is not None:
             rates = operating_point.report(
-                out_dir,
-                out_dir / PER_IMAGE_FILE,
-                evaluate_config.detection_threshold,
-                evaluate_config.target_recall,
+                out_dir, table, evaluate_config.detection_threshold, evaluate_config.target_recall
             )
         mlflow.log_metrics({**scores.metrics(), **headline, **rates})
         mlflow.log_artifacts(str(out_dir), artifact_path=EVALUATION_ARTIFACTS)
-        if (out_dir / PER_IMAGE_FILE).is_file():  # a table the UI can sort and filter
-            table = pd.read_csv(out_dir / PER_IMAGE_FILE)
+        if table is not None:  # a table the UI can sort and filter
             mlflow.log_table(table, artifact_file=f"{EVALUATION_ARTIFACTS}/per_image.json")
         # As MLflow images too: the chart view compares them across runs. It orders its sections by name,
         # so under "visuals/" they come after the metrics' test/, train/ and val/ sections.
