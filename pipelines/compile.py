@@ -5,17 +5,19 @@ from pathlib import Path
 from kfp import compiler
 
 from inspectflow.config import WORKLOAD_DEFAULTS, PipelineConfig, build_config
-from inspectflow.pipelines.inspection import inspection_pipeline, pipeline_name
+from inspectflow.pipelines.inspection import drift_pipeline, inspection_pipeline, pipeline_name
 
 
-def compile_pipeline(config: PipelineConfig, package_path: Path) -> Path:
+def compile_pipeline(config: PipelineConfig, package_path: Path, on_drift: bool = False) -> Path:
     """Writes the workload's pipeline with ``config`` as the default of its ``config`` parameter.
 
-    ``source`` stays a required parameter: it names data the cluster reads (``s3://bucket/prefix``).
+    ``source`` stays a required parameter: it names data the cluster reads (``s3://bucket/prefix``). With
+    ``on_drift``, the pipeline that retrains only when its ``images`` drift (:func:`drift_pipeline`).
     """
     package_path.parent.mkdir(parents=True, exist_ok=True)
+    pipeline = drift_pipeline if on_drift else inspection_pipeline
     compiler.Compiler().compile(
-        inspection_pipeline(config.workload),
+        pipeline(config.workload),
         str(package_path),
         pipeline_parameters={"config": config.to_json()},
     )

@@ -7,6 +7,7 @@ from kfp.dsl.pipeline_channel import PipelineChannel
 from inspectflow.components import COMPONENT_IMAGE
 from inspectflow.components.evaluate import evaluate
 from inspectflow.components.ingest import ingest
+from inspectflow.components.monitor import monitor
 from inspectflow.components.register import register
 from inspectflow.components.train import train
 from inspectflow.components.validate import validate
@@ -49,6 +50,27 @@ def inspection_pipeline(workload: str, image: str | None = None) -> GraphCompone
     @dsl.pipeline(name=name, description=f"Train, evaluate and gate the {workload} inspection model.")
     def pipeline(source: str, config: str, resume_run_id: str = "") -> str:
         return _steps(name, source, config, resume_run_id, image)
+
+    return pipeline
+
+
+def drift_pipeline(workload: str, image: str | None = None) -> GraphComponent:
+    """The drift watch with retraining: ``inspectflow retrain --on-drift`` as a scheduled KFP run.
+
+    One ``monitor`` step checks the new images (``images``) against the champion's training images; only
+    when it says ``drift`` do the inspection pipeline's steps run, on ``source`` (the labelled data) with
+    ``config``. Named ``inspectflow-<workload>-on-drift``.
+    """
+    name = f"{pipeline_name(workload)}-on-drift"
+
+    @dsl.pipeline(name=name, description=f"Retrain the {workload} model when new images drift from its data.")
+    def pipeline(images: str, source: str, config: str) -> None:
+        check = _use_cluster_credentials(monitor(images=images, config=config, model_uri=""))
+        check.set_caching_options(False)  # new images arrive under the same prefix
+        if image is not None:
+            check.set_container_image(image)
+        with dsl.If(check.output == "drift", name="drift"):
+            _steps(pipeline_name(workload), source, config, "", image)
 
     return pipeline
 

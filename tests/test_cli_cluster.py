@@ -385,3 +385,22 @@ def test_the_container_runner_is_for_local_runs(kfp_server: FakeKFP) -> None:
     assert result.exit_code == 2
     assert "a cluster runs its own" in result.output
     assert kfp_server.calls() == []
+
+
+def test_schedule_on_drift_sends_the_pipeline_that_monitors_first(kfp_server: FakeKFP) -> None:
+    result = invoke(
+        "schedule", "textile", "--cron", "0 * * * *", "--host", kfp_server.url, "--data", "s3://b/t",
+        "--on-drift", "s3://line/new",
+    )  # fmt: skip
+
+    assert result.exit_code == 0, result.output
+    [body] = kfp_server.bodies("POST", f"{API}/recurringruns")
+    assert body["display_name"] == "inspectflow-textile-retrain-on-drift"
+    parameters = body["runtime_config"]["parameters"]
+    assert (parameters["images"], parameters["source"]) == ("s3://line/new", "s3://b/t")
+    spec = sent_pipeline_spec(body)
+    assert spec["pipelineInfo"]["name"] == "inspectflow-textile-on-drift"
+    tasks = spec["root"]["dag"]["tasks"]
+    [condition] = [task for name, task in tasks.items() if name.startswith("condition")]
+    assert condition["triggerPolicy"]["condition"].endswith("== 'drift'")
+    assert "monitor" in tasks and "inspectflow-textile-on-drift at '0 0 * * * *'" in result.output

@@ -38,6 +38,9 @@ def test_flat_names_every_setting() -> None:
         ("train.weights=imagenet", "resnet18"),
         ("train.method=features+svm", "register.flavor=pyfunc"),
         ("epochs", "key=value"),
+        ("evaluate.target_recall=0.95", "needs data.good_class"),
+        ("register.primary_metric=false_reject_rate", "set evaluate.target_recall"),
+        ("register.primary_metric=dice", "does not fit the classification"),
     ],
 )
 def test_bad_overrides_fail_with_the_setting_named(override: str, message: str) -> None:
@@ -75,3 +78,19 @@ def test_a_workload_of_the_users_own_needs_its_task_and_gets_its_own_names() -> 
         build_config("steel")
     with pytest.raises(ConfigError, match="workload"):
         build_config("Steel Line", task="classification")
+
+
+def test_a_target_recall_needs_a_validation_split_to_be_set_on() -> None:
+    with pytest.raises(ConfigError, match=r"train\.method=finetune"):
+        build_config(
+            "inserts", ["train.method=features+svm", "data.good_class=Intact", "evaluate.target_recall=0.95"]
+        )
+
+
+def test_a_classifier_can_be_gated_on_false_rejects_at_a_signed_recall() -> None:
+    config = build_config(
+        "textile",
+        ["data.good_class=good", "evaluate.target_recall=0.99", "register.primary_metric=false_reject_rate"],
+    )
+
+    assert config.used()["data.good_class"] == "good" and "evaluate.detection_threshold" in config.used()

@@ -204,11 +204,18 @@ def test_the_detection_threshold_is_picked_on_validation_unless_set() -> None:
     assert picked["mask_threshold"] == 0.5
     fixed = SEGMENTATION.thresholds(EvaluateConfig(detection_threshold=0.01), predictor, images, targets)
     assert fixed["detection_threshold"] == 0.01
-    # For a target recall: the highest threshold that flags that share of the defects, here the clear one.
+    # For a target recall of one defect in two: flagging the clear one costs no false reject, and neither
+    # does flagging the faint one too, so the threshold flags both, at the strays' score.
     half = SEGMENTATION.thresholds(
         EvaluateConfig(batch_size=3, target_recall=0.5), predictor, images, targets
     )
-    assert half["detection_threshold"] == pytest.approx(float(torch.sigmoid(torch.tensor(-1.0))))
+    assert half["detection_threshold"] == pytest.approx(float(torch.sigmoid(torch.tensor(-2.0))))
+    # Once a stray scores between them, the faint defect costs a false reject: the target stops at one.
+    logits[2, 0, 0, :2] = 0.0  # p 0.5
+    stricter = SEGMENTATION.thresholds(
+        EvaluateConfig(batch_size=3, target_recall=0.5), predictor, images, targets
+    )
+    assert stricter["detection_threshold"] == pytest.approx(0.5)
 
 
 def test_the_gate_guards_per_class_iou() -> None:

@@ -1,6 +1,8 @@
+import numpy as np
 import pytest
 
 from inspectflow.config import RegisterConfig
+from inspectflow.operating_point import rate_fields
 from inspectflow.steps.register import decide
 from inspectflow.tasks.classification import ClassificationScores
 
@@ -66,3 +68,51 @@ def test_a_model_that_does_not_beat_the_trivial_baseline_is_never_promoted() -> 
     assert decide(scores(0.40, 0.7, 0.1), None, GATE, baseline=majority).promote
     unguarded = GATE.model_copy(update={"baseline_margin": None})
     assert decide(scores(0.36, 0.7, 0.02), None, unguarded, baseline=majority).promote
+
+
+def rated(false_reject: int, escapes: int, good: int = 40, defective: int = 40) -> ClassificationScores:
+    """Scores whose decisions flagged ``false_reject`` good parts and passed ``escapes`` defective ones."""
+    truth = np.r_[np.zeros(good, bool), np.ones(defective, bool)]
+    flagged = np.r_[np.arange(good) < false_reject, np.arange(defective) >= escapes]
+    result = scores(0.9, 0.9, 0.9)
+    result.decision_rates = rate_fields(truth, flagged)
+    return result
+
+
+FRR_GATE = RegisterConfig(primary_metric="false_reject_rate", min_improvement=0.0, max_class_drop=0.05)
+
+
+def test_false_rejects_are_judged_lower_is_better_at_the_signed_recall() -> None:
+    first = decide(rated(4, 1), None, FRR_GATE, target_recall=0.95)
+    better = decide(rated(2, 1), rated(4, 1), FRR_GATE, target_recall=0.95)
+    worse = decide(rated(6, 0), rated(4, 1), FRR_GATE, target_recall=0.95)
+
+    assert first.promote and first.new_score == pytest.approx(0.1)
+    assert better.promote and "false_reject_rate 0.0500 beats champion 0.1000 by +0.0500" in better.reason
+    assert not worse.promote and "gain -0.0500" in worse.reason
+
+
+def test_passing_every_part_is_refused_by_the_escape_floor() -> None:
+    # The majority-class baseline of a line: no false reject, every defect escapes.
+    decision = decide(rated(0, 40), None, FRR_GATE, target_recall=0.95)
+
+    assert not decision.promote
+    assert "escape rate 100.0% (40 of 40" in decision.reason and "target_recall 0.95" in decision.reason
+
+
+def test_an_escape_rate_within_the_tests_sampling_error_of_the_target_passes() -> None:
+    # 3 escapes in 40 (7.5%) is not significantly above 5%; 12 in 40 is.
+    assert decide(rated(4, 3), None, FRR_GATE, target_recall=0.95).promote
+    assert not decide(rated(4, 12), None, FRR_GATE, target_recall=0.95).promote
+
+
+def test_flagging_every_part_is_refused_by_the_baseline_margin() -> None:
+    decision = decide(rated(39, 0), None, FRR_GATE, target_recall=0.95)
+
+    assert not decision.promote and "does not beat flagging every part" in decision.reason
+
+
+def test_a_champion_without_false_reject_rate_is_not_replaced_automatically() -> None:
+    decision = decide(rated(2, 1), scores(0.9, 0.9, 0.9), FRR_GATE, target_recall=0.95)
+
+    assert not decision.promote and "champion has no false_reject_rate" in decision.reason

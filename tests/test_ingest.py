@@ -92,3 +92,18 @@ def test_dataset_round_trips_and_digest_ignores_row_order(npy_dir: Path, tmp_pat
     assert dataset_digest(loaded.manifest) == dataset_digest(dataset.manifest.iloc[::-1])
     images, labels = loaded.split("train")
     assert len(images) == len(labels) == 48
+
+
+def test_a_good_class_that_is_not_a_class_of_the_source_is_named(npy_dir: Path) -> None:
+    with pytest.raises(
+        DataError, match=rf"{npy_dir}: data.good_class 'ok' is not one of its classes \(good, "
+    ):
+        ingest(npy_dir, tiny_config("data.good_class=ok").data)
+
+
+def test_the_good_class_is_kept_with_the_dataset(npy_dir: Path, tmp_path: Path) -> None:
+    dataset = ingest(npy_dir, tiny_config("data.good_class=hole").data)
+    save_dataset(dataset, tmp_path / "dataset")
+
+    loaded = load_dataset(tmp_path / "dataset")
+    assert loaded.info.good_class == "hole" and loaded.info.good_index == TEXTILE_CLASSES.index("hole")

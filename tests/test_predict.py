@@ -204,6 +204,8 @@ def test_the_segmenter_decides_with_the_threshold_it_was_registered_with(
     run = client.get_run(version.run_id)
     threshold = run.data.metrics["val/detection_threshold"]
     rates = {k: v for k, v in run.data.metrics.items() if "escape_rate" in k or "false_reject_rate" in k}
+    assert rates.pop("test/baseline_escape_rate") == 1.0  # the empty mask passes every part
+    assert rates.pop("test/baseline_false_reject_rate") == 0.0
     assert set(rates) == {
         f"test/{name}{bound}"
         for name in ("escape_rate", "false_reject_rate")

@@ -12,14 +12,20 @@ import os
 import shutil
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
+from conftest import run_steps
 from inspectflow.config import build_config
+from inspectflow.names import ARCHITECTURE_TAG
 from inspectflow.steps.evaluate import evaluate
 from inspectflow.steps.ingest import ingest
 from inspectflow.steps.train import train
@@ -54,26 +60,81 @@ def test_quick_neu_steel_defects_are_learnt_with_default_settings(tmp_path: Path
     assert scores.macro_f1 >= 0.85 > baseline.macro_f1 + 0.3, (scores.macro_f1, baseline.macro_f1)
 
 
-@pytest.mark.slow
-def test_quick_kolektorsdd_defects_are_found_with_default_settings(tmp_path: Path) -> None:
-    # 20 defective and 30 clean parts (the source's labels.csv says which).
-    labels = (REAL / "kolektorsdd-seg" / "labels.csv").read_text().splitlines()[1:]
-    rows = [line.split(",") for line in labels]
-    stems = [r[0] for r in rows if r[1] == "1"][:20] + [r[0] for r in rows if r[1] == "0"][:30]
-    root = tmp_path / "kolektor"
+@pytest.fixture(scope="module")
+def kolektor_quick(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[str, Any], Path]]:
+    """A KolektorSDD segmenter trained for 2 minutes with default settings and registered (gate floors off).
+
+    It learns from 20 defective and 30 clean parts drawn (seeded) across the set's 50 commutators; the other
+    349 images are held back, in a folder of links yielded with register's summary.
+    """
+    root = tmp_path_factory.mktemp("kolektor")
+    rows = pd.read_csv(REAL / "kolektorsdd-seg" / "labels.csv")
+    generator = np.random.default_rng(0)
+    picked = [
+        stem
+        for defective, count in ((1, 20), (0, 30))
+        for stem in generator.choice(rows.loc[rows["defective"] == defective, "stem"], count, replace=False)
+    ]
     for folder, suffix in (("images", ".jpg"), ("masks", ".png")):
-        (root / folder).mkdir(parents=True)
-        for stem in stems:
-            shutil.copy(REAL / "kolektorsdd-seg" / folder / f"{stem}{suffix}", root / folder)
-    config = build_config("dagm", ["train.max_minutes=2"])
-    dataset = ingest(root, config.data)
-    assert dataset.info.preprocess.mode == "scale" and dataset.info.preprocess.width == 256
-    task = get_task("segmentation")
-    result = train(task, dataset, config.train, tmp_path / "ckpt")
-    assert result.config is not None and result.config.model == "unet_lite0"
-    scores = evaluate(task, result.model, dataset, config.evaluate)
-    assert scores.iou > task.baseline(dataset, config.evaluate).iou + 0.05
-    assert scores.detection_tpr > 0
+        (root / "train" / folder).mkdir(parents=True)
+        for stem in picked:
+            shutil.copy(REAL / "kolektorsdd-seg" / folder / f"{stem}{suffix}", root / "train" / folder)
+    held_back = root / "held-back"
+    held_back.mkdir()
+    for stem in sorted(set(rows["stem"]) - set(picked)):
+        (held_back / f"{stem}.jpg").symlink_to(REAL / "kolektorsdd-seg" / "images" / f"{stem}.jpg")
+    config = build_config(
+        "dagm",
+        [
+            "train.max_minutes=2",
+            "register.min_score=0",
+            "register.baseline_margin=null",
+            "register.onnx=false",
+        ],
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+        mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
+        try:
+            yield run_steps(root / "train", root / "work", config.to_dict()), held_back
+        finally:
+            mlflow.set_tracking_uri(None)
+
+
+@pytest.mark.slow
+def test_quick_kolektorsdd_defects_are_found_with_default_settings(
+    kolektor_quick: tuple[dict[str, Any], Path],
+) -> None:
+    summary, _ = kolektor_quick
+    version = MlflowClient().get_model_version(summary["model_name"], summary["version"])
+    assert version.tags[ARCHITECTURE_TAG] == "unet_lite0"
+    metrics, baseline = summary["metrics"], summary["baseline"]["metrics"]
+    assert metrics["test/iou"] > baseline["test/iou"] + 0.05, (metrics["test/iou"], baseline["test/iou"])
+    assert metrics["test/detection_tpr"] > 0
+
+
+@pytest.mark.slow
+def test_the_drift_watch_passes_held_back_kolektorsdd_and_flags_neu_steel(
+    kolektor_quick: tuple[dict[str, Any], Path], tmp_path: Path
+) -> None:
+    """Issue 16's measure: held-back images of the model's own data are no drift; NEU steel is, exit 3."""
+    summary, held_back = kolektor_quick
+    model = f"models:/{summary['model_name']}/{summary['version']}"
+    # 300 of each (a few hundred, as the issue asks; benchmarks/drift.py times 349 and 500 with ONNX).
+    command = [sys.executable, "-m", "inspectflow", "monitor", "dagm", "--model", model]
+    command += ["--set", "monitor.max_images=300"]
+    results = {}
+    for name, images in (("held back", held_back), ("neu", REAL / "neu-cls")):
+        started = time.monotonic()
+        done = subprocess.run(
+            [*command, str(images)], cwd=tmp_path, capture_output=True, text=True, timeout=600
+        )
+        results[name] = (done.returncode, done.stdout.strip(), round(time.monotonic() - started, 1))
+    print(results)  # the figures of the issue's notes (each check's wall time, start-up included)
+    assert results["held back"][0] == 0 and "no drift" in results["held back"][1], results["held back"]
+    assert "300 images" in results["held back"][1]
+    assert results["neu"][0] == 3 and ": drift: features" in results["neu"][1], results["neu"]
+    assert "300 images" in results["neu"][1]
 
 
 def run_cli(workload: str, data: Path, work: Path, *extra: str) -> dict[str, float]:

@@ -32,6 +32,7 @@ def make_dataset(per_split: int = 3) -> Dataset:
                     "sha256": pixel_sha256(image),
                     "width": 8,
                     "height": 8,
+                    "channels": 1,
                     "dtype": "uint8",
                     "pixel_std": float(image.std()),
                     "decode_error": None,

@@ -32,6 +32,8 @@ HEADLINE_METRICS = (
     "test/defect_dice",
     "test/detection_tpr",
     "test/detection_fpr",
+    "test/escape_rate",
+    "test/false_reject_rate",
 )
 
 
@@ -243,6 +245,13 @@ def run(
 @cli.command("retrain")
 @_WORKLOAD
 @_run_options
+@click.option(
+    "--on-drift",
+    "drift_images",
+    metavar="IMAGES",
+    help="Retrain only when these new images (a folder or s3://bucket/prefix) drift from the champion's "
+    "training images (see `inspectflow monitor`), and the data is a new version.",
+)
 def retrain(
     workload: str,
     data: str | None,
@@ -254,11 +263,17 @@ def retrain(
     plots_dir: Path | None,
     runner: str,
     image: str | None,
+    drift_images: str | None,
 ) -> None:
-    """Run the pipeline only if the data version differs from the one the champion was trained on."""
+    """Run the pipeline only if the data version differs from the one the champion was trained on.
+
+    With --on-drift, only if the new images also drift from the champion's training images; drift on data
+    the champion was trained on exits 3: the data needs labelled images of the new conditions first.
+    """
     from mlflow.exceptions import MlflowException
 
     from inspectflow.lineage import data_version
+    from inspectflow.monitor import DRIFT_EXIT_CODE, monitor
     from inspectflow.names import CHAMPION, DATA_VERSION_TAG
 
     config = _config(workload, params_file, overrides, task)
@@ -270,7 +285,22 @@ def retrain(
         champion = _client(workdir, create=True).get_model_version_by_alias(name, CHAMPION)
     except MlflowException:
         champion = None
+    drift = False
+    if drift_images is not None and champion is not None:
+        check = monitor(config, drift_images, f"models:/{name}/{champion.version}")
+        click.echo(check.line())
+        if not check.comparison.drift:
+            click.echo(f"{drift_images}: no drift from {name} version {champion.version}; nothing to retrain")
+            return
+        drift = True
     if champion is not None and champion.tags.get(DATA_VERSION_TAG) == current:
+        if drift:
+            click.echo(
+                f"{source}: data version {current} is the one {name} version {champion.version} was trained "
+                "on; add labelled images of the new conditions (inspectflow data import), then retrain",
+                err=True,
+            )
+            raise SystemExit(DRIFT_EXIT_CODE)
         click.echo(
             f"{source}: data version {current} is the one {name} version {champion.version} (@champion) "
             "was trained on; nothing to retrain"
@@ -332,27 +362,30 @@ def _run_locally(
 
     from inspectflow.local import run_local, run_log
     from inspectflow.reports import write_metrics, write_plots
+    from inspectflow.steps.register import LOWER_IS_BETTER
 
     log_path = run_log(workdir, config.workload)
     try:
         with log_path.open("w", encoding="utf-8", buffering=1) as log, _console(log):
             result = run_local(source, config, workdir, resume_run_id, log, image)
     except InspectflowError:
-        click.echo(f"{'log:':<20}{log_path}", err=True)
+        click.echo(f"{'log:':<24}{log_path}", err=True)
         raise
     summary = result.summary
     click.echo("")
-    click.echo(f"{'MLflow run:':<20}{summary['mlflow_run_id']}  ({result.tracking_uri})")
+    click.echo(f"{'MLflow run:':<24}{summary['mlflow_run_id']}  ({result.tracking_uri})")
     for name, value in summary["metrics"].items():
         if name in HEADLINE_METRICS:
-            click.echo(f"{name + ':':<20}{value:.4f}")
+            click.echo(f"{name + ':':<24}{value:.4f}")
     metric = config.register_.primary_metric
     baseline = summary["baseline"]
-    floor = baseline["metrics"][f"test/{metric}"]
-    click.echo(f"{'baseline:':<20}{metric} {floor:.4f} ({baseline['description']})")
-    click.echo(f"{'model:':<20}{summary['model_name']} version {summary['version']} -> @{summary['alias']}")
-    click.echo(f"{'gate:':<20}{summary['decision']}: {summary['reason']}")
-    click.echo(f"{'log:':<20}{log_path}")
+    floor = f"{metric} {baseline['metrics'][f'test/{metric}']:.4f}"
+    if metric in LOWER_IS_BETTER:  # the trivial model passes every part: its escape rate is the floor's point
+        floor += f", escape_rate {baseline['metrics']['test/escape_rate']:.4f}"
+    click.echo(f"{'baseline:':<24}{floor} ({baseline['description']})")
+    click.echo(f"{'model:':<24}{summary['model_name']} version {summary['version']} -> @{summary['alias']}")
+    click.echo(f"{'gate:':<24}{summary['decision']}: {summary['reason']}")
+    click.echo(f"{'log:':<24}{log_path}")
     if metrics_file is not None:
         run_metrics = MlflowClient().get_run(summary["mlflow_run_id"]).data.metrics
         write_metrics(summary, run_metrics, metrics_file)
@@ -413,11 +446,55 @@ def _submit(
     click.echo(f"{'finished:':<20}{state}")
 
 
+@cli.command("monitor")
+@_WORKLOAD
+@click.argument("source")
+@click.option("--model", "model_uri", help="MLflow model URI; default models:/<name>@champion.")
+@click.option("--params", "params_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Such as monitor.alpha=0.001.")
+@_WORKDIR
+def monitor_command(
+    workload: str,
+    source: str,
+    model_uri: str | None,
+    params_file: Path | None,
+    overrides: tuple[str, ...],
+    workdir: Path,
+) -> None:
+    """Check new images (a folder or s3://bucket/prefix) for drift from the champion's training images.
+
+    Prints one verdict line and exits 0 (no drift) or 3 (drift). Each check is a run of the workload's
+    monitoring experiment in MLflow (<experiment>-monitoring): the verdict, every test's statistic and
+    p-value, the prediction mix, and an HTML report.
+    """
+    from inspectflow.config import build_config, read_params
+    from inspectflow.monitor import DRIFT_EXIT_CODE, monitor
+    from inspectflow.names import CHAMPION
+    from inspectflow.registered import registered_spec
+
+    client = _client(workdir)
+    uri = model_uri or f"models:/{_model_name(workload, client)}@{CHAMPION}"
+    _answering_version(uri)  # no such version: one line
+    params = read_params(params_file, workload) if params_file else None
+    config = build_config(workload, list(overrides), params, registered_spec(uri).task)
+    check = monitor(config, source, uri)
+    click.echo(check.line())
+    if check.comparison.drift:
+        raise SystemExit(DRIFT_EXIT_CODE)
+
+
 @cli.command("schedule")
 @_WORKLOAD
 @click.option("--cron", required=True, help="When: five cron fields, or KFP's six (seconds first).")
 @click.option("--host", required=True, help="The Kubeflow Pipelines API URL.")
 @click.option("--data", required=True, help="Data URI the cluster reads, such as s3://bucket/textile.")
+@click.option(
+    "--on-drift",
+    "drift_images",
+    metavar="IMAGES",
+    help="Retrain only when these new images (s3://bucket/prefix) drift from the champion's training "
+    "images: schedules the inspectflow-<workload>-on-drift pipeline (monitor, then the steps if drift).",
+)
 @_TASK
 @click.option("--params", "params_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
@@ -428,6 +505,7 @@ def schedule(
     cron: str,
     host: str,
     data: str,
+    drift_images: str | None,
     task: str | None,
     params_file: Path | None,
     overrides: tuple[str, ...],
@@ -442,18 +520,23 @@ def schedule(
 
     config = _config(workload, params_file, overrides, task)
     expression = kfp_cron(cron)
+    on_drift = drift_images is not None
+    arguments = {"source": data, "config": config.to_json()}
+    if drift_images is not None:
+        arguments["images"] = drift_images
     with tempfile.TemporaryDirectory() as scratch:
-        package = compile_pipeline(config, Path(scratch) / "pipeline.yaml")
+        package = compile_pipeline(config, Path(scratch) / "pipeline.yaml", on_drift)
         job_id = schedule_run(
             host,
             package,
-            {"source": data, "config": config.to_json()},
-            job_name=f"inspectflow-{workload}-retrain",
+            arguments,
+            job_name=f"inspectflow-{workload}-retrain{'-on-drift' if on_drift else ''}",
             experiment=experiment or config.tracking.experiment,
             cron=expression,
             namespace=namespace,
         )
-    click.echo(f"recurring run {job_id}: inspectflow-{workload} at '{expression}' (KFP cron, seconds first)")
+    pipeline = f"inspectflow-{workload}{'-on-drift' if on_drift else ''}"
+    click.echo(f"recurring run {job_id}: {pipeline} at '{expression}' (KFP cron, seconds first)")
 
 
 @cli.command("compile")

@@ -97,6 +97,10 @@ class DataConfig(_Section):
         resize: How ``image_side`` is reached: ``resize`` scales images (and masks) to the side; ``pad``
             centres them on a zero canvas, cropping what is larger (no resampling: defect edges stay sharp).
         channels: Channels of the cached images (1 = grayscale).
+        good_class: The class of parts that pass (classification); every other class is a defect. With it a
+            classifier also decides per image, defective or not, on its defect score (1 - the probability
+            of this class), and reports escape and false-reject rates (see ``evaluate.target_recall``).
+            ``None``: the classes are kinds of defect or of product, with no image-level decision.
         missing_masks: An image of an ``images/`` + ``masks/`` set without a mask file: ``error`` fails
             validation naming it (a lost mask would teach that its defect is clean); ``clean`` reads it
             as defect-free.
@@ -110,6 +114,7 @@ class DataConfig(_Section):
     max_side: int = Field(640, ge=32, le=8192)
     resize: Literal["resize", "pad"] = "resize"
     channels: Literal[1, 3] = 1
+    good_class: str | None = None
     missing_masks: Literal["error", "clean"] = "error"
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0)
     split_seed: int = 0
@@ -232,14 +237,17 @@ class EvaluateConfig(_Section):
     Attributes:
         batch_size: Images per inference batch.
         mask_threshold: Probability above which a pixel is predicted defective (segmentation).
-        detection_threshold: An image is declared defective when its defect score, the highest pixel
-            probability, exceeds this (segmentation). ``None`` (default): picked on the validation split
-            after training, for ``target_recall`` if set, else as the score that best separates its
-            defective from its clean images; the model keeps it (``mask_threshold`` when validation has no
-            image of either kind).
-        target_recall: The defect recall the line signs off (such as 0.99): the decision threshold is the
-            highest one that flags at least this share of the validation split's defective images, so the
-            fewest good ones. The test split's escape and false-reject rates at it are reported either way.
+        detection_threshold: An image is declared defective when its defect score exceeds this: the highest
+            pixel probability of a segmenter, 1 - the probability of ``data.good_class`` of a classifier.
+            ``None`` (default): picked on the validation split after training, for ``target_recall`` if
+            set; else a segmenter's is the score that best separates the validation split's defective from
+            its clean images (``mask_threshold`` when it has no image of either kind) and a classifier's
+            decision is its most probable class. The model keeps it.
+        target_recall: The defect recall the line signs off (such as 0.99): the decision threshold flags at
+            least this share of the validation split's defective images with the fewest good ones (the
+            lowest such threshold: every defect those false rejects allow). The test split's escape and
+            false-reject rates at the model's threshold are reported either way. A classifier needs
+            ``data.good_class`` and a validation split (``train.method=finetune``).
         overlays: Best and worst test images drawn as overlays (image, truth, prediction) for MLflow.
     """
 
@@ -264,8 +272,12 @@ class RegisterConfig(_Section):
     Attributes:
         model_name: Registered model name in the MLflow Model Registry; default ``<workload>-classifier``
             or ``<workload>-segmenter``.
-        primary_metric: Metric the challenger must improve.
-        min_score: The primary score a version needs to be promoted at all.
+        primary_metric: Metric the challenger must improve. ``false_reject_rate`` (lower is better) compares
+            models at ``evaluate.target_recall``, each at its own threshold set for it: a version is not
+            promoted at all when its test escape rate is significantly above ``1 - target_recall`` (the
+            lower end of its 95% interval above it; passing every part is refused so), nor when it does not
+            beat flagging every part (false-reject rate 1) by more than ``baseline_margin``.
+        min_score: The primary score a version needs to be promoted at all (higher-is-better metrics).
         baseline_margin: How far the primary score must beat the trivial baseline's; ``None`` skips
             that floor (tests of the gate's mechanics on random data).
         min_improvement: The challenger must beat the champion's primary metric by more than this.
@@ -278,13 +290,33 @@ class RegisterConfig(_Section):
     """
 
     model_name: str = ""
-    primary_metric: Literal["macro_f1", "accuracy", "iou", "dice"] = "macro_f1"
+    primary_metric: Literal["macro_f1", "accuracy", "iou", "dice", "false_reject_rate"] = "macro_f1"
     min_score: float = Field(0.0, ge=0.0, le=1.0)
     baseline_margin: float | None = Field(0.05, ge=0.0, le=1.0)
     min_improvement: float = Field(0.0, ge=0.0)
     max_class_drop: float = Field(0.05, ge=0.0)
     flavor: Literal["pytorch", "pyfunc"] = "pytorch"
     onnx: bool = True
+
+
+class MonitorConfig(_Section):
+    """The drift watch: new images against a sample of the champion's training images.
+
+    Attributes:
+        reference_size: Training images (a seeded sample) whose features and statistics every registered
+            version keeps as its reference.
+        max_images: The most new images a check reads (a seeded sample of the source).
+        alpha: Family-wise significance level of the verdict: drift when any test's p-value is below
+            ``alpha`` divided by the number of tests (Bonferroni).
+        permutations: Permutations of the feature test's p-value.
+        experiment: MLflow experiment of the checks; default ``<workload>-monitoring``.
+    """
+
+    reference_size: int = Field(256, ge=10)
+    max_images: int = Field(500, ge=10)
+    alpha: float = Field(0.01, gt=0.0, lt=1.0)
+    permutations: int = Field(1000, ge=99)
+    experiment: str = ""
 
 
 class TrackingConfig(_Section):
@@ -338,13 +370,12 @@ _UNUSED_BY_TASK = {
         "validate.max_defect_fraction",
         "train.crop",
         "evaluate.mask_threshold",
-        "evaluate.detection_threshold",
         "evaluate.overlays",
     ],
-    "segmentation": [],
+    "segmentation": ["data.good_class"],
 }
 #: Names rather than settings: they say where a run goes, not how it learns.
-_NAMES = {"workload", "task", "register.model_name", "tracking.experiment"}
+_NAMES = {"workload", "task", "register.model_name", "tracking.experiment", "monitor.experiment"}
 
 
 class PipelineConfig(_Section):
@@ -358,6 +389,7 @@ class PipelineConfig(_Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     register_: RegisterConfig = Field(default_factory=RegisterConfig, alias="register")
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
@@ -382,6 +414,8 @@ class PipelineConfig(_Section):
             self.register_.model_name = f"{self.workload}-{kind}"
         if not self.tracking.experiment:
             self.tracking.experiment = self.workload
+        if not self.monitor.experiment:
+            self.monitor.experiment = f"{self.tracking.experiment}-monitoring"
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -104,3 +104,15 @@ SCORES_FILE = "scores.json"
 BASELINE_FILE = "baseline.json"
 SCORES_ARTIFACT = f"{EVALUATION_ARTIFACTS}/{SCORES_FILE}"
 REGISTRY_SUMMARY_ARTIFACT = "registry/summary.json"
+
+# -- the drift watch (inspectflow monitor)
+
+#: Where a registered version's run keeps its drift reference, and a check's run its report.
+MONITORING_ARTIFACTS = "monitoring"
+REFERENCE_FILE = "reference.npz"
+DRIFT_REPORT_FILE = "drift_report.html"
+DRIFT_FIGURE_FILE = "drift.png"
+#: Tags of a check's run: ``drift`` or ``no drift``, the model version checked, the images' source.
+DRIFT_VERDICT_TAG = "monitor.verdict"
+DRIFT_MODEL_TAG = "monitor.model"
+DRIFT_SOURCE_TAG = "monitor.source"

@@ -55,6 +55,11 @@ class Rate:
         """The rate as JSON-able fields (an unknown rate's as ``None``)."""
         return {key: None if isinstance(v, float) and math.isnan(v) else v for key, v in asdict(self).items()}
 
+    @classmethod
+    def from_dict(cls, fields: dict[str, float | int | None]) -> Rate:
+        """Rebuilds a rate from :meth:`as_dict`'s fields."""
+        return cls(**{key: math.nan if value is None else value for key, value in fields.items()})  # type: ignore[arg-type]
+
     def __str__(self) -> str:
         return (
             f"{100 * self.value:.1f}% ({self.count} of {self.total}; {100 * CONFIDENCE:.0f}% CI "
@@ -63,10 +68,12 @@ class Rate:
 
 
 def pick_threshold(scores: npt.ArrayLike, defective: npt.ArrayLike, target_recall: float) -> float | None:
-    """The highest threshold at which at least ``target_recall`` of the defective images are flagged.
+    """The threshold that flags at least ``target_recall`` of the defective images with the fewest good ones.
 
-    The highest such threshold flags the fewest good images. It is placed at the highest score still passed
-    (good or defective), so that anything scoring above every image that was passed is flagged.
+    Of the thresholds that flag as few good images, it is the lowest, so it flags the most defects: it sits
+    at the highest good score still passed, and anything scoring above every passed good image is flagged.
+    (On well separated validation scores, the highest threshold reaching the target would let through up to
+    ``1 - target_recall`` of the defects for no fewer false rejects.)
 
     Args:
         scores: Each image's defect score, ``(N,)``.
@@ -83,8 +90,10 @@ def pick_threshold(scores: npt.ArrayLike, defective: npt.ArrayLike, target_recal
         return None
     needed = max(1, math.ceil(target_recall * defect_scores.size - 1e-9))
     lowest_flagged = defect_scores[needed - 1]
-    passed = values[values < lowest_flagged]
-    return float(passed.max()) if passed.size else float(np.nextafter(lowest_flagged, -np.inf))
+    passed_good = values[~truth & (values < lowest_flagged)]
+    if passed_good.size:
+        return float(passed_good.max())
+    return float(np.nextafter(values.min(), -np.inf))  # every good image is flagged anyway: flag all
 
 
 def rates(defective: npt.ArrayLike, flagged: npt.ArrayLike, seed: int = 0) -> dict[str, Rate]:
@@ -105,6 +114,45 @@ def rates(defective: npt.ArrayLike, flagged: npt.ArrayLike, seed: int = 0) -> di
         "escape_rate": _rate(~decided[truth], generator),
         "false_reject_rate": _rate(decided[~truth], generator),
     }
+
+
+def rate_fields(defective: npt.ArrayLike, flagged: npt.ArrayLike) -> dict[str, dict[str, float | int | None]]:
+    """:func:`rates` as JSON-able fields, as a task's scores keep them (see :class:`DecisionRates`)."""
+    return {name: rate.as_dict() for name, rate in rates(defective, flagged).items()}
+
+
+class DecisionRates:
+    """What the scores of a task that decides per image (defective or not) add: both rates at its threshold.
+
+    The scores dataclass holds ``decision_rates`` (:func:`rate_fields`; empty without image-level
+    decisions), so the rates travel with ``scores.json`` and the gate can compare them.
+    """
+
+    decision_rates: dict[str, dict[str, float | int | None]]
+
+    def rates(self) -> dict[str, Rate]:
+        """The escape and false-reject rates with their intervals (none without image-level decisions)."""
+        return {name: Rate.from_dict(fields) for name, fields in self.decision_rates.items()}
+
+    def rate_metrics(self, prefix: str) -> dict[str, float]:
+        """The known rates as flat metrics: ``<prefix>escape_rate``, ``<prefix>false_reject_rate``."""
+        return {
+            f"{prefix}{name}": rate.value for name, rate in self.rates().items() if not math.isnan(rate.value)
+        }
+
+    @property
+    def escape_rate(self) -> float:
+        """Share of defective test images passed as good (NaN when unknown)."""
+        return self._value("escape_rate")
+
+    @property
+    def false_reject_rate(self) -> float:
+        """Share of good test images flagged (NaN when unknown)."""
+        return self._value("false_reject_rate")
+
+    def _value(self, name: str) -> float:
+        value = self.decision_rates.get(name, {}).get("value")
+        return math.nan if value is None else float(value)
 
 
 def _rate(events: np.ndarray, generator: np.random.Generator) -> Rate:
@@ -160,9 +208,13 @@ def curves(scores: npt.ArrayLike, defective: npt.ArrayLike) -> Curves | None:
 
 
 def report(
-    out_dir: Path, table: pd.DataFrame, threshold: float | None, target_recall: float | None
+    out_dir: Path,
+    table: pd.DataFrame,
+    found: dict[str, Rate],
+    threshold: float | None,
+    target_recall: float | None,
 ) -> dict[str, float]:
-    """The test split's operating point, from the per-image table an evaluation wrote.
+    """The test split's operating point: its rates, and curves from the per-image table an evaluation wrote.
 
     Reads the table's :data:`DECISION_COLUMNS` (a task without image-level decisions writes none: nothing
     to report) and writes :data:`OPERATING_POINT_FILE`, the ROC and precision-recall tables and their
@@ -171,27 +223,28 @@ def report(
     Args:
         out_dir: The evaluation's folder.
         table: The per-image table.
+        found: The escape and false-reject rates of the table's decisions, as the scores hold them
+            (:meth:`DecisionRates.rates`).
         threshold: The decision threshold the decisions were made with, for the summary and the figure.
         target_recall: The defect recall it was set for on validation, if it was.
 
     Returns:
-        Test metrics: ``test/escape_rate`` and ``test/false_reject_rate`` with their ``_ci_low`` and
-        ``_ci_high`` bounds, ``test/roc_auc`` and ``test/average_precision``.
+        Test metrics: the ``_ci_low`` and ``_ci_high`` bounds of ``test/escape_rate`` and
+        ``test/false_reject_rate`` (the rates themselves are the scores' metrics), ``test/roc_auc`` and
+        ``test/average_precision``.
     """
     import pandas as pd
 
-    if not set(DECISION_COLUMNS) <= set(table.columns):
+    if not found or not set(DECISION_COLUMNS) <= set(table.columns):
         return {}
     defective = table["defective"].to_numpy(bool)
     scores = table["defect_score"].to_numpy(np.float64)
-    found = rates(defective, table["detected"].to_numpy(bool))
     metrics: dict[str, float] = {}
     for name, rate in found.items():
         if not math.isnan(rate.value):
             metrics.update(
-                {f"{TEST_METRICS}{name}": rate.value, f"{TEST_METRICS}{name}_ci_low": rate.low,
-                 f"{TEST_METRICS}{name}_ci_high": rate.high}
-            )  # fmt: skip
+                {f"{TEST_METRICS}{name}_ci_low": rate.low, f"{TEST_METRICS}{name}_ci_high": rate.high}
+            )
     drawn = curves(scores, defective)
     if drawn is not None:
         metrics[f"{TEST_METRICS}roc_auc"] = drawn.roc_auc
@@ -221,7 +274,7 @@ def describe(summary: dict[str, object]) -> str:
     for name, label in (("escape_rate", "escape rate"), ("false_reject_rate", "false-reject rate")):
         fields = summary.get(name)
         if isinstance(fields, dict) and fields.get("total"):
-            parts.append(f"{label} {Rate(**fields)}")
+            parts.append(f"{label} {Rate.from_dict(fields)}")
     threshold = summary.get("threshold")
     target = summary.get("target_recall")
     at = f" at defect score > {threshold:.4g}" if isinstance(threshold, float) else ""

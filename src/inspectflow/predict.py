@@ -33,9 +33,10 @@ def predict_files(
 
     Images are brought to the model's input as its training images were (the preprocessing its spec
     keeps), and its thresholds are the ones it was evaluated with. A classifier's record holds ``label``,
-    its ``probability`` and every class's probability; a segmenter's the ``defect_score`` (highest pixel
-    probability), ``defect_area`` (share of defective pixels), ``defective`` (score above the detection
-    threshold), that ``threshold`` and the path of its mask PNG
+    its ``probability`` and every class's probability, and with a good class its ``defect_score``,
+    ``defective`` and ``threshold`` (see :meth:`Classification.records`); a segmenter's the
+    ``defect_score`` (highest pixel probability), ``defect_area`` (share of defective pixels), ``defective``
+    (score above the detection threshold), that ``threshold`` and the path of its mask PNG
     (255 = defect, at the image's own size) written into ``mask_dir``.
 
     Args:
@@ -79,6 +80,6 @@ def predict_files(
         if images:
             with torch.no_grad():
                 logits = predictor(to_tensor(np.stack(images), channels_last=True))
-            records = task.records(logits, batch, spec.classes, thresholds, mask_dir, spec.preprocess)
+            records = task.records(logits, batch, spec, thresholds, mask_dir)
         by_number = {**failed, **dict(zip((image.number for image in batch), records, strict=True))}
         yield from (by_number[number] for number in sorted(by_number))

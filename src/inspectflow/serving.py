@@ -7,6 +7,9 @@ model's channels, resize to its side)::
     model = mlflow.pyfunc.load_model("models:/inserts-classifier@champion")
     model.predict(["a.png", "b.png"])  # DataFrame: label, probability, one p_<class> column per class
 
+A classifier trained with a good class (``data.good_class``) also returns the decision it was evaluated
+with: ``defect_score`` (1 - the good class's probability), ``defective`` and the ``threshold`` it keeps.
+
 A fine-tuned network logged with its ONNX export runs in ONNX Runtime when loaded with
 ``model_config={"engine": "onnx"}``.
 """
@@ -56,9 +59,12 @@ class ImageClassifier(PythonModel):
             params: Unused.
 
         Returns:
-            One row per image: ``label``, its ``probability`` and ``p_<class>`` for every class.
+            One row per image: ``label``, its ``probability`` and ``p_<class>`` for every class; with a good
+            class also ``defect_score``, ``defective`` and ``threshold`` (NaN: the most probable class
+            decided).
         """
         from inspectflow.imaging import to_tensor
+        from inspectflow.tasks.classification import defect_scores, flagged
 
         images = np.stack([self._prepare(item) for item in _items(model_input)])
         with torch.no_grad():
@@ -68,6 +74,12 @@ class ImageClassifier(PythonModel):
         frame = pd.DataFrame(probabilities, columns=[f"p_{c}" for c in classes])
         frame.insert(0, "probability", probabilities.max(axis=1))
         frame.insert(0, "label", [classes[i] for i in probabilities.argmax(axis=1)])
+        if self.spec.good_class is not None:
+            good = classes.index(self.spec.good_class)
+            threshold = self.spec.thresholds.get("detection_threshold")
+            frame["defect_score"] = defect_scores(probabilities, good)
+            frame["defective"] = flagged(probabilities, good, threshold)
+            frame["threshold"] = np.nan if threshold is None else threshold
         return frame
 
     def _prepare(self, item: Any) -> np.ndarray:

@@ -31,8 +31,9 @@ MANIFEST_FILE = "manifest.csv"
 INFO_FILE = "dataset.json"
 
 #: Manifest columns. ``source`` is the file relative to the data root and ``index`` the row inside it (0 for
-#: single-image files); ``width``/``height``/``dtype`` describe the image as stored in the source, before
-#: resizing; ``pixel_std`` is the standard deviation of the cached pixels (0 for a constant image).
+#: single-image files); ``width``/``height``/``channels``/``dtype`` describe the image as decoded from the
+#: source (1 channel for grayscale, 3 for colour), before resizing; ``pixel_std`` is the standard deviation of
+#: the cached pixels (0 for a constant image).
 MANIFEST_COLUMNS = [
     "source",
     "index",
@@ -41,6 +42,7 @@ MANIFEST_COLUMNS = [
     "sha256",
     "width",
     "height",
+    "channels",
     "dtype",
     "pixel_std",
     "decode_error",
@@ -66,6 +68,12 @@ class DatasetInfo:
     preprocess: Preprocess
     split_origin: str  # "source" when the source defines train/test, else "seeded"
     extra: dict[str, str] = field(default_factory=dict)
+    good_class: str | None = None  # the class of parts that pass (``data.good_class``), if any
+
+    @property
+    def good_index(self) -> int | None:
+        """The good class's label index, or ``None`` when the classes name no passing part."""
+        return None if self.good_class is None else self.classes.index(self.good_class)
 
     @property
     def channels(self) -> int:

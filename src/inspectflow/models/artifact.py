@@ -34,7 +34,8 @@ class ModelSpec:
 
     ``preprocess`` is how its training images were brought to its input (size, resize or pad, channels);
     ``thresholds`` are the evaluation settings its scores were computed with (``mask_threshold``,
-    ``detection_threshold``), which prediction applies too.
+    ``detection_threshold``), which prediction applies too; ``good_class`` is the class of parts that pass
+    (a classifier's ``data.good_class``), which its image-level decisions are about.
     """
 
     architecture: str
@@ -42,6 +43,7 @@ class ModelSpec:
     preprocess: Preprocess
     task: str = "classification"
     thresholds: dict[str, float] = field(default_factory=dict)
+    good_class: str | None = None
     backbone: str | None = None  # features+svm only
     layer: str | None = None  # features+svm only
 

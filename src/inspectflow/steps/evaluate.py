@@ -7,6 +7,7 @@ their best and worst test images (see :mod:`inspectflow.tasks`).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from inspectflow import console, operating_point
@@ -19,7 +20,6 @@ from inspectflow.names import (
     BASELINE_METRICS,
     EVALUATION_ARTIFACTS,
     SCORES_FILE,
-    TEST_METRICS,
     VISUALS,
 )
 from inspectflow.tasks import save_scores, task_for
@@ -71,9 +71,8 @@ def evaluate_step(
         table = pd.read_csv(out_dir / PER_IMAGE_FILE) if (out_dir / PER_IMAGE_FILE).is_file() else None
         rates = {}
         if table is not None:
-            rates = operating_point.report(
-                out_dir, table, evaluate_config.detection_threshold, evaluate_config.target_recall
-            )
+            threshold, target = evaluate_config.detection_threshold, evaluate_config.target_recall
+            rates = operating_point.report(out_dir, table, scores.rates(), threshold, target)
         mlflow.log_metrics({**scores.metrics(), **headline, **rates})
         mlflow.log_artifacts(str(out_dir), artifact_path=EVALUATION_ARTIFACTS)
         if table is not None:  # a table the UI can sort and filter
@@ -85,10 +84,7 @@ def evaluate_step(
             mlflow.log_image(Image.open(figure), key=key, step=0)
     metric = config.register_.primary_metric
     line = f"{len(dataset.split('test')[0])} test images, {metric} {getattr(scores, metric):.4f}"
-    escape, false_reject = (
-        rates.get(f"{TEST_METRICS}{name}") for name in ("escape_rate", "false_reject_rate")
-    )
-    if escape is not None and false_reject is not None:
-        line += f", escape rate {escape:.1%}, false-reject rate {false_reject:.1%}"
+    if not (math.isnan(scores.escape_rate) or math.isnan(scores.false_reject_rate)):
+        line += f", escape rate {scores.escape_rate:.1%}, false-reject rate {scores.false_reject_rate:.1%}"
     console.note(line)
     return scores

@@ -72,6 +72,7 @@ def ingest(root: Path, config: DataConfig) -> Dataset:
             "sha256": None,
             "width": None,
             "height": None,
+            "channels": None,
             "dtype": record.dtype,
             "pixel_std": None,
             "decode_error": record.decode_error,
@@ -82,6 +83,7 @@ def ingest(root: Path, config: DataConfig) -> Dataset:
                 sha256=pixel_sha256(record.pixels),
                 height=record.pixels.shape[0],
                 width=record.pixels.shape[1],
+                channels=record.pixels.shape[2] if record.pixels.ndim == 3 else 1,
                 pixel_std=float(images[i].std()),
             )
         if masks is not None:
@@ -93,12 +95,18 @@ def ingest(root: Path, config: DataConfig) -> Dataset:
     split_origin = "source" if _source_has_split(records) else "seeded"
     # No configured classes: one per label found (class folders, DAGM classes), in sorted order.
     classes = list(config.classes) if config.classes else sorted(set(manifest["label"].astype(str)))
+    good_class = None if layout.has_masks else config.good_class  # a segmenter's defects are its masks
+    if good_class is not None and good_class not in classes:
+        raise DataError(
+            f"{root}: data.good_class {good_class!r} is not one of its classes ({', '.join(classes)})"
+        )
     info = DatasetInfo(
         classes=classes,
         source=str(root),
         format=layout.name,
         preprocess=preprocess,
         split_origin=split_origin,
+        good_class=good_class,
     )
     dataset = Dataset(images=images, manifest=manifest, info=info, masks=masks)
     if split_origin == "seeded":

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,10 @@ class GateDecision:
     champion_score: float | None = None
 
 
+#: Primary metrics a challenger improves by lowering them.
+LOWER_IS_BETTER = frozenset({"false_reject_rate"})
+
+
 def decide(
     new: Scores,
     champion: Scores | None,
@@ -76,12 +81,16 @@ def decide(
     new_score: float | None = None,
     baseline: Scores | None = None,
     baseline_description: str = "the trivial baseline",
+    target_recall: float | None = None,
 ) -> GateDecision:
     """Decides whether a new model replaces the champion; both must be scored on the same test set.
 
     Two floors come first, so that not even a first version is promoted when it learned nothing: the primary
     score must reach ``config.min_score`` and beat the trivial ``baseline`` by more than
-    ``config.baseline_margin``.
+    ``config.baseline_margin``. For ``false_reject_rate`` (lower is better) the two trivial models are
+    passing every part, whose escape rate the first floor refuses (the test escape rate must not be
+    significantly above ``1 - target_recall``), and flagging every part (false-reject rate 1), which it must
+    beat by more than ``config.baseline_margin``.
 
     Args:
         new: The new model's scores.
@@ -91,28 +100,29 @@ def decide(
             judged by its mean accuracy over the repeated splits. Per-class scores stay test-split ones.
         baseline: The trivial model's scores on the same test set (``None``: no baseline floor).
         baseline_description: What the trivial model does, for the reason.
+        target_recall: The defect recall the thresholds were set for (``evaluate.target_recall``), which
+            the escape-rate floor of ``false_reject_rate`` holds the new model to.
 
     Returns:
         The decision with a one-line reason.
     """
     metric = config.primary_metric
+    lower = metric in LOWER_IS_BETTER
     new_score = float(getattr(new, metric)) if new_score is None else new_score
-    if new_score < config.min_score - _FLOAT_TOLERANCE:
-        reason = f"{metric} {new_score:.4f} is below register.min_score {config.min_score:.4f}; not promoted"
-        return GateDecision(False, reason, new_score)
-    if baseline is not None and config.baseline_margin is not None:
-        floor = float(getattr(baseline, metric))
-        if new_score <= floor + config.baseline_margin + _FLOAT_TOLERANCE:
-            reason = (
-                f"{metric} {new_score:.4f} does not beat the trivial baseline ({baseline_description}: "
-                f"{metric} {floor:.4f}) by more than register.baseline_margin {config.baseline_margin:.4f}; "
-                "not promoted"
-            )
-            return GateDecision(False, reason, new_score)
+    refusal = (
+        _rate_floors(new, new_score, config, target_recall)
+        if lower
+        else _score_floors(new_score, config, baseline, baseline_description)
+    )
+    if refusal:
+        return GateDecision(False, refusal, new_score)
     if champion is None:
         return GateDecision(True, f"no champion yet; {metric}={new_score:.4f}", new_score)
     champion_score = float(getattr(champion, metric))
-    gain = new_score - champion_score
+    if math.isnan(champion_score):
+        reason = f"the champion has no {metric} on this data; not promoted, promote manually if meant"
+        return GateDecision(False, reason, new_score)
+    gain = champion_score - new_score if lower else new_score - champion_score
     kind = new.class_metric
     new_classes, champion_classes = new.class_scores(), champion.class_scores()
     drops = {
@@ -140,6 +150,48 @@ def decide(
     return GateDecision(True, reason, new_score, champion_score)
 
 
+def _score_floors(
+    new_score: float, config: RegisterConfig, baseline: Scores | None, baseline_description: str
+) -> str | None:
+    """Why a higher-is-better primary score is not good enough to be promoted at all (``None``: it is)."""
+    metric = config.primary_metric
+    if new_score < config.min_score - _FLOAT_TOLERANCE:
+        return f"{metric} {new_score:.4f} is below register.min_score {config.min_score:.4f}; not promoted"
+    if baseline is not None and config.baseline_margin is not None:
+        floor = float(getattr(baseline, metric))
+        if new_score <= floor + config.baseline_margin + _FLOAT_TOLERANCE:
+            return (
+                f"{metric} {new_score:.4f} does not beat the trivial baseline ({baseline_description}: "
+                f"{metric} {floor:.4f}) by more than register.baseline_margin {config.baseline_margin:.4f}; "
+                "not promoted"
+            )
+    return None
+
+
+def _rate_floors(
+    new: Scores, new_score: float, config: RegisterConfig, target_recall: float | None
+) -> str | None:
+    """Why a false-reject rate is not promoted at all: escapes beyond the target, or flagging everything."""
+    escape = new.rates().get("escape_rate")
+    if escape is None or math.isnan(escape.value) or math.isnan(new_score) or target_recall is None:
+        return (
+            "no escape and false-reject rates on this test split (it needs defective and good images); "
+            "not promoted"
+        )
+    allowed = 1 - target_recall
+    if escape.low > allowed + _FLOAT_TOLERANCE:
+        return (
+            f"escape rate {escape} is significantly above the {allowed:.1%} that evaluate.target_recall "
+            f"{target_recall} allows; not promoted"
+        )
+    if config.baseline_margin is not None and new_score >= 1 - config.baseline_margin - _FLOAT_TOLERANCE:
+        return (
+            f"false_reject_rate {new_score:.4f} does not beat flagging every part (false_reject_rate "
+            f"1.0000) by more than register.baseline_margin {config.baseline_margin:.4f}; not promoted"
+        )
+    return None
+
+
 def model_card(
     config: PipelineConfig,
     version: str,
@@ -161,7 +213,11 @@ def model_card(
         theirs = "-" if champion_score is None else f"{champion_score:.4f}"
         return f"| test {score} | {getattr(scores, score):.4f} | {theirs} | {getattr(baseline, score):.4f} |"
 
-    others = [m for m in ("accuracy", "macro_f1", "iou", "dice") if m != metric and hasattr(scores, m)]
+    others = [
+        m
+        for m in ("accuracy", "macro_f1", "iou", "dice", "false_reject_rate", "escape_rate")
+        if m != metric and not math.isnan(getattr(scores, m, math.nan))
+    ]
     rows = [row(metric, decision.champion_score), *map(row, others)]
     worst = min(scores.class_scores().items(), key=lambda item: item[1], default=None)
     data = f"`{tags.get(DATA_SOURCE_TAG, '?')}`, DVC version `{tags.get(DATA_VERSION_TAG, '?')[:12]}`"
@@ -202,6 +258,7 @@ def register_step(
     from inspectflow.config import validate_config
     from inspectflow.data.dataset import dataset_digest, load_dataset
     from inspectflow.models.artifact import load_trained_model
+    from inspectflow.monitor import log_reference, reference_profile
     from inspectflow.registered import load_registered, log_model
     from inspectflow.tasks import load_scores, task_for
     from inspectflow.tracking import resume_run
@@ -222,7 +279,7 @@ def register_step(
         else float(getattr(new_scores, gate_config.primary_metric))
     )
 
-    floors = (baseline, task.baseline_description)
+    floors = (baseline, task.baseline_description, config.evaluate.target_recall)
 
     def judge() -> tuple[GateDecision, Any]:
         """The gate's decision against the champion of this moment, which it returns too."""
@@ -256,6 +313,8 @@ def register_step(
     digest = dataset_digest(dataset.manifest)
     with resume_run(run_id, "register", final=True) as run:
         model_info = log_model(model, spec, model_dir, dataset, gate_config.flavor, gate_config.onnx)
+        # What the drift watch compares new images with travels with every version (inspectflow monitor).
+        log_reference(reference_profile(task, dataset, model, spec, config))
         version = mlflow.register_model(model_info.model_uri, name).version
         tags = {
             CLASSES_TAG: json.dumps(spec.classes),

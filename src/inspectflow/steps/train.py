@@ -272,6 +272,7 @@ def train(
         classes=list(dataset.info.classes),
         preprocess=dataset.info.preprocess,
         task=task.name,
+        good_class=dataset.info.good_class,
     )
     return TrainResult(model=model, spec=spec, history=history, config=config, validation=(x_val, y_val))
 
@@ -477,6 +478,7 @@ def train_feature_svm(
         preprocess=dataset.info.preprocess,
         backbone=config.backbone,
         layer=config.layer,
+        good_class=dataset.info.good_class,
     )
     return FeatureSvmClassifier(extractor, svm, config.batch_size), spec, result, cache_hit
 
@@ -553,7 +555,8 @@ def train_step(dataset_dir: Path, raw_config: dict[str, object], run_id: str, mo
         )
         if result_nn.config and config.train.model == "auto":
             name_run(run_id, config.title(result_nn.config.model))  # the name says which model it became
-        thresholds = task.thresholds(config.evaluate, result_nn.model, *result_nn.validation)
+        good = dataset.info.good_index
+        thresholds = task.thresholds(config.evaluate, result_nn.model, *result_nn.validation, good_class=good)
         result_nn.spec.thresholds = thresholds
         # What evaluation and prediction will apply, picked on the validation images.
         mlflow.log_metrics({f"{VAL_METRICS}{name}": value for name, value in thresholds.items()})

@@ -39,6 +39,8 @@ PRELOAD = (
     "inspectflow.steps.train",
     "inspectflow.steps.evaluate",
     "inspectflow.steps.register",
+    "inspectflow.monitor",
+    "inspectflow.features",
     "inspectflow.validation",
     "inspectflow.tasks",
     "great_expectations",

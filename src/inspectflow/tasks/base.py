@@ -28,7 +28,8 @@ if TYPE_CHECKING:
     from inspectflow.config import EvaluateConfig, PipelineConfig, TrainConfig
     from inspectflow.data.dataset import Dataset
     from inspectflow.imaging import Preprocess
-    from inspectflow.models.artifact import Predictor
+    from inspectflow.models.artifact import ModelSpec, Predictor
+    from inspectflow.operating_point import Rate
 
 #: A training loss: ``(logits, targets) -> scalar``.
 LossFn = Callable[["torch.Tensor", "torch.Tensor"], "torch.Tensor"]
@@ -52,6 +53,20 @@ class Scores(Protocol):
 
     def confusion_counts(self) -> dict[tuple[str, str], int]:
         """``(actual, predicted) -> count``: classes, or defective/clean images for a segmenter."""
+        ...
+
+    def rates(self) -> dict[str, Rate]:
+        """The escape and false-reject rates of the image-level decisions (none when the task made none)."""
+        ...
+
+    @property
+    def escape_rate(self) -> float:
+        """Share of defective test images passed as good (NaN when unknown)."""
+        ...
+
+    @property
+    def false_reject_rate(self) -> float:
+        """Share of good test images flagged (NaN when unknown)."""
         ...
 
 
@@ -112,6 +127,11 @@ class Task(ABC):
         for setting, value, allowed in checks:
             if value not in allowed:
                 raise ValueError(f"{setting}={value} does not fit the {self.name} workload")
+        if config.register_.primary_metric == "false_reject_rate" and config.evaluate.target_recall is None:
+            raise ValueError(
+                "register.primary_metric=false_reject_rate compares models at a defect recall the line signs "
+                "off: set evaluate.target_recall (such as 0.95)"
+            )
 
     @abstractmethod
     def targets(self, dataset: Dataset, split: str) -> torch.Tensor:
@@ -138,7 +158,12 @@ class Task(ABC):
         return batch_size
 
     def thresholds(
-        self, config: EvaluateConfig, predictor: Predictor, images: torch.Tensor, targets: torch.Tensor
+        self,
+        config: EvaluateConfig,
+        predictor: Predictor,
+        images: torch.Tensor,
+        targets: torch.Tensor,
+        good_class: int | None = None,
     ) -> dict[str, float]:
         """The evaluation settings a trained model keeps, and evaluation and prediction apply.
 
@@ -147,6 +172,7 @@ class Task(ABC):
             predictor: The trained model.
             images: The validation images, float ``(n, C, H, W)`` (possibly none).
             targets: Their targets, as :meth:`targets` makes them.
+            good_class: The index of the class of parts that pass (``data.good_class``), if any.
         """
         return {}
 
@@ -194,15 +220,19 @@ class Task(ABC):
         self,
         logits: torch.Tensor,
         images: list[PredictedImage],
-        classes: list[str],
+        spec: ModelSpec,
         config: EvaluateConfig,
         out_dir: Path | None,
-        preprocess: Preprocess,
     ) -> list[dict[str, Any]]:
         """Turns one batch of model outputs into one JSON-able prediction record per image.
 
-        ``preprocess`` is how the images were brought to the model, to map outputs back onto them.
+        ``spec`` is the model's: its classes, its good class, and how the images were brought to its input
+        (to map outputs back onto them); ``config`` holds the thresholds it keeps.
         """
+
+    @abstractmethod
+    def outcomes(self, logits: torch.Tensor, spec: ModelSpec, config: EvaluateConfig) -> list[str]:
+        """Each image's prediction as the drift watch counts it: its class, or defective or clean."""
 
 
 #: One row per test image (its name, truth, prediction, score), written by every task's evaluation.

@@ -1,18 +1,22 @@
 """Classification: one class per image (textile, inserts).
 
 Scored by accuracy, macro-F1 and per-class precision, recall and F1, with a confusion matrix (rows are true
-classes).
+classes). With a good class (``data.good_class``) a classifier also decides per image whether the part is
+defective: its defect score is 1 - the probability of the good class, flagged above the threshold the model
+keeps (picked on validation for ``evaluate.target_recall``), or, with no threshold, when its most probable
+class is not the good one.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from inspectflow import operating_point
 from inspectflow.names import TEST_METRICS, VAL_METRICS
 from inspectflow.tasks.base import PredictedImage, Task, batched, write_per_image
 
@@ -22,7 +26,7 @@ if TYPE_CHECKING:
     from inspectflow.config import EvaluateConfig, PipelineConfig, TrainConfig
     from inspectflow.data.dataset import Dataset
     from inspectflow.imaging import Preprocess
-    from inspectflow.models.artifact import Predictor
+    from inspectflow.models.artifact import ModelSpec, Predictor
     from inspectflow.tasks.base import LossFn
 
 CONFUSION_JSON = "confusion_matrix.json"
@@ -30,7 +34,7 @@ CONFUSION_PNG = "confusion_matrix.png"
 
 
 @dataclass
-class ClassificationScores:
+class ClassificationScores(operating_point.DecisionRates):
     """Test-split scores of a classifier.
 
     Attributes:
@@ -42,6 +46,7 @@ class ClassificationScores:
         f1: Per-class F1.
         support: Per-class count of test images.
         confusion: Confusion matrix, rows true classes, columns predicted classes.
+        decision_rates: With a good class, the escape and false-reject rates of the image-level decisions.
     """
 
     classes: list[str]
@@ -52,6 +57,7 @@ class ClassificationScores:
     f1: dict[str, float]
     support: dict[str, int]
     confusion: list[list[int]]
+    decision_rates: dict[str, dict[str, float | int | None]] = field(default_factory=dict)
     task: str = "classification"
 
     class_metric: ClassVar[str] = "F1"
@@ -67,6 +73,7 @@ class ClassificationScores:
         past in the MLflow UI.
         """
         flat = {f"{prefix}accuracy": self.accuracy, f"{prefix}macro_f1": self.macro_f1}
+        flat.update(self.rate_metrics(prefix))
         for name, values in (("recall", self.recall), ("f1", self.f1)):
             flat.update({f"{prefix}{name}/{cls}": value for cls, value in values.items()})
         return flat
@@ -100,10 +107,26 @@ def score_predictions(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]
     )
 
 
-def predict_labels(predictor: Predictor, images: np.ndarray, batch_size: int) -> np.ndarray:
-    """Runs a classifier (an ``nn.Module`` or a loaded MLflow model) over uint8 images in batches."""
-    predictions = [logits.argmax(1).numpy() for logits in batched(predictor, images, batch_size)]
-    return np.concatenate(predictions) if predictions else np.zeros(0, dtype=np.int64)
+def predict_probabilities(
+    predictor: Predictor, images: np.ndarray, batch_size: int, classes: int
+) -> np.ndarray:
+    """Runs a classifier over uint8 images in batches: class probabilities ``(N, classes)``."""
+    import torch
+
+    batches = [torch.softmax(logits, dim=1).numpy() for logits in batched(predictor, images, batch_size)]
+    return np.concatenate(batches) if batches else np.zeros((0, classes), dtype=np.float32)
+
+
+def defect_scores(probabilities: np.ndarray, good_class: int) -> np.ndarray:
+    """Each image's defect score: the probability of any class but the good one."""
+    return 1.0 - probabilities[:, good_class]
+
+
+def flagged(probabilities: np.ndarray, good_class: int, threshold: float | None) -> np.ndarray:
+    """Which images are declared defective: defect score above ``threshold``, else not most likely good."""
+    if threshold is None:
+        return probabilities.argmax(1) != good_class
+    return defect_scores(probabilities, good_class) > threshold
 
 
 def plot_confusion(scores: ClassificationScores, path: Path) -> None:
@@ -171,7 +194,7 @@ class Classification(Task):
     name: ClassVar[str] = "classification"
     models: ClassVar[tuple[str, ...]] = ("residual_cnn", "resnet18", "efficientnet_lite0")
     losses: ClassVar[tuple[str, ...]] = ("cross_entropy",)
-    primary_metrics: ClassVar[tuple[str, ...]] = ("macro_f1", "accuracy")
+    primary_metrics: ClassVar[tuple[str, ...]] = ("macro_f1", "accuracy", "false_reject_rate")
     best_epoch_key: ClassVar[str] = f"{VAL_METRICS}macro_f1"
     # Few optimisation steps leave BatchNorm's running averages behind the weights: classifiers need the
     # recomputation (segmenters train on defect-biased crops, where it measurably hurt their IoU).
@@ -183,6 +206,17 @@ class Classification(Task):
         if config.train.method == "features+svm" and config.register_.flavor != "pyfunc":
             raise ValueError("train.method=features+svm needs register.flavor=pyfunc")
         super().check_config(config)
+        if config.evaluate.target_recall is not None:
+            if config.data.good_class is None:
+                raise ValueError(
+                    "evaluate.target_recall needs data.good_class: the class of parts that pass (every other "
+                    "class is a defect)"
+                )
+            if config.train.method == "features+svm":
+                raise ValueError(
+                    "evaluate.target_recall sets the threshold on a validation split, which "
+                    "train.method=features+svm does not hold out; use train.method=finetune"
+                )
         if len(config.data.classes) == 1:
             raise ValueError("data.classes needs at least two classes (or none: one per folder found)")
 
@@ -215,6 +249,34 @@ class Classification(Task):
         weights = torch.where(counts > 0, len(targets) / (len(counts) * counts.clamp(min=1)), torch.zeros(()))
         return nn.CrossEntropyLoss(weight=weights)
 
+    def thresholds(
+        self,
+        config: EvaluateConfig,
+        predictor: Predictor,
+        images: torch.Tensor,
+        targets: torch.Tensor,
+        good_class: int | None = None,
+    ) -> dict[str, float]:
+        """With a good class and ``target_recall``, the defect-score threshold picked on validation for it.
+
+        A set ``detection_threshold`` is kept as it is; without a target the most probable class decides
+        (no threshold).
+        """
+        import torch
+
+        if good_class is None:
+            return {}
+        if config.detection_threshold is not None:
+            return {"detection_threshold": config.detection_threshold}
+        if config.target_recall is None or not len(images):
+            return {}
+        with torch.no_grad():
+            logits = [predictor(images[start : start + config.batch_size])
+                      for start in range(0, len(images), config.batch_size)]  # fmt: skip
+        scores = defect_scores(torch.softmax(torch.cat(logits), dim=1).numpy(), good_class)
+        picked = operating_point.pick_threshold(scores, targets.numpy() != good_class, config.target_recall)
+        return {} if picked is None else {"detection_threshold": picked}
+
     def training_batch(
         self, images: torch.Tensor, targets: torch.Tensor, config: TrainConfig, generator: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -232,14 +294,28 @@ class Classification(Task):
     def evaluate(
         self, predictor: Predictor, dataset: Dataset, config: EvaluateConfig, out_dir: Path | None = None
     ) -> ClassificationScores:
-        """Scores the test split; writes the confusion matrix (JSON, PNG) and the per-image table."""
+        """Scores the test split; writes the confusion matrix (JSON, PNG) and the per-image table.
+
+        With a good class, also the image-level decisions: their rates in the scores, and in the table each
+        image's ``defective`` (truth), ``defect_score`` and ``detected``.
+        """
         images, labels = dataset.split("test")
-        predicted = predict_labels(predictor, images, config.batch_size)
-        scores = score_predictions(labels, predicted, dataset.info.classes)
+        classes, good = dataset.info.classes, dataset.info.good_index
+        probabilities = predict_probabilities(predictor, images, config.batch_size, len(classes))
+        predicted = probabilities.argmax(1)
+        scores = score_predictions(labels, predicted, classes)
+        decisions: dict[str, Any] = {}
+        if good is not None:
+            decisions = {
+                "defective": labels != good,
+                "defect_score": defect_scores(probabilities, good),
+                "detected": flagged(probabilities, good, config.detection_threshold),
+            }
+            scores.decision_rates = operating_point.rate_fields(decisions["defective"], decisions["detected"])
         if out_dir is not None:
-            names = np.asarray(dataset.info.classes)
+            names = np.asarray(classes)
             rows = {"image": dataset.file_names("test"), "true": names[labels], "predicted": names[predicted]}
-            write_per_image({**rows, "correct": labels == predicted}, out_dir)
+            write_per_image({**rows, "correct": labels == predicted, **decisions}, out_dir)
             (out_dir / CONFUSION_JSON).write_text(
                 json.dumps({"classes": scores.classes, "matrix": scores.confusion}, indent=2)
             )
@@ -253,7 +329,11 @@ class Classification(Task):
         _, train_labels = dataset.split("train")
         _, labels = dataset.split("test")
         majority = int(np.bincount(train_labels, minlength=len(dataset.info.classes)).argmax())
-        return score_predictions(labels, np.full_like(labels, majority), dataset.info.classes)
+        scores = score_predictions(labels, np.full_like(labels, majority), dataset.info.classes)
+        if (good := dataset.info.good_index) is not None:
+            decided = np.full(len(labels), majority != good)  # every image gets the majority's decision
+            scores.decision_rates = operating_point.rate_fields(labels != good, decided)
+        return scores
 
     def scores_from_dict(self, data: dict[str, Any]) -> ClassificationScores:
         """Rebuilds :class:`ClassificationScores`."""
@@ -269,24 +349,41 @@ class Classification(Task):
         self,
         logits: torch.Tensor,
         images: list[PredictedImage],
-        classes: list[str],
+        spec: ModelSpec,
         config: EvaluateConfig,
         out_dir: Path | None,
-        preprocess: Preprocess,
     ) -> list[dict[str, Any]]:
-        """The label, its probability and every class's probability."""
+        """The label, its probability and every class's probability.
+
+        A model with a good class adds the decision it was evaluated with: ``defect_score`` (1 - the good
+        class's probability), ``defective`` and the ``threshold`` it kept (``None``: the most probable class
+        decided).
+        """
         import torch
 
+        classes = spec.classes
         probabilities = torch.softmax(logits, dim=1).numpy()
+        good = None if spec.good_class is None else classes.index(spec.good_class)
+        decided = None if good is None else flagged(probabilities, good, config.detection_threshold)
         records = []
-        for image, row in zip(images, probabilities, strict=True):
+        for number, (image, row) in enumerate(zip(images, probabilities, strict=True)):
             best = int(row.argmax())
-            records.append(
-                {
-                    "path": str(image.path),
-                    "label": classes[best],
-                    "probability": round(float(row[best]), 6),
-                    "probabilities": {c: round(float(p), 6) for c, p in zip(classes, row, strict=True)},
+            record: dict[str, Any] = {
+                "path": str(image.path),
+                "label": classes[best],
+                "probability": round(float(row[best]), 6),
+                "probabilities": {c: round(float(p), 6) for c, p in zip(classes, row, strict=True)},
+            }
+            if good is not None and decided is not None:
+                threshold = config.detection_threshold
+                record |= {
+                    "defect_score": round(float(1.0 - row[good]), 6),
+                    "defective": bool(decided[number]),
+                    "threshold": None if threshold is None else round(threshold, 6),
                 }
-            )
+            records.append(record)
         return records
+
+    def outcomes(self, logits: torch.Tensor, spec: ModelSpec, config: EvaluateConfig) -> list[str]:
+        """The most probable class of each image."""
+        return [spec.classes[i] for i in logits.argmax(1).tolist()]

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from inspectflow.config import EvaluateConfig, PipelineConfig, TrainConfig
     from inspectflow.data.dataset import Dataset
     from inspectflow.imaging import Preprocess
-    from inspectflow.models.artifact import Predictor
+    from inspectflow.models.artifact import ModelSpec, Predictor
     from inspectflow.tasks.base import LossFn
 
 OVERLAYS_DIR = "overlays"
@@ -34,7 +34,7 @@ MAX_POS_WEIGHT = 5.0
 
 
 @dataclass
-class SegmentationScores:
+class SegmentationScores(operating_point.DecisionRates):
     """Test-split scores of a defect segmenter.
 
     Attributes:
@@ -48,6 +48,7 @@ class SegmentationScores:
             detection threshold).
         detection_fpr: Share of clean images declared defective.
         per_class: The same five figures for each group, plus its image counts.
+        decision_rates: The escape and false-reject rates of the image-level decisions, with intervals.
     """
 
     classes: list[str]
@@ -58,6 +59,7 @@ class SegmentationScores:
     detection_fpr: float
     per_class: dict[str, dict[str, float]] = field(default_factory=dict)
     defect_dice: float = 0.0
+    decision_rates: dict[str, dict[str, float | int | None]] = field(default_factory=dict)
     task: str = "segmentation"
 
     class_metric: ClassVar[str] = "IoU"
@@ -70,6 +72,7 @@ class SegmentationScores:
         """Flattens the scores into MLflow metric names, such as ``test/iou/Class1``."""
         names = ("dice", "iou", "mean_defect_iou", "detection_tpr", "detection_fpr")
         flat = {f"{prefix}{name}": float(getattr(self, name)) for name in (*names, "defect_dice")}
+        flat.update(self.rate_metrics(prefix))
         for group, values in self.per_class.items():
             flat.update({f"{prefix}{name}/{group}": values[name] for name in names})
         return flat
@@ -157,6 +160,7 @@ def score_masks(
 
     names = sorted(set(groups.tolist()))
     overall = figures(pred, scores, truth)
+    defective = truth.reshape(len(truth), -1).any(axis=1)
     return SegmentationScores(
         classes=names,
         dice=overall["dice"],
@@ -165,6 +169,7 @@ def score_masks(
         defect_dice=overall["defect_dice"],
         detection_tpr=overall["detection_tpr"],
         detection_fpr=overall["detection_fpr"],
+        decision_rates=operating_point.rate_fields(defective, scores > detection_cut(config)),
         per_class={
             name: figures(pred[groups == name], scores[groups == name], truth[groups == name])
             for name in names
@@ -279,7 +284,7 @@ class Segmentation(Task):
     name: ClassVar[str] = "segmentation"
     models: ClassVar[tuple[str, ...]] = ("unet", "unet_lite0")
     losses: ClassVar[tuple[str, ...]] = ("dice", "bce", "bce+dice")
-    primary_metrics: ClassVar[tuple[str, ...]] = ("iou", "dice")
+    primary_metrics: ClassVar[tuple[str, ...]] = ("iou", "dice", "false_reject_rate")
 
     best_epoch_key: ClassVar[str] = f"{VAL_METRICS}iou"
     recalibrate_batchnorm: ClassVar[bool] = False
@@ -352,7 +357,12 @@ class Segmentation(Task):
         return order[torch.randperm(len(order), generator=generator)]
 
     def thresholds(
-        self, config: EvaluateConfig, predictor: Predictor, images: torch.Tensor, targets: torch.Tensor
+        self,
+        config: EvaluateConfig,
+        predictor: Predictor,
+        images: torch.Tensor,
+        targets: torch.Tensor,
+        good_class: int | None = None,
     ) -> dict[str, float]:
         """The pixel threshold, and the detection threshold as set or else picked on the validation images.
 
@@ -434,10 +444,9 @@ class Segmentation(Task):
         self,
         logits: torch.Tensor,
         images: list[PredictedImage],
-        classes: list[str],
+        spec: ModelSpec,
         config: EvaluateConfig,
         out_dir: Path | None,
-        preprocess: Preprocess,
     ) -> list[dict[str, Any]]:
         """Each image's defect score and area, whether it is defective, and a mask PNG in ``out_dir``.
 
@@ -452,7 +461,7 @@ class Segmentation(Task):
         scores = image_scores(probabilities).tolist()
         records = []
         for image, mask, score in zip(images, masks, scores, strict=True):
-            restored = preprocess.restore(mask, image.height, image.width)
+            restored = spec.preprocess.restore(mask, image.height, image.width)
             full = Image.fromarray(restored.astype(np.uint8) * 255)
             area = float(restored.mean())
             record: dict[str, Any] = {
@@ -469,3 +478,10 @@ class Segmentation(Task):
                 record["mask"] = str(mask_path)
             records.append(record)
         return records
+
+    def outcomes(self, logits: torch.Tensor, spec: ModelSpec, config: EvaluateConfig) -> list[str]:
+        """``defective`` where the image's defect score is above the model's threshold, else ``clean``."""
+        import torch
+
+        flagged = image_scores(torch.sigmoid(logits)) > detection_cut(config)
+        return ["defective" if value else "clean" for value in flagged.tolist()]
