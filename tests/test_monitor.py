@@ -166,7 +166,10 @@ def test_masks_are_not_read_and_an_unreadable_file_is_skipped_by_name(store: Pat
 def test_a_folder_without_images_is_one_clear_error(store: Path, tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
 
-    with pytest.raises(DataError, match=f"{tmp_path / 'empty'}: no decodable image to check"):
+    with pytest.raises(DataError, match=rf"{tmp_path / 'empty'}: no image files \(\.png, .*\) to check"):
+        monitor(tiny_config(), str(tmp_path / "empty"))
+    (tmp_path / "empty" / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(DataError, match=r"no decodable image to check \(1 unreadable; broken\.png: "):
         monitor(tiny_config(), str(tmp_path / "empty"))
 
 

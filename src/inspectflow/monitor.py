@@ -184,6 +184,7 @@ def monitor(config: PipelineConfig, source: str, model_uri: str | None = None, s
     from mlflow.exceptions import MlflowException
 
     from inspectflow.data.transfer import local_copy
+    from inspectflow.imaging import IMAGE_SUFFIXES
     from inspectflow.lineage import model_version
     from inspectflow.registered import load_registered
     from inspectflow.tasks import get_task
@@ -215,10 +216,12 @@ def monitor(config: PipelineConfig, source: str, model_uri: str | None = None, s
     task = get_task(spec.task)
     with local_copy(source) as root:
         images, sizes, unreadable = _read_images(root, spec, config.monitor.max_images, seed)
-    if not len(images):
+    if unreadable and not len(images):
         raise DataError(
-            f"{source}: no decodable image to check" + (f" ({unreadable[0]})" if unreadable else "")
+            f"{source}: no decodable image to check ({len(unreadable)} unreadable; {unreadable[0]})"
         )
+    if not len(images):
+        raise DataError(f"{source}: no image files ({', '.join(IMAGE_SUFFIXES)}) to check")
     new = profile_images(images, sizes, predict_outcomes(task, predictor, images, spec), feature_extractor())
     comparison = compare(reference, new, config.monitor.alpha, config.monitor.permutations)
     description = (

@@ -30,6 +30,10 @@ from inspectflow.names import MODEL_ARTIFACT, ONNX_ARTIFACT
 class ImageClassifier(PythonModel):
     """Pyfunc wrapper around a trained model directory (see :mod:`inspectflow.models.artifact`)."""
 
+    # Paths, arrays or frames of any size come in: no type hint describes them, and MLflow would warn at
+    # every import that ours cannot be validated (the opt-out MLflow's own ChatModel subclasses use).
+    _skip_type_hint_validation = True
+
     def load_context(self, context: Any) -> None:
         """Loads the model directory logged as the ``model`` artifact, or its ONNX export.
 
