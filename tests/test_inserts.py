@@ -1,5 +1,6 @@
 """The cutting-insert workload: class folders of any size, features+SVM, the pyfunc model, weights."""
 
+import json
 import subprocess
 import sys
 import time
@@ -10,10 +11,11 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
-from conftest import tiny_inserts_config
+from conftest import run_steps, tiny_inserts_config
 from inspectflow.config import build_config
 from inspectflow.errors import ConfigError
 from inspectflow.models import weights
+from inspectflow.names import SCORES_FILE
 from inspectflow.steps.evaluate import evaluate_step
 from inspectflow.steps.ingest import ingest, ingest_step
 from inspectflow.steps.register import register_step
@@ -43,15 +45,20 @@ def test_features_svm_logs_child_runs_caches_features_and_serves_paths(
         summaries.append(register_step(work / "dataset", work / "model", work / "evaluation", config, run_id))
         tags.append(MlflowClient().get_run(run_id).data.tags["features.cache"])
     assert tags == ["miss", "hit"]
+    # The identical rerun is judged on the same test accuracy as the champion, so it stays challenger.
+    first, second = summaries
+    assert second["alias"] == "challenger" and second["gate"]["new_score"] == first["gate"]["new_score"]
+    assert second["gate"]["new_score"] == first["metrics"]["test/accuracy"]
+    assert "gain +0.0000 is not above the required 0.0000" in second["reason"]
 
     client = MlflowClient()
     parent = client.get_run(summaries[0]["mlflow_run_id"])
-    assert {"val/svm/accuracy_mean", "val/svm/accuracy_std", "val/svm/recall_mean/Damaged"} <= set(
+    assert {"cv/accuracy_mean", "cv/accuracy_std", "cv/macro_f1_mean", "cv/recall_mean/Damaged"} <= set(
         parent.data.metrics
     )
     experiment = mlflow.get_experiment_by_name("inserts").experiment_id
     children = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
-    assert len(children) == 3 and all("val/accuracy" in run.data.metrics for run in children)
+    assert len(children) == 3 and all("cv/accuracy" in run.data.metrics for run in children)
 
     model = mlflow.pyfunc.load_model("models:/inserts-classifier@champion")
     paths = [str(p) for p in sorted(inserts_dir.rglob("*.png"))[:3]]
@@ -60,6 +67,49 @@ def test_features_svm_logs_child_runs_caches_features_and_serves_paths(
     assert np.allclose(predictions[["p_Damaged", "p_Intact"]].sum(axis=1), 1.0)
     array = np.zeros((50, 70, 3), np.uint8)
     assert len(model.predict([array])) == 1  # arrays work as well as paths
+
+
+def test_the_svm_estimate_draws_on_the_training_split_only(inserts_dir: Path, tmp_path: Path) -> None:
+    from inspectflow.steps.train import train_feature_svm
+
+    dataset = ingest(inserts_dir, tiny_inserts_config().data)
+    config = tiny_inserts_config("method=features+svm", f"train.feature_cache={tmp_path}").train
+    _, _, result, _ = train_feature_svm(dataset, config)
+    training = int((dataset.manifest["split"] == "train").sum())
+    assert training < len(dataset.manifest)
+    assert all(split.train_size + split.test_size == training for split in result.splits)
+
+
+@pytest.mark.usefixtures("tracking")
+def test_svm_and_finetuned_versions_are_judged_on_the_same_test_metric(
+    inserts_dir: Path, tmp_path: Path
+) -> None:
+    """Both ways round, the decision's numbers are the versions' test accuracies as scores.json has them."""
+    from inspectflow.lifecycle.aliases import promote
+
+    cache = f"train.feature_cache={tmp_path / 'cache'}"
+    methods = {"finetune": ["method=finetune", "freeze_backbone=true"], "svm": ["method=features+svm", cache]}
+    accuracy = {}
+    for number, method in enumerate(["finetune", "svm", "finetune"], 1):
+        work = tmp_path / str(number)
+        summary = run_steps(inserts_dir, work, tiny_inserts_config(*methods[method]).to_dict())
+        scores = json.loads((work / "evaluation" / SCORES_FILE).read_text())
+        accuracy[summary["version"]] = scores["accuracy"]
+        gate, n = summary["gate"], sum(scores["support"].values())
+        assert gate["new_score"] == scores["accuracy"]  # the test split's, not the cross-validated mean
+        if number == 1:
+            continue
+        champion = str(number - 1)
+        assert gate["champion_score"] == pytest.approx(accuracy[champion], abs=1e-9)
+        assert (
+            f"test accuracy {scores['accuracy']:.4f}" in summary["reason"]
+            and f"champion {accuracy[champion]:.4f}" in summary["reason"]
+            and f"on the same {n} test images" in summary["reason"]
+        ), summary["reason"]
+        version = MlflowClient().get_model_version("inserts-classifier", summary["version"])
+        assert version.tags["gate.test_images"] == str(n)
+        if method == "svm":  # the reverse next: the SVM version champion by hand, a fine-tuned one challenges
+            promote(MlflowClient(), "inserts-classifier", summary["version"], "the reverse comparison")
 
 
 @pytest.mark.usefixtures("tracking")

@@ -264,7 +264,7 @@ def test_compare_marks_the_champion_and_shows_only_differing_params_of_top_level
     new = pipeline_run(
         client,
         {**common, "train.lr": "0.02", "train.model": "residual_cnn"},
-        {"test/accuracy": 0.91, "test/macro_f1": 0.885, "val/svm/accuracy_mean": 0.93},
+        {"test/accuracy": 0.91, "test/macro_f1": 0.885, "cv/accuracy_mean": 0.93},
         digest="cd" * 32,
         children=2,
     )
@@ -277,13 +277,13 @@ def test_compare_marks_the_champion_and_shows_only_differing_params_of_top_level
     comparison = compare_runs(client, "textile", last_n=5)
     assert [run.run_id for run in comparison.runs] == [new, old]  # no child runs, no failed run
     assert comparison.differing_params == ["train.lr"]
-    assert comparison.metric_names == ["test/accuracy", "test/macro_f1", "val/svm/accuracy_mean"]
+    assert comparison.metric_names == ["test/accuracy", "test/macro_f1", "cv/accuracy_mean"]
     assert [run.champion for run in comparison.runs] == [False, True]
     assert comparison.champion_run is not None and comparison.champion_run.run_id == old
     assert comparison.champions == {MODEL: "1"}
     newest = comparison.runs[0]
     assert (newest.version, newest.decision, newest.data_version) == ("2", "rejected", "cd" * 32)
-    assert newest.params == {"train.lr": "0.02"} and newest.metrics["val/svm/accuracy_mean"] == 0.93
+    assert newest.params == {"train.lr": "0.02"} and newest.metrics["cv/accuracy_mean"] == 0.93
 
     assert [run.run_id for run in compare_runs(client, "textile", last_n=1).runs] == [new]
 

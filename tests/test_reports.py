@@ -177,25 +177,31 @@ def test_write_metrics_writes_sorted_rounded_json_of_scores_only(tmp_path: Path)
     }
 
 
-def test_write_metrics_adds_the_repeated_split_estimate_when_present(tmp_path: Path) -> None:
-    run_metrics = {"val/svm/accuracy_mean": 0.91234567, "val/svm/accuracy_std": 0.0123456789, "svm_c": 1.0}
+def test_write_metrics_adds_the_cross_validation_estimate_under_its_own_name(tmp_path: Path) -> None:
+    run_metrics = {
+        "cv/accuracy_mean": 0.91234567,
+        "cv/accuracy_std": 0.0123456789,
+        "cv/macro_f1_mean": 0.5,
+        "cv/recall_mean/hole": 0.7,
+        "svm_c": 1.0,
+    }
 
     written = write_metrics(summary("rejected"), run_metrics, tmp_path / "m.json")
 
-    assert written["val/svm/accuracy_mean"] == 0.912346
-    assert written["val/svm/accuracy_std"] == 0.012346
-    assert "svm_c" not in written
+    assert written["cv/accuracy_mean"] == 0.912346
+    assert written["cv/accuracy_std"] == 0.012346
+    assert written["cv/macro_f1_mean"] == 0.5
+    assert written["test/macro_f1"] == 0.123457  # the test score stays under its own name, beside it
+    assert "svm_c" not in written and "cv/recall_mean/hole" not in written
     assert "promoted" not in written and "model_version" not in written
     assert json.loads((tmp_path / "m.json").read_text()) == written
 
 
 def test_write_metrics_overwrites_a_previous_file(tmp_path: Path) -> None:
     path = tmp_path / "m.json"
-    write_metrics(summary(), {"val/svm/accuracy_mean": 0.5}, path)
+    write_metrics(summary(), {"cv/accuracy_mean": 0.5}, path)
     written = write_metrics(summary(), {}, path)
-    assert (
-        "val/svm/accuracy_mean" not in json.loads(path.read_text()) and "val/svm/accuracy_mean" not in written
-    )
+    assert "cv/accuracy_mean" not in json.loads(path.read_text()) and "cv/accuracy_mean" not in written
 
 
 # -- write_plots ---------------------------------------------------------------------------------------------

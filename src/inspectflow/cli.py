@@ -379,7 +379,7 @@ def _run_locally(
             click.echo(f"{name + ':':<24}{value:.4f}")
     metric = config.register_.primary_metric
     baseline = summary["baseline"]
-    floor = f"{metric} {baseline['metrics'][f'test/{metric}']:.4f}"
+    floor = f"test {metric} {baseline['metrics'][f'test/{metric}']:.4f}"
     if metric in LOWER_IS_BETTER:  # the trivial model passes every part: its escape rate is the floor's point
         floor += f", escape_rate {baseline['metrics']['test/escape_rate']:.4f}"
     click.echo(f"{'baseline:':<24}{floor} ({baseline['description']})")
@@ -649,7 +649,7 @@ def _client(workdir: Path, create: bool = False) -> Any:
 @_WORKDIR
 @_JSON
 def models_list(workload: str, workdir: Path, as_json: bool) -> None:
-    """Versions with their aliases, primary metric and gate decision, newest first."""
+    """Versions with their aliases, the test score the gate judged and its decision, newest first."""
     from inspectflow.lifecycle.aliases import list_versions
     from inspectflow.lifecycle.render import format_versions, to_json
 

@@ -282,7 +282,8 @@ class RegisterConfig(_Section):
             that floor (tests of the gate's mechanics on random data).
         min_improvement: The challenger must beat the champion's primary metric by more than this.
         flavor: How the model is logged: ``pytorch`` (a pt2 export taking float tensors) or ``pyfunc`` (takes
-            image paths or arrays, returns labels and probabilities; required by ``features+svm``).
+            image paths or arrays, returns labels and probabilities; required by ``features+svm``). ``auto``
+            follows ``train.method``: ``pyfunc`` for ``features+svm``, else ``pytorch``.
         onnx: Also export a network to ONNX (dynamic batch, height and width) and log it with the version,
             for ``inspectflow predict --engine onnx`` and the pyfunc's ``engine`` (not ``features+svm``).
         max_class_drop: Largest drop of any class's score (F1 for classification, IoU for segmentation) the
@@ -295,7 +296,7 @@ class RegisterConfig(_Section):
     baseline_margin: float | None = Field(0.05, ge=0.0, le=1.0)
     min_improvement: float = Field(0.0, ge=0.0)
     max_class_drop: float = Field(0.05, ge=0.0)
-    flavor: Literal["pytorch", "pyfunc"] = "pytorch"
+    flavor: Literal["auto", "pytorch", "pyfunc"] = "auto"
     onnx: bool = True
 
 
@@ -398,6 +399,8 @@ class PipelineConfig(_Section):
     def _check_model_fits_data(self) -> PipelineConfig:
         from inspectflow.tasks import get_task  # the tasks' checks, imported lazily: config stays light
 
+        if self.register_.flavor == "auto":  # the only flavor a features+svm model can be logged in
+            self.register_.flavor = "pyfunc" if self.train.method == "features+svm" else "pytorch"
         get_task(self.task).check_config(self)
         pretrained = ("auto", *PRETRAINED_MODELS)
         if self.train.freeze_backbone and self.train.model not in pretrained:

@@ -1,9 +1,9 @@
 """ImageNet CNN features + SVM: the classic baseline of the cutting-insert workload.
 
 A frozen ImageNet backbone (pooled EfficientNet-Lite0, VGG16 fc1 or a globally pooled MobileNetV2 block) turns
-each image into a feature vector; a standardised SVM is then scored over repeated seeded, stratified 70/30
-splits. Features are cached on disk by backbone, layer, weights and data, since extraction dominates the cost
-and the SVM is cheap.
+each image into a feature vector; a standardised SVM is then cross-validated over repeated seeded, stratified
+70/30 splits of the training split (the test split is the gate's, never seen by an estimate). Features are
+cached on disk by backbone, layer, weights and data, since extraction dominates the cost and the SVM is cheap.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
-from sklearn.metrics import accuracy_score, recall_score
+from sklearn.metrics import accuracy_score, f1_score, recall_score
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
@@ -33,6 +33,7 @@ from inspectflow.models.efficientnet import FEATURE_DIM as LITE0_FEATURE_DIM
 from inspectflow.models.efficientnet import IMAGENET_MEAN, IMAGENET_STD, build_lite0_extractor
 from inspectflow.models.torchvision_compat import import_torchvision
 from inspectflow.models.weights import load_all_but_head, load_pretrained_state
+from inspectflow.names import CV_METRICS
 
 Backbone = Literal["efficientnet_lite0", "vgg16", "mobilenet_v2"]
 
@@ -268,20 +269,22 @@ def cached_features(cache_dir: Path, key: str, compute: Callable[[], np.ndarray]
 
 @dataclass
 class SplitResult:
-    """Test scores of one seeded split.
+    """Scores of one seeded split, on its held-out part.
 
     Attributes:
         index: Split number, from 0.
         seed: Seed of the split and the SVM (``seed + index``).
-        accuracy: Test accuracy.
-        recall: Test recall per class name (0 for a class absent from the test part).
-        train_size: Training samples.
-        test_size: Test samples.
+        accuracy: Accuracy on the held-out part.
+        macro_f1: Macro-F1 on the held-out part (over all classes; 0 for a class absent from it).
+        recall: Recall per class name on the held-out part (0 for a class absent from it).
+        train_size: Samples the split's SVM was fitted on.
+        test_size: Held-out samples.
     """
 
     index: int
     seed: int
     accuracy: float
+    macro_f1: float
     recall: dict[str, float]
     train_size: int
     test_size: int
@@ -293,8 +296,10 @@ class SvmResult:
 
     Attributes:
         splits: Per-split results, in order.
-        accuracy_mean: Mean test accuracy.
-        accuracy_std: Std of the test accuracy.
+        accuracy_mean: Mean held-out accuracy.
+        accuracy_std: Std of the held-out accuracy.
+        macro_f1_mean: Mean held-out macro-F1.
+        macro_f1_std: Std of the held-out macro-F1.
         recall_mean: Mean recall per class name.
         recall_std: Std of the recall per class name.
     """
@@ -302,6 +307,8 @@ class SvmResult:
     splits: list[SplitResult]
     accuracy_mean: float
     accuracy_std: float
+    macro_f1_mean: float
+    macro_f1_std: float
     recall_mean: dict[str, float]
     recall_std: dict[str, float]
 
@@ -351,10 +358,12 @@ def svm_repeated_splits(
     seed: int = 0,
     on_split: Callable[[SplitResult], None] | None = None,
 ) -> SvmResult:
-    """Scores an SVM over repeated seeded, stratified holdout splits.
+    """Cross-validates an SVM over repeated seeded, stratified holdout splits of the rows it is given.
 
-    Split ``i`` holds out ``test_fraction`` of each class with seed ``seed + i`` (see
-    :func:`~inspectflow.data.splits.stratified_holdout`) and fits the SVM with the same seed.
+    Give it the training split's rows only: an estimate that saw the test images would not be the registered
+    model's, nor comparable with the test scores the gate judges. Split ``i`` holds out ``test_fraction`` of
+    each class with seed ``seed + i`` (see :func:`~inspectflow.data.splits.stratified_holdout`) and fits the
+    SVM with the same seed.
 
     Args:
         features: ``(N, D)`` features.
@@ -368,7 +377,7 @@ def svm_repeated_splits(
         on_split: Called with each split's result as soon as it is scored (e.g. to log a child run).
 
     Returns:
-        Per-split results with the mean and population std of accuracy and per-class recall.
+        Per-split results with the mean and population std of accuracy, macro-F1 and per-class recall.
 
     Raises:
         ValueError: Mismatched shapes, labels outside ``classes`` or ``repeats`` below 1.
@@ -391,6 +400,9 @@ def svm_repeated_splits(
             index=index,
             seed=split_seed,
             accuracy=float(accuracy_score(labels[test], predicted)),
+            macro_f1=float(
+                f1_score(labels[test], predicted, labels=indices, average="macro", zero_division=0)
+            ),
             recall={name: float(value) for name, value in zip(classes, recall, strict=True)},
             train_size=int((~test).sum()),
             test_size=int(test.sum()),
@@ -399,11 +411,29 @@ def svm_repeated_splits(
         if on_split is not None:
             on_split(result)
     accuracies = np.array([s.accuracy for s in splits])
+    macro_f1s = np.array([s.macro_f1 for s in splits])
     recalls = {name: np.array([s.recall[name] for s in splits]) for name in classes}
     return SvmResult(
         splits=splits,
         accuracy_mean=float(accuracies.mean()),
         accuracy_std=float(accuracies.std()),
+        macro_f1_mean=float(macro_f1s.mean()),
+        macro_f1_std=float(macro_f1s.std()),
         recall_mean={name: float(values.mean()) for name, values in recalls.items()},
         recall_std={name: float(values.std()) for name, values in recalls.items()},
     )
+
+
+def describe_cv(metrics: dict[str, float], splits: int) -> str | None:
+    """The cross-validation estimate among a run's metrics, named as what it is; ``None`` when it has none.
+
+    For the train step's line and the model card: shown beside the test scores, never in their place.
+    """
+    figures = [
+        f"{name} {metrics[f'{CV_METRICS}{name}_mean']:.4f} ± {metrics[f'{CV_METRICS}{name}_std']:.4f}"
+        for name in ("accuracy", "macro_f1")
+        if f"{CV_METRICS}{name}_mean" in metrics and f"{CV_METRICS}{name}_std" in metrics
+    ]
+    if not figures:
+        return None
+    return f"cross-validated on the training split over {splits} splits: {', '.join(figures)}"

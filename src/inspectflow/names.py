@@ -43,8 +43,9 @@ TRAIN_METRICS = "train/"
 BASELINE_METRICS = f"{TEST_METRICS}baseline_"
 #: Images (confusion matrix, overlays) logged with ``mlflow.log_image``: ``visuals/overlays/worst_1``.
 VISUALS = "visuals/"
-#: features+svm's estimate over its repeated splits (the gate's score for it): ``val/svm/accuracy_mean``.
-SVM_METRICS = f"{VAL_METRICS}svm/"
+#: A method's own estimate over repeated splits of the training split (features+svm's): ``cv/accuracy_mean``.
+#: Shown beside the test scores under this name, never judged by the gate in their place.
+CV_METRICS = "cv/"
 
 # -- other run tags
 
@@ -80,6 +81,9 @@ GATE_PRIMARY_METRIC_TAG = "gate.primary_metric"
 GATE_NEW_SCORE_TAG = "gate.new_score"
 GATE_CHAMPION_VERSION_TAG = "gate.champion_version"
 GATE_CHAMPION_SCORE_TAG = "gate.champion_score"
+#: The images the gate's scores were computed on (the test split's count) and the trivial baseline's score.
+GATE_TEST_IMAGES_TAG = "gate.test_images"
+GATE_BASELINE_SCORE_TAG = "gate.baseline_score"
 
 # -- registered-model tags
 

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from inspectflow.names import (
+    CV_METRICS,
     EVALUATION_ARTIFACTS,
     HISTORY_ARTIFACT,
     SCORES_ARTIFACT,
-    SVM_METRICS,
     TRAINING_ARTIFACTS,
 )
 from inspectflow.operating_point import PRECISION_RECALL_FILE, ROC_FILE
@@ -29,14 +29,15 @@ CONFUSION_PLOT = "confusion.csv"
 
 
 def write_metrics(summary: dict[str, Any], run_metrics: dict[str, float], path: Path) -> dict[str, Any]:
-    """Writes the DVC metrics file: the test metrics and any repeated-split estimate, scores only.
+    """Writes the DVC metrics file: the test metrics and any cross-validation estimate (``cv/``), scores only.
 
     The model version and the gate's decision are the registry's (``inspectflow models list``): in a
     metrics file, ``dvc metrics diff`` would report them as changed scores.
 
     Args:
         summary: The register step's summary (test metrics, model version, gate decision).
-        run_metrics: The MLflow run's metrics (for ``val/svm/accuracy_mean`` and ``val/svm/accuracy_std``).
+        run_metrics: The MLflow run's metrics (for the ``cv/<metric>_mean`` and ``cv/<metric>_std`` of a
+            method that cross-validates on the training split, under those names).
         path: The JSON file to write.
 
     Returns:
@@ -44,7 +45,11 @@ def write_metrics(summary: dict[str, Any], run_metrics: dict[str, float], path: 
     """
     metrics: dict[str, Any] = {name: round(value, 6) for name, value in summary["metrics"].items()}
     metrics.update(
-        {k: round(v, 6) for k, v in run_metrics.items() if k.startswith(f"{SVM_METRICS}accuracy_")}
+        {
+            k: round(v, 6)
+            for k, v in run_metrics.items()
+            if k.startswith(CV_METRICS) and "/" not in k.removeprefix(CV_METRICS)  # not per class
+        }
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")

@@ -30,7 +30,7 @@ KEY_METRICS: dict[str, str] = {
     "test/macro_f1": "f1",
     "test/iou": "iou",
     "test/dice": "dice",
-    "val/svm/accuracy_mean": "svm_acc",
+    "cv/accuracy_mean": "cv_acc",  # features+svm's estimate on the training split (not the gate's)
 }
 _PAGE = 1000
 

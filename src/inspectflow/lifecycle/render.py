@@ -60,7 +60,7 @@ def format_versions(name: str, rows: list[VersionRow]) -> str:
     if not rows:
         return f"{name}: no versions"
     lines = [f"{name}: {len(rows)} version{'s' if len(rows) != 1 else ''}, newest first"]
-    header = f"{'version':>7}  {'registered (UTC)':<16}  {'aliases':<20}  {'primary metric':<18}  "
+    header = f"{'version':>7}  {'registered (UTC)':<16}  {'aliases':<20}  {'gate test score':<18}  "
     header += f"{'gate':<8}  {'data':<8}  run"
     lines.append(header)
     for row in rows:

@@ -34,12 +34,14 @@ from inspectflow.names import (
     DATA_SOURCE_TAG,
     DATA_VERSION_TAG,
     DVC_EXPERIMENT_TAG,
+    GATE_BASELINE_SCORE_TAG,
     GATE_CHAMPION_SCORE_TAG,
     GATE_CHAMPION_VERSION_TAG,
     GATE_DECISION_TAG,
     GATE_NEW_SCORE_TAG,
     GATE_PRIMARY_METRIC_TAG,
     GATE_REASON_TAG,
+    GATE_TEST_IMAGES_TAG,
     GIT_COMMIT_TAG,
     LINEAGE_TAG_PREFIXES,
     MLFLOW_RUN_ID_TAG,
@@ -47,7 +49,6 @@ from inspectflow.names import (
     REGISTERED_MODEL_VERSION_TAG,
     REGISTRY_SUMMARY_ARTIFACT,
     SCORES_FILE,
-    SVM_METRICS,
 )
 from inspectflow.operating_point import OPERATING_POINT_FILE
 from inspectflow.operating_point import describe as describe_operating_point
@@ -78,12 +79,18 @@ def decide(
     new: Scores,
     champion: Scores | None,
     config: RegisterConfig,
-    new_score: float | None = None,
+    *,
     baseline: Scores | None = None,
     baseline_description: str = "the trivial baseline",
     target_recall: float | None = None,
 ) -> GateDecision:
-    """Decides whether a new model replaces the champion; both must be scored on the same test set.
+    """Decides whether a new model replaces the champion; all three must be scored on the same test images.
+
+    One number judges: the primary metric, as named, on the test split, for the new model, the champion and
+    the trivial baseline alike, whatever the method (a method's own estimate, such as features+svm's
+    cross-validation on the training split, is shown beside it, never judged in its place). Each reason
+    names the metric, the test images it was computed on and the baseline's value, so that a reader can
+    check it against the scores files.
 
     Two floors come first, so that not even a first version is promoted when it learned nothing: the primary
     score must reach ``config.min_score`` and beat the trivial ``baseline`` by more than
@@ -93,12 +100,10 @@ def decide(
     beat by more than ``config.baseline_margin``.
 
     Args:
-        new: The new model's scores.
-        champion: The champion's scores on the same data, or ``None`` when there is no champion.
+        new: The new model's test scores.
+        champion: The champion's scores on the same test images, or ``None`` when there is no champion.
         config: Gate settings.
-        new_score: The new model's primary score when it is not the test-split one: ``features+svm`` is
-            judged by its mean accuracy over the repeated splits. Per-class scores stay test-split ones.
-        baseline: The trivial model's scores on the same test set (``None``: no baseline floor).
+        baseline: The trivial model's scores on the same test images (``None``: no baseline floor).
         baseline_description: What the trivial model does, for the reason.
         target_recall: The defect recall the thresholds were set for (``evaluate.target_recall``), which
             the escape-rate floor of ``false_reject_rate`` holds the new model to.
@@ -108,16 +113,18 @@ def decide(
     """
     metric = config.primary_metric
     lower = metric in LOWER_IS_BETTER
-    new_score = float(getattr(new, metric)) if new_score is None else new_score
+    new_score = float(getattr(new, metric))
+    judged = f"test {metric} {new_score:.4f} on {new.test_images} test images"
     refusal = (
-        _rate_floors(new, new_score, config, target_recall)
+        _rate_floors(new, judged, config, target_recall)
         if lower
-        else _score_floors(new_score, config, baseline, baseline_description)
+        else _score_floors(new_score, judged, config, baseline, baseline_description)
     )
     if refusal:
         return GateDecision(False, refusal, new_score)
     if champion is None:
-        return GateDecision(True, f"no champion yet; {metric}={new_score:.4f}", new_score)
+        floor = "" if baseline is None else f" (trivial baseline: {float(getattr(baseline, metric)):.4f})"
+        return GateDecision(True, f"no champion yet; {judged}{floor}", new_score)
     champion_score = float(getattr(champion, metric))
     if math.isnan(champion_score):
         reason = f"the champion has no {metric} on this data; not promoted, promote manually if meant"
@@ -130,49 +137,48 @@ def decide(
         for c in new.classes
         if champion_classes[c] - new_classes[c] > config.max_class_drop + _FLOAT_TOLERANCE
     }
+    same = f"on the same {new.test_images} test images"
     if gain <= config.min_improvement + _FLOAT_TOLERANCE:
         reason = (
-            f"{metric} {new_score:.4f} vs champion {champion_score:.4f}: gain {gain:+.4f} "
+            f"test {metric} {new_score:.4f} vs champion {champion_score:.4f} {same}: gain {gain:+.4f} "
             f"is not above the required {config.min_improvement:.4f}"
         )
         return GateDecision(False, reason, new_score, champion_score)
+    beats = f"test {metric} {new_score:.4f} beats champion {champion_score:.4f} by {gain:+.4f} {same}"
     if drops:
         worst = ", ".join(f"{c} {kind} -{d:.4f}" for c, d in sorted(drops.items()))
-        reason = (
-            f"{metric} {new_score:.4f} beats champion {champion_score:.4f} ({gain:+.4f}) but per-class "
-            f"{kind} drops beyond {config.max_class_drop:.4f}: {worst}"
-        )
+        reason = f"{beats} but per-class {kind} drops beyond {config.max_class_drop:.4f}: {worst}"
         return GateDecision(False, reason, new_score, champion_score)
     reason = (
-        f"{metric} {new_score:.4f} beats champion {champion_score:.4f} by {gain:+.4f} "
-        f"(> {config.min_improvement:.4f}), no class {kind} drops more than {config.max_class_drop:.4f}"
+        f"{beats} (> {config.min_improvement:.4f}), no class {kind} drops more than "
+        f"{config.max_class_drop:.4f}"
     )
     return GateDecision(True, reason, new_score, champion_score)
 
 
 def _score_floors(
-    new_score: float, config: RegisterConfig, baseline: Scores | None, baseline_description: str
+    new_score: float, judged: str, config: RegisterConfig, baseline: Scores | None, baseline_description: str
 ) -> str | None:
     """Why a higher-is-better primary score is not good enough to be promoted at all (``None``: it is)."""
     metric = config.primary_metric
+    floor = None if baseline is None else float(getattr(baseline, metric))
     if new_score < config.min_score - _FLOAT_TOLERANCE:
-        return f"{metric} {new_score:.4f} is below register.min_score {config.min_score:.4f}; not promoted"
-    if baseline is not None and config.baseline_margin is not None:
-        floor = float(getattr(baseline, metric))
-        if new_score <= floor + config.baseline_margin + _FLOAT_TOLERANCE:
-            return (
-                f"{metric} {new_score:.4f} does not beat the trivial baseline ({baseline_description}: "
-                f"{metric} {floor:.4f}) by more than register.baseline_margin {config.baseline_margin:.4f}; "
-                "not promoted"
-            )
+        beside = "" if floor is None else f" (trivial baseline: {floor:.4f})"
+        return f"{judged} is below register.min_score {config.min_score:.4f}{beside}; not promoted"
+    margin = config.baseline_margin
+    if floor is not None and margin is not None and new_score <= floor + margin + _FLOAT_TOLERANCE:
+        return (
+            f"{judged} does not beat the trivial baseline ({baseline_description}: test {metric} "
+            f"{floor:.4f} on the same images) by more than register.baseline_margin {margin:.4f}; "
+            "not promoted"
+        )
     return None
 
 
-def _rate_floors(
-    new: Scores, new_score: float, config: RegisterConfig, target_recall: float | None
-) -> str | None:
+def _rate_floors(new: Scores, judged: str, config: RegisterConfig, target_recall: float | None) -> str | None:
     """Why a false-reject rate is not promoted at all: escapes beyond the target, or flagging everything."""
     escape = new.rates().get("escape_rate")
+    new_score = new.false_reject_rate
     if escape is None or math.isnan(escape.value) or math.isnan(new_score) or target_recall is None:
         return (
             "no escape and false-reject rates on this test split (it needs defective and good images); "
@@ -181,13 +187,13 @@ def _rate_floors(
     allowed = 1 - target_recall
     if escape.low > allowed + _FLOAT_TOLERANCE:
         return (
-            f"escape rate {escape} is significantly above the {allowed:.1%} that evaluate.target_recall "
-            f"{target_recall} allows; not promoted"
+            f"test escape rate {escape} is significantly above the {allowed:.1%} that "
+            f"evaluate.target_recall {target_recall} allows; not promoted"
         )
     if config.baseline_margin is not None and new_score >= 1 - config.baseline_margin - _FLOAT_TOLERANCE:
         return (
-            f"false_reject_rate {new_score:.4f} does not beat flagging every part (false_reject_rate "
-            f"1.0000) by more than register.baseline_margin {config.baseline_margin:.4f}; not promoted"
+            f"{judged} does not beat flagging every part (false_reject_rate 1.0000) by more than "
+            f"register.baseline_margin {config.baseline_margin:.4f}; not promoted"
         )
     return None
 
@@ -201,10 +207,12 @@ def model_card(
     scores: Scores,
     baseline: Scores,
     operating: str = "",
+    estimate: str | None = None,
 ) -> str:
     """A version's description (Markdown): verdict, scores against the champion and baseline, data, use.
 
-    ``operating`` is the operating point's line (:func:`inspectflow.operating_point.describe`), if any.
+    ``operating`` is the operating point's line (:func:`inspectflow.operating_point.describe`), if any;
+    ``estimate`` the method's own estimate (:func:`inspectflow.features.describe_cv`), shown as not judged.
     """
     name, metric = config.register_.model_name, config.register_.primary_metric
     champion = tags.get(GATE_CHAMPION_VERSION_TAG) or "none"
@@ -222,14 +230,22 @@ def model_card(
     worst = min(scores.class_scores().items(), key=lambda item: item[1], default=None)
     data = f"`{tags.get(DATA_SOURCE_TAG, '?')}`, DVC version `{tags.get(DATA_VERSION_TAG, '?')[:12]}`"
     code = f"git `{tags.get(GIT_COMMIT_TAG, 'unknown')[:12]}`"
+    judged = (
+        f"The gate judged test {metric} ({'lower' if metric in LOWER_IS_BETTER else 'higher'} is better) on "
+        f"the test split's {scores.test_images} images, the same for this version, the champion and the "
+        "trivial baseline."
+    )
     return "\n".join(
         [
             f"**{tags[GATE_DECISION_TAG]}**, `@{alias}`: {decision.reason}",
             "",
-            f"| score | version {version} | champion (version {champion}) | trivial baseline |",
+            f"| score ({scores.test_images} test images) | version {version} | champion (version {champion}) "
+            "| trivial baseline |",
             "|---|---|---|---|",
             *rows,
             "",
+            judged,
+            *([f"Not judged: {estimate}."] if estimate else []),
             f"Weakest class: {worst[0]} ({scores.class_metric} {worst[1]:.4f})." if worst else "",
             *([operating] if operating else []),
             f"Data: {data}; code: {code}; MLflow run `{tags.get(MLFLOW_RUN_ID_TAG)}`.",
@@ -257,6 +273,7 @@ def register_step(
 
     from inspectflow.config import validate_config
     from inspectflow.data.dataset import dataset_digest, load_dataset
+    from inspectflow.features import describe_cv
     from inspectflow.models.artifact import load_trained_model
     from inspectflow.monitor import log_reference, reference_profile
     from inspectflow.registered import load_registered, log_model
@@ -272,14 +289,17 @@ def register_step(
     new_scores = load_scores(evaluation_dir / SCORES_FILE)
     baseline = load_scores(evaluation_dir / BASELINE_FILE)
     client = MlflowClient()
-    # features+svm is judged by its mean over the repeated splits, the method's own estimate.
-    new_primary = (
-        client.get_run(run_id).data.metrics[f"{SVM_METRICS}accuracy_mean"]
-        if config.train.method == "features+svm"
-        else float(getattr(new_scores, gate_config.primary_metric))
-    )
 
-    floors = (baseline, task.baseline_description, config.evaluate.target_recall)
+    def gate(champion: Scores | None) -> GateDecision:
+        """The gate on the new model's test scores, against the champion's on the same images if any."""
+        return decide(
+            new_scores,
+            champion,
+            gate_config,
+            baseline=baseline,
+            baseline_description=task.baseline_description,
+            target_recall=config.evaluate.target_recall,
+        )
 
     def judge() -> tuple[GateDecision, Any]:
         """The gate's decision against the champion of this moment, which it returns too."""
@@ -288,7 +308,7 @@ def register_step(
         except MlflowException:
             champion_version = None  # no registered model or no champion yet
         # The floors first: a model that learned nothing is refused whatever the champion.
-        decision = decide(new_scores, None, gate_config, new_primary, *floors)
+        decision = gate(None)
         if not decision.promote or champion_version is None:
             return decision, champion_version
         champion_classes = json.loads(champion_version.tags.get(CLASSES_TAG, "[]"))
@@ -296,7 +316,7 @@ def register_step(
             reason = (
                 f"the champion (version {champion_version.version}) {mismatch}; promote manually if intended"
             )
-            return GateDecision(False, reason, new_primary), champion_version
+            return GateDecision(False, reason, decision.new_score), champion_version
         try:
             champion, champion_spec = load_registered(f"models:/{name}/{champion_version.version}")
             # Each model is scored with the thresholds it keeps, as it serves.
@@ -307,8 +327,8 @@ def register_step(
                 f"the champion (version {champion_version.version}) cannot be scored on this data "
                 f"({one_line(error)}); not promoted, promote manually if meant"
             )
-            return GateDecision(False, reason, new_primary), champion_version
-        return decide(new_scores, champion_scores, gate_config, new_primary, *floors), champion_version
+            return GateDecision(False, reason, decision.new_score), champion_version
+        return gate(champion_scores), champion_version
 
     digest = dataset_digest(dataset.manifest)
     with resume_run(run_id, "register", final=True) as run:
@@ -344,6 +364,8 @@ def register_step(
                 GATE_REASON_TAG: decision.reason,
                 GATE_PRIMARY_METRIC_TAG: gate_config.primary_metric,
                 GATE_NEW_SCORE_TAG: f"{decision.new_score:.6f}",
+                GATE_TEST_IMAGES_TAG: str(new_scores.test_images),
+                GATE_BASELINE_SCORE_TAG: f"{float(getattr(baseline, gate_config.primary_metric)):.6f}",
                 GATE_CHAMPION_VERSION_TAG: champion_version.version if champion_version else "",
                 GATE_CHAMPION_SCORE_TAG: ""
                 if decision.champion_score is None
@@ -354,14 +376,23 @@ def register_step(
             move_alias(client, name, alias, version, action="gate", reason=decision.reason)
         metric = gate_config.primary_metric
         result_note = (
-            f"**Result**: test {metric} {getattr(new_scores, metric):.4f} (trivial baseline: "
-            f"{getattr(baseline, metric):.4f}); `{name}` version {version} is `@{alias}` "
-            f"({tags[GATE_DECISION_TAG]}: {decision.reason})"
+            f"**Result**: test {metric} {getattr(new_scores, metric):.4f} on {new_scores.test_images} test "
+            f"images (trivial baseline: {getattr(baseline, metric):.4f}); `{name}` version {version} is "
+            f"`@{alias}` ({tags[GATE_DECISION_TAG]}: {decision.reason})"
         )
         point = evaluation_dir / OPERATING_POINT_FILE
         operating = describe_operating_point(json.loads(point.read_text())) if point.is_file() else ""
+        estimate = describe_cv(run.data.metrics, config.train.repeats)
         card = model_card(
-            config, str(version), alias, {**run.data.tags, **tags}, decision, new_scores, baseline, operating
+            config,
+            str(version),
+            alias,
+            {**run.data.tags, **tags},
+            decision,
+            new_scores,
+            baseline,
+            operating,
+            estimate,
         )
         client.update_model_version(name, version, description=card)
         mlflow.set_tags(

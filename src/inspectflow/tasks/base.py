@@ -43,6 +43,11 @@ class Scores(Protocol):
     #: The per-class score the promotion gate guards against regressions (``F1``, ``IoU``).
     class_metric: ClassVar[str]
 
+    @property
+    def test_images(self) -> int:
+        """How many test images the scores were computed on (the gate's reasons name it)."""
+        ...
+
     def class_scores(self) -> dict[str, float]:
         """The per-class score the gate compares with the champion's."""
         ...

@@ -62,6 +62,11 @@ class ClassificationScores(operating_point.DecisionRates):
 
     class_metric: ClassVar[str] = "F1"
 
+    @property
+    def test_images(self) -> int:
+        """How many test images were scored."""
+        return sum(self.support.values())
+
     def class_scores(self) -> dict[str, float]:
         """Per-class F1, which the gate compares with the champion's."""
         return self.f1
@@ -202,9 +207,12 @@ class Classification(Task):
     writes_files: ClassVar[bool] = False
 
     def check_config(self, config: PipelineConfig) -> None:
-        """Also refuses one class, and ``features+svm`` without the pyfunc flavor."""
+        """Also refuses one class, and ``features+svm`` with a flavor other than pyfunc."""
         if config.train.method == "features+svm" and config.register_.flavor != "pyfunc":
-            raise ValueError("train.method=features+svm needs register.flavor=pyfunc")
+            raise ValueError(
+                f"train.method=features+svm is logged as register.flavor=pyfunc (or auto), "
+                f"not {config.register_.flavor}"
+            )
         super().check_config(config)
         if config.evaluate.target_recall is not None:
             if config.data.good_class is None:

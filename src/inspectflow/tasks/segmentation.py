@@ -64,6 +64,11 @@ class SegmentationScores(operating_point.DecisionRates):
 
     class_metric: ClassVar[str] = "IoU"
 
+    @property
+    def test_images(self) -> int:
+        """How many test images were scored."""
+        return round(sum(group["images"] for group in self.per_class.values()))
+
     def class_scores(self) -> dict[str, float]:
         """Per-group foreground IoU, which the gate compares with the champion's."""
         return {name: values["iou"] for name, values in self.per_class.items()}
