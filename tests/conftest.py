@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -10,12 +12,29 @@ from typing import Any
 import mlflow
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from inspectflow.config import TEXTILE_CLASSES, PipelineConfig, build_config
 from inspectflow.synth.textile import synthesize_textile
 
 TINY_SIDE = 16
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # One compute thread per test worker, for its step subprocesses too: two workers of two threads each on
+    # two cores spin-wait in OpenMP and ran a training run three times slower than one thread each.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files with the most slow tests first, each file's own order kept.
+
+    README's command runs the suite on two workers a file at a time (``--dist loadfile``): started first, the
+    long files finish together while the quick ones fill the gaps, instead of one worker idling at the end.
+    """
+    slow = Counter(item.path for item in items if item.get_closest_marker("slow"))
+    items.sort(key=lambda item: -slow[item.path])
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -97,6 +116,18 @@ def tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 
 
 DAGM_SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "data" / "dagm-samples"
+#: The real inspection sets beside the repository (never copied into it).
+REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
+
+
+def subset(source: Path, out: Path, per_folder: int, folders: list[str]) -> Path:
+    """Copies the first ``per_folder`` images of some folders (class folders, or images/ and masks/)."""
+    for folder in folders:
+        files = sorted((source / folder).iterdir())[:per_folder]
+        (out / folder).mkdir(parents=True)
+        for file in files:
+            shutil.copy(file, out / folder / file.name)
+    return out
 
 
 @pytest.fixture(scope="session")

@@ -64,7 +64,9 @@ def test_features_svm_logs_child_runs_caches_features_and_serves_paths(
     paths = [str(p) for p in sorted(inserts_dir.rglob("*.png"))[:3]]
     predictions = model.predict(paths)
     assert len(predictions) == 3 and set(predictions["label"]) <= {"Damaged", "Intact"}
-    assert np.allclose(predictions[["p_Damaged", "p_Intact"]].sum(axis=1), 1.0)
+    probabilities = predictions[["p_Damaged", "p_Intact"]].to_numpy()
+    assert np.allclose(probabilities.sum(axis=1), 1.0)
+    assert list(predictions["label"]) == [["Damaged", "Intact"][i] for i in probabilities.argmax(axis=1)]
     array = np.zeros((50, 70, 3), np.uint8)
     assert len(model.predict([array])) == 1  # arrays work as well as paths
 
