@@ -75,6 +75,11 @@ def test_every_reason_names_the_test_metric_its_images_and_the_baseline() -> Non
         "test macro_f1 0.5500 on 10 test images is below register.min_score 0.6000 "
         "(trivial baseline: 0.3333); not promoted"
     )
+    against = decide(scores(0.9, 0.9, 0.9), scores(0.85, 0.88, 0.82), GATE, baseline=majority)
+    assert against.reason.startswith(
+        "test macro_f1 0.9000 beats champion 0.8500 by +0.0500 on the same 10 test images "
+        "(trivial baseline: 0.3333) (> 0.0100)"
+    )
 
 
 def test_a_score_below_min_score_is_never_promoted_not_even_first() -> None:

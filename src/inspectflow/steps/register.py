@@ -122,8 +122,8 @@ def decide(
     )
     if refusal:
         return GateDecision(False, refusal, new_score)
+    floor = "" if baseline is None else f" (trivial baseline: {float(getattr(baseline, metric)):.4f})"
     if champion is None:
-        floor = "" if baseline is None else f" (trivial baseline: {float(getattr(baseline, metric)):.4f})"
         return GateDecision(True, f"no champion yet; {judged}{floor}", new_score)
     champion_score = float(getattr(champion, metric))
     if math.isnan(champion_score):
@@ -137,7 +137,7 @@ def decide(
         for c in new.classes
         if champion_classes[c] - new_classes[c] > config.max_class_drop + _FLOAT_TOLERANCE
     }
-    same = f"on the same {new.test_images} test images"
+    same = f"on the same {new.test_images} test images{floor}"
     if gain <= config.min_improvement + _FLOAT_TOLERANCE:
         reason = (
             f"test {metric} {new_score:.4f} vs champion {champion_score:.4f} {same}: gain {gain:+.4f} "
