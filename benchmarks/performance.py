@@ -35,9 +35,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from inspectflow.config import TrainConfig
-from inspectflow.models.factory import build_model
+from inspectflow.models.networks import build_model, get_network
 from inspectflow.models.onnx import OnnxPredictor, export_onnx
-from inspectflow.steps.train import BF16_FASTER, _bf16_supported, training_device
+from inspectflow.steps.train import _bf16_supported, training_device
 from inspectflow.tasks import get_task
 
 #: The training device: the GPU when there is one, as in training.
@@ -103,7 +103,7 @@ def training_step(
             "loss": loss,
         }
     )
-    model = build_model(config, work.outputs, work.channels)
+    model = build_model(config.model, work.outputs, work.channels)
     model = model.to(DEVICE, memory_format=torch.channels_last).train()  # type: ignore[call-overload]
     task = get_task(work.task)
     generator = torch.Generator().manual_seed(0)
@@ -139,7 +139,7 @@ def training_step(
 def measure(work: Workload, seconds: float, peaks: dict[str, float], folder: Path) -> dict[str, str]:
     """One table row: training and inference throughput, FLOP rate, data path share."""
     supported = _bf16_supported(DEVICE)
-    auto = "bf16" if supported and (DEVICE.type == "cuda" or work.model in BF16_FASTER) else "fp32"
+    auto = "bf16" if supported and (DEVICE.type == "cuda" or get_network(work.model).bf16_faster) else "fp32"
     fp32_step, batch, model, data = training_step(work, "fp32")
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model(batch.contiguous(memory_format=torch.channels_last))
@@ -205,7 +205,7 @@ import sys, time
 from pathlib import Path
 started = time.perf_counter()
 from inspectflow.config import build_config
-from inspectflow.local import run_local
+from inspectflow.runner.local import run_local
 run_local(sys.argv[1], build_config("textile", [f"train.epochs={sys.argv[3]}"]), Path(sys.argv[2]))
 print("seconds", time.perf_counter() - started)
 """

@@ -43,7 +43,7 @@ def feature_svm_score(dataset: Dataset) -> float:
     from sklearn.preprocessing import StandardScaler
     from sklearn.svm import SVC
 
-    from inspectflow.features import build_extractor, extract_features
+    from inspectflow.models.backbones import build_extractor, extract_features
 
     extractor, _ = build_extractor("efficientnet_lite0", "imagenet", None)
     features = extract_features(extractor, dataset.images, 32)

@@ -30,7 +30,7 @@ def evaluate(
     import json
     from pathlib import Path
 
-    from inspectflow.steps.worker import call_step
+    from inspectflow.runner.worker import call_step
 
     scores = call_step(
         "inspectflow.steps.evaluate:evaluate_step",

@@ -35,7 +35,7 @@ def ingest(
     import json
     from pathlib import Path
 
-    from inspectflow.steps.worker import call_step
+    from inspectflow.runner.worker import call_step
 
     return call_step(
         "inspectflow.steps.ingest:ingest_step",

@@ -17,6 +17,6 @@ def monitor(images: str, config: str, model_uri: str) -> str:
     """
     import json
 
-    from inspectflow.steps.worker import call_step
+    from inspectflow.runner.worker import call_step
 
-    return call_step("inspectflow.monitor:monitor_step", images, json.loads(config), model_uri)
+    return call_step("inspectflow.steps.monitor:monitor_step", images, json.loads(config), model_uri)

@@ -29,7 +29,7 @@ def register(
     import json
     from pathlib import Path
 
-    from inspectflow.steps.worker import call_step
+    from inspectflow.runner.worker import call_step
 
     summary = call_step(
         "inspectflow.steps.register:register_step",

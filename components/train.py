@@ -20,7 +20,7 @@ def train(
     import json
     from pathlib import Path
 
-    from inspectflow.steps.worker import call_step
+    from inspectflow.runner.worker import call_step
 
     call_step(
         "inspectflow.steps.train:train_step",

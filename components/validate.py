@@ -20,7 +20,7 @@ def validate(
     import json
     from pathlib import Path
 
-    from inspectflow.steps.worker import call_step
+    from inspectflow.runner.worker import call_step
 
     call_step(
         "inspectflow.steps.validate:validate_step",

@@ -99,7 +99,7 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_the_import_graph_is_read() -> None:
     assert "inspectflow.tasks" in GRAPH["inspectflow.steps.train"]
-    assert "inspectflow.imaging" in GRAPH["inspectflow.predict"]
+    assert "inspectflow.imaging" in GRAPH["inspectflow.serving.predict"]
 
 
 def test_the_package_has_no_import_circle() -> None:

@@ -16,7 +16,7 @@ from PIL import Image
 
 from conftest import TINY_SIDE, run_steps
 from inspectflow.config import PipelineConfig, build_config
-from inspectflow.predict import predict_files
+from inspectflow.serving.predict import predict_files
 
 MODEL = "parts-classifier"
 

@@ -14,12 +14,12 @@ import yaml
 from click.testing import CliRunner, Result
 from fake_kfp import API, CREATE_RECURRING_RUN, CREATE_RUN, FakeKFP
 
-from inspectflow import remote
 from inspectflow.cli import cli, main
 from inspectflow.config import WORKLOAD_DEFAULTS, build_config
 from inspectflow.errors import ConfigError
 from inspectflow.pipelines.inspection import S3_SECRET, S3_SECRET_KEYS
-from inspectflow.remote import RemoteRunFailed
+from inspectflow.runner import remote
+from inspectflow.runner.remote import RemoteRunFailed
 
 pytestmark = pytest.mark.usefixtures("isolated_kfp")
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from inspectflow import containers
-from inspectflow.containers import Image, docker_api, step_runner
 from inspectflow.errors import InspectflowError
+from inspectflow.runner import containers
+from inspectflow.runner.containers import Image, docker_api, step_runner
 
 
 def test_no_engine_and_no_podman_is_one_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

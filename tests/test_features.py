@@ -5,18 +5,16 @@ import pytest
 import torch
 
 from inspectflow.errors import ConfigError
-from inspectflow.features import (
+from inspectflow.models.backbones import build_extractor, extract_features, resolve_layer
+from inspectflow.models.efficientnet import build_efficientnet_lite0
+from inspectflow.models.feature_svm import (
     SplitResult,
-    build_extractor,
     cached_features,
-    extract_features,
     feature_cache_key,
     fit_svm,
-    resolve_layer,
     svm_repeated_splits,
     weights_identity,
 )
-from inspectflow.models.efficientnet import build_efficientnet_lite0
 from inspectflow.models.torchvision_compat import import_torchvision
 
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from inspectflow.config import RegisterConfig
-from inspectflow.operating_point import rate_fields
+from inspectflow.metrics.operating_point import rate_fields
 from inspectflow.steps.register import decide
 from inspectflow.tasks.classification import ClassificationScores
 

@@ -15,6 +15,7 @@ from conftest import run_steps, tiny_inserts_config
 from inspectflow.config import build_config
 from inspectflow.errors import ConfigError
 from inspectflow.models import weights
+from inspectflow.models.networks import check_weights
 from inspectflow.names import SCORES_FILE
 from inspectflow.steps.evaluate import evaluate_step
 from inspectflow.steps.ingest import ingest, ingest_step
@@ -134,7 +135,9 @@ def test_missing_imagenet_weights_stop_the_cli_in_seconds(
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setattr(weights, "_reachable", lambda url: False)
     with pytest.raises(ConfigError, match=r"vgg16-397923af\.pth"):
-        weights.check_weights(build_config("inserts", ["method=features+svm", "backbone=vgg16"]).train)
+        check_weights(
+            *build_config("inserts", ["method=features+svm", "backbone=vgg16"]).train.network_weights()
+        )
     started = time.monotonic()
     command = [sys.executable, "-m", "inspectflow", "run", "inserts", "--data", str(inserts_dir)]
     command += ["--set", "train.model=resnet18", "--set", "train.weights=imagenet"]
@@ -154,7 +157,7 @@ def test_missing_imagenet_weights_stop_the_cli_in_seconds(
 
 def test_cached_features_match_the_registered_extractor(inserts_dir: Path, tmp_path: Path) -> None:
     """A cache hit must give the features the saved extractor computes, even with random weights."""
-    from inspectflow.features import extract_features
+    from inspectflow.models.backbones import extract_features
     from inspectflow.steps.train import train_feature_svm
 
     config = tiny_inserts_config(f"train.feature_cache={tmp_path}").train

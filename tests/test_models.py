@@ -4,14 +4,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from inspectflow.config import TrainConfig
 from inspectflow.errors import ConfigError
 from inspectflow.imaging import Preprocess
 from inspectflow.models import weights
 from inspectflow.models.artifact import ModelSpec, load_trained_model, save_trained_model
-from inspectflow.models.factory import build_model
-from inspectflow.models.residual_cnn import ResidualBlock, ResidualCNN
-from inspectflow.models.resnet import build_resnet18
+from inspectflow.models.networks import build_model
+from inspectflow.models.networks.residual_cnn import ResidualBlock, ResidualCNN
+from inspectflow.models.networks.resnet18 import build_resnet18
 
 
 def test_residual_cnn_has_three_additive_blocks_and_a_dense_head() -> None:
@@ -40,11 +39,11 @@ def test_weights_load_from_a_local_state_dict(tmp_path: Path) -> None:
 
 def test_bad_weight_files_fail_naming_the_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"missing\.pt: weights file not found"):
-        build_model(TrainConfig(weights=str(tmp_path / "missing.pt")), 6, 1)
+        build_model("residual_cnn", 6, 1, str(tmp_path / "missing.pt"))
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint")
     with pytest.raises(ConfigError, match=r"junk\.pt: not a readable PyTorch state dict"):
-        build_model(TrainConfig(weights=str(junk)), 6, 1)
+        build_model("residual_cnn", 6, 1, str(junk))
 
 
 def test_imagenet_weights_read_from_the_torch_home_cache(
@@ -81,7 +80,7 @@ def test_missing_imagenet_weights_fail_fast_saying_where_to_put_them(
 def test_pretrained_architectures_round_trip_through_the_model_artifact(
     architecture: str, task: str, channels: int, shape: tuple[int, ...], tmp_path: Path
 ) -> None:
-    model = build_model(TrainConfig(model=architecture, weights="none"), 3, channels).eval()
+    model = build_model(architecture, 3, channels).eval()
     preprocess = Preprocess(mode="resize", height=64, width=64, channels=channels)
     spec = ModelSpec(architecture=architecture, classes=["a", "b", "c"], preprocess=preprocess, task=task)
     save_trained_model(model, spec, tmp_path / "model")

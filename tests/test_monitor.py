@@ -14,9 +14,9 @@ from PIL import Image
 from conftest import TINY_SIDE, run_steps, tiny_config
 from inspectflow.cli import cli
 from inspectflow.config import TEXTILE_CLASSES
-from inspectflow.drift import Profile, compare, mmd_test
 from inspectflow.errors import DataError, InspectflowError
-from inspectflow.monitor import monitor
+from inspectflow.monitoring.drift import Profile, compare, mmd_test
+from inspectflow.monitoring.watch import monitor
 
 # -- the statistics ---------------------------------------------------------------------------------------
 

@@ -11,13 +11,12 @@ import pytest
 import torch
 
 from conftest import tiny_config
-from inspectflow.config import TrainConfig
 from inspectflow.errors import InspectflowError
 from inspectflow.imaging import Preprocess, to_tensor
 from inspectflow.models.artifact import ModelSpec, save_trained_model
-from inspectflow.models.factory import build_model
+from inspectflow.models.networks import build_model
 from inspectflow.models.onnx import OnnxPredictor, export_onnx
-from inspectflow.registered import load_registered, log_model
+from inspectflow.serving.registered import load_registered, log_model
 from inspectflow.steps.ingest import ingest
 
 #: The largest difference of a probability between ONNX Runtime and eager PyTorch.
@@ -43,8 +42,7 @@ def test_onnx_export_matches_eager_pytorch(
     architecture: str, channels: int, outputs: int, shapes: list[tuple[int, int, int]], tmp_path: Path
 ) -> None:
     torch.manual_seed(0)
-    config = TrainConfig.model_validate({"model": architecture, "weights": "none"})
-    model = build_model(config, outputs, channels).eval()
+    model = build_model(architecture, outputs, channels).eval()
     onnx = OnnxPredictor(export_onnx(model, torch.rand(2, channels, 64, 64), tmp_path / "model.onnx"))
     for batch, height, width in shapes:
         images = torch.rand(batch, channels, height, width)
@@ -59,7 +57,7 @@ def test_a_pyfunc_model_serves_its_onnx_export(npy_dir: Path, tracking: str, tmp
     config = tiny_config()
     dataset = ingest(npy_dir, config.data)
     torch.manual_seed(0)
-    model = build_model(TrainConfig.model_validate({"model": "residual_cnn", "weights": "none"}), 6, 1).eval()
+    model = build_model("residual_cnn", 6, 1).eval()
     spec = ModelSpec("residual_cnn", config.data.classes, Preprocess("resize", 16, 16, 1))
     save_trained_model(model, spec, tmp_path / "model")
     with mlflow.start_run():

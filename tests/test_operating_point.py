@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from inspectflow.operating_point import curves, pick_threshold, rates
+from inspectflow.metrics.operating_point import curves, pick_threshold, rates
 
 # Ten defective parts scoring 0.91..1.00 and ten good ones 0.05..0.955, two among the defects' scores.
 DEFECT = np.linspace(0.91, 1.0, 10)

@@ -18,7 +18,7 @@ from conftest import TINY_SIDE, run_steps, tiny_config, tiny_dagm_config
 from inspectflow.cli import cli
 from inspectflow.config import TEXTILE_CLASSES
 from inspectflow.errors import DataError
-from inspectflow.predict import predict_files
+from inspectflow.serving.predict import predict_files
 
 CLASSIFIER = "models:/textile-classifier@champion"
 SEGMENTER = "models:/dagm-segmenter@champion"

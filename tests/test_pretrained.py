@@ -16,7 +16,7 @@ from torch import nn
 
 from inspectflow.config import TrainConfig
 from inspectflow.errors import ConfigError
-from inspectflow.features import build_extractor, extract_features
+from inspectflow.models.backbones import build_extractor, extract_features
 from inspectflow.models.efficientnet import (
     FEATURE_DIM,
     ImageNetInput,
@@ -26,7 +26,8 @@ from inspectflow.models.efficientnet import (
     map_to_timm,
     weights_installed,
 )
-from inspectflow.models.weights import check_weights, load_state_file, packaged_imagenet_file
+from inspectflow.models.networks import check_weights
+from inspectflow.models.weights import load_state_file, packaged_imagenet_file
 
 CATS = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 ESPRESSO, CUP = 967, 968
@@ -176,14 +177,14 @@ def test_a_missing_package_names_the_pip_line(monkeypatch: pytest.MonkeyPatch) -
         TrainConfig(method="features+svm", backbone="efficientnet_lite0", weights="imagenet"),
     ):
         with pytest.raises(ConfigError, match=pip):
-            check_weights(config)
+            check_weights(*config.network_weights())
 
 
 def test_check_weights_reads_the_package_and_never_the_network(monkeypatch: pytest.MonkeyPatch) -> None:
     from inspectflow.models import weights
 
     monkeypatch.setattr(weights, "_reachable", lambda url: pytest.fail("no network for packaged weights"))
-    check_weights(TrainConfig(model="unet_lite0", weights="imagenet"))
+    check_weights(*TrainConfig(model="unet_lite0", weights="imagenet").network_weights())
 
 
 @pytest.mark.parametrize("architecture", ["efficientnet_lite0", "unet_lite0"])

@@ -25,7 +25,7 @@ from fake_kfp import (
 
 from inspectflow.config import PipelineConfig
 from inspectflow.errors import ConfigError, InspectflowError
-from inspectflow.remote import (
+from inspectflow.runner.remote import (
     MAX_POLL_ERRORS,
     RemoteError,
     RemoteRunFailed,

@@ -11,8 +11,8 @@ import mlflow
 import numpy as np
 import pytest
 
-from inspectflow import segmentation_metrics as seg
 from inspectflow.config import TEXTILE_CLASSES, EvaluateConfig
+from inspectflow.metrics import segmentation as seg
 from inspectflow.reports import (
     CONFUSION_PLOT,
     TRAINING_PLOT,

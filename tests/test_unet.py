@@ -9,6 +9,13 @@ import pytest
 import torch
 from torch import nn
 
+from inspectflow.metrics.segmentation import (
+    detection_rates,
+    foreground_dice,
+    foreground_iou,
+    per_image_iou,
+    pick_detection_threshold,
+)
 from inspectflow.models.losses import (
     SegmentationLossName,
     bce_dice_loss,
@@ -16,14 +23,7 @@ from inspectflow.models.losses import (
     segmentation_loss,
     soft_dice_loss,
 )
-from inspectflow.models.unet import UNet
-from inspectflow.segmentation_metrics import (
-    detection_rates,
-    foreground_dice,
-    foreground_iou,
-    per_image_iou,
-    pick_detection_threshold,
-)
+from inspectflow.models.networks.unet import UNet
 
 
 @pytest.mark.parametrize(("height", "width"), [(32, 32), (64, 48)])

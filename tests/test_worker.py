@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from inspectflow.steps.worker import WORKER_ENV, call_step, serving
+from inspectflow.runner.worker import WORKER_ENV, call_step, serving
 
 #: A step subprocess as kfp starts one: a fresh interpreter that hands its calls (standard-library
 #: functions here, which the worker can import) to the worker and prints what they returned.
 CALLER = """
 import json, sys
-from inspectflow.steps.worker import call_step
+from inspectflow.runner.worker import call_step
 print("caller", json.dumps([call_step("os:getpid"), call_step("os:getenv", "FACT"), call_step("os:getcwd")]))
 call_step("builtins:print", "printed by the step")
 call_step("sys:exit", int(sys.argv[1]))

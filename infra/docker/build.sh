@@ -48,7 +48,7 @@ if docker info >/dev/null 2>&1; then
   engine=(docker build)
   [ "$BASE" = local ] && { say "BASE=local needs podman"; exit 1; }
 elif command -v podman >/dev/null; then
-  export CONTAINERS_CONF=${CONTAINERS_CONF:-$PWD/src/inspectflow/containers.conf}
+  export CONTAINERS_CONF=${CONTAINERS_CONF:-$PWD/src/inspectflow/runner/containers.conf}
   engine=(podman build --network host --layers --volume /etc/ssl/certs:/etc/ssl/certs:ro)
   build_args+=(--build-arg PIP_CERT=/etc/ssl/certs/ca-certificates.crt)
   if [ "$BASE" = auto ]; then

@@ -16,39 +16,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from inspectflow.errors import ConfigError
+from inspectflow.tasks import TASKS, get_task
 
 TEXTILE_CLASSES = ["good", "color", "cut", "hole", "thread", "metal_contamination"]
 
-Task = Literal["classification", "segmentation"]
 #: What a workload name may look like: it names an experiment, a registered model, a pipeline and a DVC
 #: stage.
 WORKLOAD_NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"
-#: What every workload of a task starts from (see the settings' docstrings for the meaning).
-TASK_DEFAULTS: dict[str, dict[str, Any]] = {
-    "classification": {
-        # Pretrained backbones work well at 128-160 px; larger sides cost time for little on defects.
-        "data": {"max_side": 160},
-        "train": {"loss": "cross_entropy"},
-        "register": {"primary_metric": "macro_f1", "min_score": 0.5},
-    },
-    "segmentation": {
-        # Side of the longest working image: KolektorSDD's 500x1260 parts train at half resolution.
-        "data": {"max_side": 640},
-        "validate": {"min_per_class": 1},
-        # No patience: validation IoU of a few defective images swings from epoch to epoch, and early
-        # stopping measured on KolektorSDD quit at epoch 10 of 20 with twice the false alarms. The budget
-        # ends training; the best-validating epoch is kept.
-        "train": {
-            "loss": "bce+dice",
-            "batch_size": 8,
-            "lr": 2e-3,
-            "crop": 256,
-            "max_minutes": 15.0,
-            "patience": None,
-        },
-        "register": {"primary_metric": "iou", "min_score": 0.2},
-    },
-}
 #: The workloads inspectflow ships, each with a demo set, and what they change of their task's defaults.
 #: Any other name is a user's own line: ``inspectflow run steel --task classification``.
 WORKLOAD_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -72,8 +46,6 @@ FROM_SCRATCH_DEFAULTS: dict[str, dict[str, Any]] = {
         "train": {"model": "resnet18", "epochs": 30, "lr": 3e-3, "patience": None},
     },
 }
-#: ``train.model`` values that start from ImageNet weights.
-PRETRAINED_MODELS = ("resnet18", "efficientnet_lite0", "unet_lite0")
 
 
 class _Section(BaseModel):
@@ -204,12 +176,12 @@ class TrainConfig(_Section):
         seed: Seed of initialisation, shuffling and augmentation.
     """
 
-    model: Literal["auto", "residual_cnn", "resnet18", "efficientnet_lite0", "unet", "unet_lite0"] = "auto"
+    model: str = "auto"
     loss: Literal["cross_entropy", "dice", "bce", "bce+dice"] = "cross_entropy"
     crop: int | None = Field(None, ge=16)
     weights: str = "auto"
     method: Literal["finetune", "features+svm"] = "finetune"
-    backbone: Literal["efficientnet_lite0", "vgg16", "mobilenet_v2"] = "efficientnet_lite0"
+    backbone: str = "efficientnet_lite0"
     layer: str | None = None
     svm_kernel: Literal["rbf", "linear", "poly", "sigmoid"] = "rbf"
     svm_c: float = Field(1.0, gt=0.0)
@@ -229,6 +201,15 @@ class TrainConfig(_Section):
     augment: bool = True
     channels_last: bool = True
     seed: int = 0
+
+    def network_weights(self) -> tuple[str, str]:
+        """The network this run loads weights into and the weights, as ``check_weights`` takes them.
+
+        A features+svm extractor is the backbone, whose ``auto`` weights are ImageNet's.
+        """
+        if self.method == "features+svm":
+            return self.backbone, "imagenet" if self.weights == "auto" else self.weights
+        return self.model, self.weights
 
 
 class EvaluateConfig(_Section):
@@ -364,17 +345,6 @@ _FINETUNE_ONLY = [
 ]
 _SVM_ONLY = [f"train.{k}" for k in ["backbone", "layer", "svm_kernel", "svm_c", "repeats", "feature_cache"]]
 _UNUSED_BY_METHOD = {"finetune": _SVM_ONLY, "features+svm": _FINETUNE_ONLY}
-_UNUSED_BY_TASK = {
-    "classification": [
-        "data.missing_masks",
-        "validate.min_defect_fraction",
-        "validate.max_defect_fraction",
-        "train.crop",
-        "evaluate.mask_threshold",
-        "evaluate.overlays",
-    ],
-    "segmentation": ["data.good_class"],
-}
 #: Names rather than settings: they say where a run goes, not how it learns.
 _NAMES = {"workload", "task", "register.model_name", "tracking.experiment", "monitor.experiment"}
 
@@ -383,7 +353,7 @@ class PipelineConfig(_Section):
     """The whole configuration of one pipeline run."""
 
     workload: str = Field("textile", pattern=WORKLOAD_NAME)
-    task: Task = "classification"
+    task: str = "classification"
     data: DataConfig = Field(default_factory=DataConfig)
     # ``validate`` and ``register`` are BaseModel attributes, hence the trailing underscores and aliases.
     validate_: ValidateConfig = Field(default_factory=ValidateConfig, alias="validate")
@@ -395,26 +365,22 @@ class PipelineConfig(_Section):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, value: str) -> str:
+        if value not in TASKS:
+            raise ValueError(f"unknown task {value!r}; choose from {', '.join(TASKS)}")
+        return value
+
     @model_validator(mode="after")
     def _check_model_fits_data(self) -> PipelineConfig:
-        from inspectflow.tasks import get_task  # the tasks' checks, imported lazily: config stays light
-
         if self.register_.flavor == "auto":  # the only flavor a features+svm model can be logged in
             self.register_.flavor = "pyfunc" if self.train.method == "features+svm" else "pytorch"
-        get_task(self.task).check_config(self)
-        pretrained = ("auto", *PRETRAINED_MODELS)
-        if self.train.freeze_backbone and self.train.model not in pretrained:
-            raise ValueError(f"train.freeze_backbone applies to train.model in {pretrained} only")
-        if self.train.weights == "imagenet" and self.train.model not in pretrained:
-            raise ValueError(f"train.weights=imagenet applies to train.model in {pretrained} only")
-        if self.train.method == "features+svm" and self.train.weights == "none":
-            raise ValueError(
-                "train.method=features+svm with train.weights=none would extract features of random weights; "
-                "use train.weights=imagenet (or auto), or train.weights=random if that is what you mean"
-            )
+        task = get_task(self.task)
+        task.check_config(self)
+        _check_network_settings(self.train)
         if not self.register_.model_name:
-            kind = "segmenter" if self.task == "segmentation" else "classifier"
-            self.register_.model_name = f"{self.workload}-{kind}"
+            self.register_.model_name = f"{self.workload}-{task.model_kind}"
         if not self.tracking.experiment:
             self.tracking.experiment = self.workload
         if not self.monitor.experiment:
@@ -435,7 +401,7 @@ class PipelineConfig(_Section):
         Settings of the other method or task are left out: an SVM's kernel on a fine-tuning run, a mask
         threshold on a classifier's.
         """
-        ignored = set(_UNUSED_BY_METHOD[self.train.method]) | set(_UNUSED_BY_TASK[self.task])
+        ignored = set(_UNUSED_BY_METHOD[self.train.method]) | set(get_task(self.task).unused_settings)
         return {key: value for key, value in self.flat().items() if key not in ignored}
 
     def differences(self) -> dict[str, Any]:
@@ -469,6 +435,37 @@ class PipelineConfig(_Section):
             else:
                 flat[section] = values
         return flat
+
+
+def _check_network_settings(train: TrainConfig) -> None:
+    """Refuses settings the named network or backbone cannot take (read from the network registry).
+
+    The registry imports torch, so it is read only when a network is named: ``auto`` needs no check.
+    """
+    if train.method == "features+svm" and train.weights == "none":
+        raise ValueError(
+            "train.method=features+svm with train.weights=none would extract features of random weights; "
+            "use train.weights=imagenet (or auto), or train.weights=random if that is what you mean"
+        )
+    if train.model != "auto" and (train.freeze_backbone or train.weights == "imagenet"):
+        from inspectflow.models.networks import get_network, networks
+
+        if not _named(get_network, train.model).pretrained:
+            pretrained = ("auto", *(n.name for n in networks() if n.pretrained and n.tasks))
+            setting = "train.freeze_backbone" if train.freeze_backbone else "train.weights=imagenet"
+            raise ValueError(f"{setting} applies to train.model in {pretrained} only")
+    if train.method == "features+svm" or train.backbone != "efficientnet_lite0":
+        from inspectflow.models.backbones import resolve_layer
+
+        resolve_layer(train.backbone, train.layer)
+
+
+def _named(lookup: Any, name: str) -> Any:
+    """A registry lookup whose ConfigError becomes the ValueError a pydantic validator reports."""
+    try:
+        return lookup(name)
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:
@@ -563,11 +560,11 @@ def build_config(
     if task is None:
         raise ConfigError(
             f"workload {workload!r} is not built in ({', '.join(WORKLOAD_DEFAULTS)}): say what it learns "
-            "with --task classification|segmentation, or task: in its params.yaml section"
+            f"with --task {'|'.join(TASKS)}, or task: in its params.yaml section"
         )
-    if task not in TASK_DEFAULTS:
-        raise ConfigError(f"unknown task {task!r}; choose from {', '.join(TASK_DEFAULTS)}")
-    defaults = _merge(_merge(TASK_DEFAULTS[task], builtin), {"workload": workload, "task": task})
+    if task not in TASKS:
+        raise ConfigError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
+    defaults = _merge(_merge(get_task(task).defaults, builtin), {"workload": workload, "task": task})
     train = _merge(defaults.get("train", {}), requested.get("train", {}))
     if train.get("weights") == "none" and train.get("method", "finetune") == "finetune":
         defaults = _merge(defaults, FROM_SCRATCH_DEFAULTS.get(workload, {}))

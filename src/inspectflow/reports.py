@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from inspectflow.metrics.operating_point import PRECISION_RECALL_FILE, ROC_FILE
 from inspectflow.names import (
     CV_METRICS,
     EVALUATION_ARTIFACTS,
@@ -20,7 +21,6 @@ from inspectflow.names import (
     SCORES_ARTIFACT,
     TRAINING_ARTIFACTS,
 )
-from inspectflow.operating_point import PRECISION_RECALL_FILE, ROC_FILE
 from inspectflow.tasks import load_scores
 from inspectflow.tasks.base import Scores
 

@@ -46,7 +46,8 @@ log = logging.getLogger(__name__)
 
 #: Set by the local runner: the ``inspectflow run`` process that owns the pipeline's run.
 OWNER_PID_ENV = "INSPECTFLOW_OWNER_PID"
-#: The image the step runs in (name and ID), set by the container runner (:mod:`inspectflow.containers`).
+#: The image the step runs in (name and ID), set by the container runner
+#: (:mod:`inspectflow.runner.containers`).
 IMAGE_ENV = "INSPECTFLOW_IMAGE"
 #: A run from another host whose heartbeat is older than this is taken to be abandoned: steps beat at
 #: their start and after every training epoch, and no epoch should take an hour.

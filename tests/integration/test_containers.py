@@ -28,9 +28,9 @@ from mlflow import MlflowClient
 
 from inspectflow.components import COMPONENT_IMAGE
 from inspectflow.config import build_config
-from inspectflow.containers import Image, docker_api, resolve_image
 from inspectflow.errors import InspectflowError
 from inspectflow.names import CHAMPION, GIT_COMMIT_TAG, STEP_IMAGE_TAG_PREFIX, VALIDATION_SUCCESS_TAG
+from inspectflow.runner.containers import Image, docker_api, resolve_image
 from inspectflow.synth.textile import synthesize_textile
 
 from .conftest import BUCKET, S3, Postgres, free_port

@@ -18,7 +18,6 @@ import joblib
 import torch
 from torch import nn
 
-from inspectflow.config import TrainConfig
 from inspectflow.imaging import Preprocess
 from inspectflow.models.feature_svm import FeatureSvmClassifier
 
@@ -81,19 +80,18 @@ def save_trained_model(model: nn.Module | FeatureSvmClassifier, spec: ModelSpec,
 
 def load_trained_model(model_dir: Path) -> tuple[Predictor, ModelSpec]:
     """Rebuilds a trained model in eval mode from its directory."""
-    from inspectflow.models.factory import build_model
+    from inspectflow.models.networks import build_model
 
     spec = read_spec(model_dir / SPEC_FILE)
     if spec.architecture == FEATURE_SVM:
-        from inspectflow.features import build_extractor
+        from inspectflow.models.backbones import build_extractor
 
         extractor, _ = build_extractor(spec.backbone, "none", spec.layer)  # type: ignore[arg-type]
         extractor.load_state_dict(torch.load(model_dir / WEIGHTS_FILE, map_location="cpu", weights_only=True))
         # The SVM is our own artifact, written by save_trained_model: unpickling it is trusted.
         return FeatureSvmClassifier(extractor, joblib.load(model_dir / SVM_FILE)), spec
     # weights=none: the trained state dict below replaces any initialisation.
-    config = TrainConfig.model_validate({"model": spec.architecture, "weights": "none"})
-    model = build_model(config, len(spec.classes), spec.channels)
+    model = build_model(spec.architecture, len(spec.classes), spec.channels)
     model.load_state_dict(torch.load(model_dir / WEIGHTS_FILE, map_location="cpu", weights_only=True))
     return for_inference(model), spec
 

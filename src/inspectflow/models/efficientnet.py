@@ -189,7 +189,8 @@ def build_unet_lite0(in_channels: int, weights: str, freeze_encoder: bool = Fals
 def build_lite0_extractor(weights: str) -> nn.Module:
     """Builds the features+svm extractor: timm's network without its head.
 
-    It has no :class:`ImageNetInput`: :func:`inspectflow.features.extract_features` normalises its input.
+    It has no :class:`ImageNetInput`: :func:`inspectflow.models.backbones.extract_features` normalises
+    its input.
 
     Args:
         weights: As :func:`build_efficientnet_lite0`'s.

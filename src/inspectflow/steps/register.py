@@ -24,6 +24,8 @@ from inspectflow.config import PipelineConfig, RegisterConfig
 from inspectflow.errors import one_line, pipeline_step
 from inspectflow.lifecycle.audit import move_alias
 from inspectflow.lifecycle.lock import registry_lock
+from inspectflow.metrics.operating_point import OPERATING_POINT_FILE
+from inspectflow.metrics.operating_point import describe as describe_operating_point
 from inspectflow.names import (
     ARCHITECTURE_TAG,
     BASELINE_FILE,
@@ -50,8 +52,6 @@ from inspectflow.names import (
     REGISTRY_SUMMARY_ARTIFACT,
     SCORES_FILE,
 )
-from inspectflow.operating_point import OPERATING_POINT_FILE
-from inspectflow.operating_point import describe as describe_operating_point
 from inspectflow.tasks.base import Scores
 
 log = logging.getLogger(__name__)
@@ -211,8 +211,9 @@ def model_card(
 ) -> str:
     """A version's description (Markdown): verdict, scores against the champion and baseline, data, use.
 
-    ``operating`` is the operating point's line (:func:`inspectflow.operating_point.describe`), if any;
-    ``estimate`` the method's own estimate (:func:`inspectflow.features.describe_cv`), shown as not judged.
+    ``operating`` is the operating point's line (:func:`inspectflow.metrics.operating_point.describe`), if
+    any; ``estimate`` the method's own estimate (:func:`inspectflow.models.feature_svm.describe_cv`), shown
+    as not judged.
     """
     name, metric = config.register_.model_name, config.register_.primary_metric
     champion = tags.get(GATE_CHAMPION_VERSION_TAG) or "none"
@@ -273,10 +274,10 @@ def register_step(
 
     from inspectflow.config import validate_config
     from inspectflow.data.dataset import dataset_digest, load_dataset
-    from inspectflow.features import describe_cv
     from inspectflow.models.artifact import load_trained_model
-    from inspectflow.monitor import log_reference, reference_profile
-    from inspectflow.registered import load_registered, log_model
+    from inspectflow.models.feature_svm import describe_cv
+    from inspectflow.monitoring.watch import log_reference, reference_profile
+    from inspectflow.serving.registered import load_registered, log_model
     from inspectflow.tasks import load_scores, task_for
     from inspectflow.tracking import resume_run
 

@@ -23,11 +23,10 @@ from inspectflow.config import PipelineConfig, TrainConfig
 from inspectflow.data.dataset import Dataset, load_dataset
 from inspectflow.data.splits import stratified_holdout
 from inspectflow.errors import pipeline_step
-from inspectflow.features import SplitResult, SvmResult, describe_cv
 from inspectflow.imaging import to_tensor
 from inspectflow.models.artifact import FEATURE_SVM, ModelSpec, save_trained_model
-from inspectflow.models.factory import build_model
-from inspectflow.models.feature_svm import FeatureSvmClassifier
+from inspectflow.models.feature_svm import FeatureSvmClassifier, SplitResult, SvmResult, describe_cv
+from inspectflow.models.networks import build_model
 from inspectflow.names import (
     CHECKPOINTS_ARTIFACTS,
     CV_METRICS,
@@ -42,10 +41,6 @@ from inspectflow.tasks.base import LossFn, Task
 log = logging.getLogger(__name__)
 
 EpochCallback = Callable[[int, dict[str, float]], None]
-#: Models whose training step bfloat16 autocast speeds up on this CPU (AVX512-BF16), measured: our U-Net
-#: 2.0x and ResNet18 1.9x. EfficientNet-Lite0's depthwise convolutions run 1.6x slower in bf16 (0.92 s
-#: against 0.58 s a step), and the U-Net on its encoder is no faster, so ``auto`` keeps those in fp32.
-BF16_FASTER = ("unet", "resnet18")
 #: Checkpoints (weights and optimizer state): the latest epoch's, to resume from, and the best-validating one.
 LAST_CHECKPOINT, BEST_CHECKPOINT = "last.pt", "best.pt"
 
@@ -79,23 +74,24 @@ def training_device() -> torch.device:
 def resolve(task: Task, config: TrainConfig, dataset: Dataset) -> TrainConfig:
     """Turns the ``auto`` settings into what this run uses, from the data and what is installed.
 
-    ``model``: the task's pick (:meth:`Task.auto_model`). ``weights``: ``imagenet`` for an EfficientNet-Lite0
-    model when its weights package is installed, else random (torchvision's ImageNet files are asked for by
-    name); ``random`` also means random. ``precision``: on a GPU, bfloat16 autocast (float16 where the GPU
-    has no bfloat16); on a CPU, bfloat16 for the models it was measured to speed up (:data:`BF16_FASTER`)
-    when the CPU computes it natively, else float32.
+    ``model``: the registry's pick for the task (:meth:`Task.auto_model`). ``weights``: ``imagenet`` for a
+    network whose weights come from the installed package, else random (torchvision's ImageNet files are
+    asked for by name); ``random`` also means random. ``precision``: on a GPU, bfloat16 autocast (float16
+    where the GPU has no bfloat16); on a CPU, bfloat16 for the networks it was measured to speed up
+    (``Network.bf16_faster``) when the CPU computes it natively, else float32.
     """
     from inspectflow.models.efficientnet import weights_installed
+    from inspectflow.models.networks import get_network
 
     model = (
         task.auto_model(dataset.info.preprocess, weights_installed())
         if config.model == "auto"
         else config.model
     )
+    network = get_network(model)
     weights = config.weights
     if weights == "auto":
-        lite0 = model in ("efficientnet_lite0", "unet_lite0") and weights_installed()
-        weights = "imagenet" if lite0 else "none"
+        weights = "imagenet" if network.weights == "package" and weights_installed() else "none"
     elif weights == "random":
         weights = "none"
     precision = config.precision
@@ -103,7 +99,7 @@ def resolve(task: Task, config: TrainConfig, dataset: Dataset) -> TrainConfig:
     if precision == "auto" and device.type == "cuda":  # tensor cores: mixed precision speeds up every model
         precision = "bf16" if _bf16_supported(device) else "fp16"
     elif precision == "auto":
-        precision = "bf16" if model in BF16_FASTER and _bf16_supported(device) else "fp32"
+        precision = "bf16" if network.bf16_faster and _bf16_supported(device) else "fp32"
     return config.model_copy(update={"model": model, "weights": weights, "precision": precision})
 
 
@@ -330,7 +326,9 @@ def _steps_per_epoch(count: int, batch_size: int) -> int:
 
 def _setup(task: Task, config: TrainConfig, y_train: torch.Tensor, dataset: Dataset) -> _Fit:
     """Builds the model on the training device, the loss, AdamW and the learning-rate schedule."""
-    model = build_model(config, len(dataset.info.classes), dataset.info.channels)
+    model = build_model(
+        config.model, len(dataset.info.classes), dataset.info.channels, config.weights, config.freeze_backbone
+    )
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     device = training_device()
     log.info("training %s (%s weights, %s) on %s", config.model, config.weights, config.precision, device)
@@ -426,10 +424,9 @@ def train_feature_svm(
         The classifier, its spec, the cross-validation result and whether the features came from the cache.
     """
     from inspectflow.data.dataset import dataset_digest
-    from inspectflow.features import (
-        build_extractor,
+    from inspectflow.models.backbones import build_extractor, extract_features
+    from inspectflow.models.feature_svm import (
         cached_features,
-        extract_features,
         feature_cache_key,
         fit_svm,
         svm_repeated_splits,

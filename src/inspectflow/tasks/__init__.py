@@ -16,7 +16,7 @@ from inspectflow.tasks.classification import Classification
 from inspectflow.tasks.segmentation import Segmentation
 
 if TYPE_CHECKING:
-    from inspectflow.config import PipelineConfig
+    from inspectflow.types import RunSettings
 
 TASKS: dict[str, Task] = {task.name: task for task in (Classification(), Segmentation())}
 
@@ -33,7 +33,7 @@ def get_task(name: str) -> Task:
         raise ValueError(f"unknown task {name!r}; choose from {sorted(TASKS)}") from None
 
 
-def task_for(config: PipelineConfig) -> Task:
+def task_for(config: RunSettings) -> Task:
     """Returns the task of a run's workload: the one place a run's task is chosen."""
     return get_task(config.task)
 

@@ -25,11 +25,12 @@ from inspectflow.names import TEST_METRICS
 if TYPE_CHECKING:
     import torch
 
-    from inspectflow.config import EvaluateConfig, PipelineConfig, TrainConfig
     from inspectflow.data.dataset import Dataset
     from inspectflow.imaging import Preprocess
+    from inspectflow.metrics.operating_point import Rate
     from inspectflow.models.artifact import ModelSpec, Predictor
-    from inspectflow.operating_point import Rate
+    from inspectflow.models.networks import Network
+    from inspectflow.types import EvaluateSettings, RunSettings, TrainSettings
 
 #: A training loss: ``(logits, targets) -> scalar``.
 LossFn = Callable[["torch.Tensor", "torch.Tensor"], "torch.Tensor"]
@@ -102,8 +103,12 @@ class Task(ABC):
 
     #: The task's name, as ``PipelineConfig.task`` and a model's spec give it.
     name: ClassVar[str]
-    #: ``train.model`` values that solve this task.
-    models: ClassVar[tuple[str, ...]]
+    #: What its registered model is called: ``<workload>-<model_kind>`` (``classifier``, ``segmenter``).
+    model_kind: ClassVar[str]
+    #: What every workload of this task starts from, by section (see the settings' docstrings).
+    defaults: ClassVar[dict[str, dict[str, Any]]]
+    #: Settings this task never reads (left out of the run's logged parameters).
+    unused_settings: ClassVar[tuple[str, ...]]
     #: ``train.loss`` values of this task.
     losses: ClassVar[tuple[str, ...]]
     #: ``register.primary_metric`` values of this task (attributes of its scores).
@@ -118,14 +123,15 @@ class Task(ABC):
     #: registered export does too and a champion can be scored on data of another size.
     any_input_size: ClassVar[bool] = False
 
-    def check_config(self, config: PipelineConfig) -> None:
+    def check_config(self, config: RunSettings) -> None:
         """Refuses settings that do not fit this task (the model, loss and primary metric it names).
 
         Raises:
             ValueError: The message names the setting.
         """
+        if config.train.model != "auto" and self.name not in self.network(config.train.model).tasks:
+            raise ValueError(f"train.model={config.train.model} does not fit the {self.name} workload")
         checks = (
-            ("train.model", config.train.model, ("auto", *self.models)),
             ("train.loss", config.train.loss, self.losses),
             ("register.primary_metric", config.register_.primary_metric, self.primary_metrics),
         )
@@ -142,16 +148,34 @@ class Task(ABC):
     def targets(self, dataset: Dataset, split: str) -> torch.Tensor:
         """The training targets of one split: class indices, or float masks ``(n, 1, H, W)``."""
 
-    @abstractmethod
+    @staticmethod
+    def network(name: str) -> Network:
+        """The registered network ``name`` (imports the registry, and torch with it).
+
+        Raises:
+            ValueError: No network has that name (for a config validator to report).
+        """
+        from inspectflow.errors import ConfigError
+        from inspectflow.models.networks import get_network
+
+        try:
+            return get_network(name)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+
     def auto_model(self, preprocess: Preprocess, pretrained_installed: bool) -> str:
-        """The ``train.model`` that ``auto`` means for data of this working size."""
+        """The ``train.model`` that ``auto`` means for data of this working size: the registry's pick."""
+        from inspectflow.models.networks import auto_network
+
+        side = min(preprocess.height, preprocess.width)
+        return auto_network(self.name, side, pretrained_installed).name
 
     @abstractmethod
-    def loss(self, config: TrainConfig, targets: torch.Tensor, classes: int) -> LossFn:
+    def loss(self, config: TrainSettings, targets: torch.Tensor, classes: int) -> LossFn:
         """The training loss; with ``class_balance=auto`` weighted from the training ``targets``."""
 
     def epoch_order(
-        self, targets: torch.Tensor, config: TrainConfig, generator: torch.Generator
+        self, targets: torch.Tensor, config: TrainSettings, generator: torch.Generator
     ) -> torch.Tensor:
         """The training images' indices for one epoch: a seeded shuffle."""
         import torch
@@ -164,7 +188,7 @@ class Task(ABC):
 
     def thresholds(
         self,
-        config: EvaluateConfig,
+        config: EvaluateSettings,
         predictor: Predictor,
         images: torch.Tensor,
         targets: torch.Tensor,
@@ -183,7 +207,7 @@ class Task(ABC):
 
     @abstractmethod
     def training_batch(
-        self, images: torch.Tensor, targets: torch.Tensor, config: TrainConfig, generator: torch.Generator
+        self, images: torch.Tensor, targets: torch.Tensor, config: TrainSettings, generator: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Crops and augments one training batch (images ``(n, C, H, W)`` float)."""
 
@@ -193,7 +217,7 @@ class Task(ABC):
 
     @abstractmethod
     def evaluate(
-        self, predictor: Predictor, dataset: Dataset, config: EvaluateConfig, out_dir: Path | None = None
+        self, predictor: Predictor, dataset: Dataset, config: EvaluateSettings, out_dir: Path | None = None
     ) -> Scores:
         """Scores a model on the dataset's test split.
 
@@ -206,7 +230,7 @@ class Task(ABC):
         """
 
     @abstractmethod
-    def baseline(self, dataset: Dataset, config: EvaluateConfig) -> Scores:
+    def baseline(self, dataset: Dataset, config: EvaluateSettings) -> Scores:
         """The test-split scores of the trivial model every real one must beat (see the gate)."""
 
     #: What the trivial model does, for the gate's reasons.
@@ -226,7 +250,7 @@ class Task(ABC):
         logits: torch.Tensor,
         images: list[PredictedImage],
         spec: ModelSpec,
-        config: EvaluateConfig,
+        config: EvaluateSettings,
         out_dir: Path | None,
     ) -> list[dict[str, Any]]:
         """Turns one batch of model outputs into one JSON-able prediction record per image.
@@ -236,7 +260,7 @@ class Task(ABC):
         """
 
     @abstractmethod
-    def outcomes(self, logits: torch.Tensor, spec: ModelSpec, config: EvaluateConfig) -> list[str]:
+    def outcomes(self, logits: torch.Tensor, spec: ModelSpec, config: EvaluateSettings) -> list[str]:
         """Each image's prediction as the drift watch counts it: its class, or defective or clean."""
 
 

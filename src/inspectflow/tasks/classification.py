@@ -16,18 +16,17 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from inspectflow import operating_point
+from inspectflow.metrics import operating_point
 from inspectflow.names import TEST_METRICS, VAL_METRICS
 from inspectflow.tasks.base import PredictedImage, Task, batched, write_per_image
 
 if TYPE_CHECKING:
     import torch
 
-    from inspectflow.config import EvaluateConfig, PipelineConfig, TrainConfig
     from inspectflow.data.dataset import Dataset
-    from inspectflow.imaging import Preprocess
     from inspectflow.models.artifact import ModelSpec, Predictor
     from inspectflow.tasks.base import LossFn
+    from inspectflow.types import EvaluateSettings, RunSettings, TrainSettings
 
 CONFUSION_JSON = "confusion_matrix.json"
 CONFUSION_PNG = "confusion_matrix.png"
@@ -197,7 +196,21 @@ class Classification(Task):
     """One class per image, learned with cross-entropy."""
 
     name: ClassVar[str] = "classification"
-    models: ClassVar[tuple[str, ...]] = ("residual_cnn", "resnet18", "efficientnet_lite0")
+    model_kind: ClassVar[str] = "classifier"
+    defaults: ClassVar[dict[str, dict[str, Any]]] = {
+        # Pretrained backbones work well at 128-160 px; larger sides cost time for little on defects.
+        "data": {"max_side": 160},
+        "train": {"loss": "cross_entropy"},
+        "register": {"primary_metric": "macro_f1", "min_score": 0.5},
+    }
+    unused_settings: ClassVar[tuple[str, ...]] = (
+        "data.missing_masks",
+        "validate.min_defect_fraction",
+        "validate.max_defect_fraction",
+        "train.crop",
+        "evaluate.mask_threshold",
+        "evaluate.overlays",
+    )
     losses: ClassVar[tuple[str, ...]] = ("cross_entropy",)
     primary_metrics: ClassVar[tuple[str, ...]] = ("macro_f1", "accuracy", "false_reject_rate")
     best_epoch_key: ClassVar[str] = f"{VAL_METRICS}macro_f1"
@@ -206,7 +219,7 @@ class Classification(Task):
     recalibrate_batchnorm: ClassVar[bool] = True
     writes_files: ClassVar[bool] = False
 
-    def check_config(self, config: PipelineConfig) -> None:
+    def check_config(self, config: RunSettings) -> None:
         """Also refuses one class, and ``features+svm`` with a flavor other than pyfunc."""
         if config.train.method == "features+svm" and config.register_.flavor != "pyfunc":
             raise ValueError(
@@ -234,16 +247,7 @@ class Classification(Task):
 
         return torch.tensor(dataset.split(split)[1])  # a copy: pandas hands out read-only arrays
 
-    def auto_model(self, preprocess: Preprocess, pretrained_installed: bool) -> str:
-        """The ImageNet EfficientNet-Lite0 for images of 96 px or more, else the small residual CNN.
-
-        Small patches (64 px textile) are learnt quickly from scratch; anything larger learns far more from
-        a pretrained backbone, above all with few images of a class.
-        """
-        large = min(preprocess.height, preprocess.width) >= 96
-        return "efficientnet_lite0" if pretrained_installed and large else "residual_cnn"
-
-    def loss(self, config: TrainConfig, targets: torch.Tensor, classes: int) -> LossFn:
+    def loss(self, config: TrainSettings, targets: torch.Tensor, classes: int) -> LossFn:
         """Cross-entropy; with ``class_balance=auto`` each class weighs inversely to its frequency.
 
         The majority class (a line's good parts) then cannot win by being predicted for everything.
@@ -259,7 +263,7 @@ class Classification(Task):
 
     def thresholds(
         self,
-        config: EvaluateConfig,
+        config: EvaluateSettings,
         predictor: Predictor,
         images: torch.Tensor,
         targets: torch.Tensor,
@@ -286,7 +290,7 @@ class Classification(Task):
         return {} if picked is None else {"detection_threshold": picked}
 
     def training_batch(
-        self, images: torch.Tensor, targets: torch.Tensor, config: TrainConfig, generator: torch.Generator
+        self, images: torch.Tensor, targets: torch.Tensor, config: TrainSettings, generator: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Flips and rotates the images (labels do not change)."""
         from inspectflow.augment import augment
@@ -300,7 +304,7 @@ class Classification(Task):
         return ClassMeter()
 
     def evaluate(
-        self, predictor: Predictor, dataset: Dataset, config: EvaluateConfig, out_dir: Path | None = None
+        self, predictor: Predictor, dataset: Dataset, config: EvaluateSettings, out_dir: Path | None = None
     ) -> ClassificationScores:
         """Scores the test split; writes the confusion matrix (JSON, PNG) and the per-image table.
 
@@ -332,7 +336,7 @@ class Classification(Task):
 
     baseline_description: ClassVar[str] = "the training split's majority class for every image"
 
-    def baseline(self, dataset: Dataset, config: EvaluateConfig) -> ClassificationScores:
+    def baseline(self, dataset: Dataset, config: EvaluateSettings) -> ClassificationScores:
         """Scores predicting the training split's most frequent class for every test image."""
         _, train_labels = dataset.split("train")
         _, labels = dataset.split("test")
@@ -358,7 +362,7 @@ class Classification(Task):
         logits: torch.Tensor,
         images: list[PredictedImage],
         spec: ModelSpec,
-        config: EvaluateConfig,
+        config: EvaluateSettings,
         out_dir: Path | None,
     ) -> list[dict[str, Any]]:
         """The label, its probability and every class's probability.
@@ -392,6 +396,6 @@ class Classification(Task):
             records.append(record)
         return records
 
-    def outcomes(self, logits: torch.Tensor, spec: ModelSpec, config: EvaluateConfig) -> list[str]:
+    def outcomes(self, logits: torch.Tensor, spec: ModelSpec, config: EvaluateSettings) -> list[str]:
         """The most probable class of each image."""
         return [spec.classes[i] for i in logits.argmax(1).tolist()]

@@ -12,19 +12,18 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from inspectflow import operating_point
-from inspectflow import segmentation_metrics as seg
+from inspectflow.metrics import operating_point
+from inspectflow.metrics import segmentation as seg
 from inspectflow.names import TEST_METRICS, VAL_METRICS
 from inspectflow.tasks.base import PredictedImage, Task, batched, write_per_image
 
 if TYPE_CHECKING:
     import torch
 
-    from inspectflow.config import EvaluateConfig, PipelineConfig, TrainConfig
     from inspectflow.data.dataset import Dataset
-    from inspectflow.imaging import Preprocess
     from inspectflow.models.artifact import ModelSpec, Predictor
     from inspectflow.tasks.base import LossFn
+    from inspectflow.types import EvaluateSettings, RunSettings, TrainSettings
 
 OVERLAYS_DIR = "overlays"
 #: Input sides must divide by 2**5: the EfficientNet encoder downsamples five times (our U-Net four).
@@ -96,7 +95,7 @@ class SegmentationScores(operating_point.DecisionRates):
         }
 
 
-def detection_cut(config: EvaluateConfig) -> float:
+def detection_cut(config: EvaluateSettings) -> float:
     """The image score above which an image counts as defective.
 
     A model without a picked threshold: any pixel above the mask threshold.
@@ -144,7 +143,7 @@ def predict_masks(
 
 
 def score_masks(
-    pred: np.ndarray, scores: np.ndarray, truth: np.ndarray, groups: np.ndarray, config: EvaluateConfig
+    pred: np.ndarray, scores: np.ndarray, truth: np.ndarray, groups: np.ndarray, config: EvaluateSettings
 ) -> SegmentationScores:
     """Computes the segmentation scores, overall and per group, from predicted masks and image scores."""
 
@@ -183,7 +182,7 @@ def score_masks(
 
 
 def score_segmentation(
-    dataset: Dataset, pred: np.ndarray, scores: np.ndarray, config: EvaluateConfig
+    dataset: Dataset, pred: np.ndarray, scores: np.ndarray, config: EvaluateSettings
 ) -> SegmentationScores:
     """Scores predicted test masks ``(n, H, W)`` and image scores ``(n,)``, overall and per image group."""
     groups = dataset.manifest.loc[dataset.manifest["split"] == "test", "label"].astype(str).to_numpy()
@@ -287,7 +286,25 @@ class Segmentation(Task):
     """A defect-probability map per image, learned with Dice and/or BCE on defect-biased crops."""
 
     name: ClassVar[str] = "segmentation"
-    models: ClassVar[tuple[str, ...]] = ("unet", "unet_lite0")
+    model_kind: ClassVar[str] = "segmenter"
+    defaults: ClassVar[dict[str, dict[str, Any]]] = {
+        # Side of the longest working image: KolektorSDD's 500x1260 parts train at half resolution.
+        "data": {"max_side": 640},
+        "validate": {"min_per_class": 1},
+        # No patience: validation IoU of a few defective images swings from epoch to epoch, and early
+        # stopping measured on KolektorSDD quit at epoch 10 of 20 with twice the false alarms. The budget
+        # ends training; the best-validating epoch is kept.
+        "train": {
+            "loss": "bce+dice",
+            "batch_size": 8,
+            "lr": 2e-3,
+            "crop": 256,
+            "max_minutes": 15.0,
+            "patience": None,
+        },
+        "register": {"primary_metric": "iou", "min_score": 0.2},
+    }
+    unused_settings: ClassVar[tuple[str, ...]] = ("data.good_class",)
     losses: ClassVar[tuple[str, ...]] = ("dice", "bce", "bce+dice")
     primary_metrics: ClassVar[tuple[str, ...]] = ("iou", "dice", "false_reject_rate")
 
@@ -300,12 +317,15 @@ class Segmentation(Task):
         """``batch_size`` capped to :data:`INFERENCE_PIXELS` pixels (whole images, not training crops)."""
         return inference_batch(batch_size, height, width)
 
-    def check_config(self, config: PipelineConfig) -> None:
+    def check_config(self, config: RunSettings) -> None:
         """Also refuses ``features+svm`` and sides the networks' downsampling does not divide."""
         if config.train.method == "features+svm":
             raise ValueError("train.method=features+svm applies to classification workloads only")
         super().check_config(config)
-        multiple = 16 if config.train.model == "unet" else SIDE_MULTIPLE  # our U-Net pools four times
+        # auto may pick any of the task's networks: sides must suit the most demanding one.
+        multiple = (
+            SIDE_MULTIPLE if config.train.model == "auto" else self.network(config.train.model).side_multiple
+        )
         for name, side in (("data.image_side", config.data.image_side), ("train.crop", config.train.crop)):
             if side is not None and side % multiple:
                 raise ValueError(
@@ -319,11 +339,7 @@ class Segmentation(Task):
 
         return torch.from_numpy(dataset.split_masks(split)).unsqueeze(1).float()
 
-    def auto_model(self, preprocess: Preprocess, pretrained_installed: bool) -> str:
-        """The U-Net on the ImageNet EfficientNet-Lite0 encoder when installed, else our own U-Net."""
-        return "unet_lite0" if pretrained_installed else "unet"
-
-    def loss(self, config: TrainConfig, targets: torch.Tensor, classes: int) -> LossFn:
+    def loss(self, config: TrainSettings, targets: torch.Tensor, classes: int) -> LossFn:
         """Smoothed soft Dice, pixel-wise BCE, or their sum.
 
         With ``class_balance=auto`` BCE weighs defect pixels up by the square root of the clean-to-defect
@@ -341,7 +357,7 @@ class Segmentation(Task):
         return segmentation_loss(config.loss, pos_weight)  # type: ignore[arg-type]  # names checked by config
 
     def epoch_order(
-        self, targets: torch.Tensor, config: TrainConfig, generator: torch.Generator
+        self, targets: torch.Tensor, config: TrainSettings, generator: torch.Generator
     ) -> torch.Tensor:
         """With ``class_balance=auto``, defective images make up at least a third of each epoch.
 
@@ -363,7 +379,7 @@ class Segmentation(Task):
 
     def thresholds(
         self,
-        config: EvaluateConfig,
+        config: EvaluateSettings,
         predictor: Predictor,
         images: torch.Tensor,
         targets: torch.Tensor,
@@ -395,7 +411,7 @@ class Segmentation(Task):
         return {"mask_threshold": config.mask_threshold, "detection_threshold": detection}
 
     def training_batch(
-        self, images: torch.Tensor, targets: torch.Tensor, config: TrainConfig, generator: torch.Generator
+        self, images: torch.Tensor, targets: torch.Tensor, config: TrainSettings, generator: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Cuts defect-biased crops, then flips and rotates images and masks alike."""
         from inspectflow.augment import augment, random_crops
@@ -413,7 +429,7 @@ class Segmentation(Task):
         return OverlapMeter()
 
     def evaluate(
-        self, predictor: Predictor, dataset: Dataset, config: EvaluateConfig, out_dir: Path | None = None
+        self, predictor: Predictor, dataset: Dataset, config: EvaluateSettings, out_dir: Path | None = None
     ) -> SegmentationScores:
         """Scores the test split; writes overlays of the best and worst images and the per-image table."""
         images, _ = dataset.split("test")
@@ -436,7 +452,7 @@ class Segmentation(Task):
 
     baseline_description: ClassVar[str] = "an empty mask for every image"
 
-    def baseline(self, dataset: Dataset, config: EvaluateConfig) -> SegmentationScores:
+    def baseline(self, dataset: Dataset, config: EvaluateSettings) -> SegmentationScores:
         """Scores predicting no defect anywhere."""
         truth = dataset.split_masks("test")
         return score_segmentation(dataset, np.zeros(truth.shape, dtype=bool), np.zeros(len(truth)), config)
@@ -450,7 +466,7 @@ class Segmentation(Task):
         logits: torch.Tensor,
         images: list[PredictedImage],
         spec: ModelSpec,
-        config: EvaluateConfig,
+        config: EvaluateSettings,
         out_dir: Path | None,
     ) -> list[dict[str, Any]]:
         """Each image's defect score and area, whether it is defective, and a mask PNG in ``out_dir``.
@@ -484,7 +500,7 @@ class Segmentation(Task):
             records.append(record)
         return records
 
-    def outcomes(self, logits: torch.Tensor, spec: ModelSpec, config: EvaluateConfig) -> list[str]:
+    def outcomes(self, logits: torch.Tensor, spec: ModelSpec, config: EvaluateSettings) -> list[str]:
         """``defective`` where the image's defect score is above the model's threshold, else ``clean``."""
         import torch
 

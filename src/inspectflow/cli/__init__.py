@@ -17,10 +17,11 @@ import click
 
 from inspectflow.config import WORKLOAD_DEFAULTS
 from inspectflow.data.versioning import DEMO_SEED
+from inspectflow.tasks import TASKS
 
 if TYPE_CHECKING:
     from inspectflow.config import PipelineConfig
-    from inspectflow.registered import Engine
+    from inspectflow.serving.registered import Engine
 from inspectflow.errors import VERBOSE_ENV, InspectflowError
 
 _Command = TypeVar("_Command", bound=Callable[..., Any])
@@ -122,7 +123,7 @@ def synth_inserts(out_dir: Path, count: int, seed: int) -> None:
 _WORKLOAD = click.argument("workload", metavar=f"WORKLOAD ({'|'.join(WORKLOAD_DEFAULTS)}|your own)")
 _TASK = click.option(
     "--task",
-    type=click.Choice(["classification", "segmentation"]),
+    type=click.Choice(list(TASKS)),
     help="What a workload that is not built in learns (or task: in its params.yaml section).",
 )
 _WORKDIR = click.option(
@@ -273,7 +274,7 @@ def retrain(
     from mlflow.exceptions import MlflowException
 
     from inspectflow.lineage import data_version
-    from inspectflow.monitor import DRIFT_EXIT_CODE, monitor
+    from inspectflow.monitoring.watch import DRIFT_EXIT_CODE, monitor
     from inspectflow.names import CHAMPION, DATA_VERSION_TAG
 
     config = _config(workload, params_file, overrides, task)
@@ -315,11 +316,11 @@ def _config(
     workload: str, params_file: Path | None, overrides: tuple[str, ...], task: str | None
 ) -> PipelineConfig:
     from inspectflow.config import build_config, read_params
-    from inspectflow.models.weights import check_weights
+    from inspectflow.models.networks import check_weights
 
     params = read_params(params_file, workload) if params_file else None
     config = build_config(workload, list(overrides), params, task)
-    check_weights(config.train)  # fail in seconds, not after ingest and validation
+    check_weights(*config.train.network_weights())  # fail in seconds, not after ingest and validation
     return config
 
 
@@ -360,8 +361,8 @@ def _run_locally(
 ) -> None:
     from mlflow import MlflowClient
 
-    from inspectflow.local import run_local, run_log
     from inspectflow.reports import write_metrics, write_plots
+    from inspectflow.runner.local import run_local, run_log
     from inspectflow.steps.register import LOWER_IS_BETTER
 
     log_path = run_log(workdir, config.workload)
@@ -424,7 +425,7 @@ def _submit(
     from datetime import UTC, datetime
 
     from inspectflow.pipelines.compile import compile_pipeline
-    from inspectflow.remote import follow_run, run_url, submit_run
+    from inspectflow.runner.remote import follow_run, run_url, submit_run
 
     if data is None:
         raise click.UsageError("--host needs --data: a URI the cluster can read, such as s3://bucket/textile")
@@ -468,9 +469,9 @@ def monitor_command(
     p-value, the prediction mix, and an HTML report.
     """
     from inspectflow.config import build_config, read_params
-    from inspectflow.monitor import DRIFT_EXIT_CODE, monitor
+    from inspectflow.monitoring.watch import DRIFT_EXIT_CODE, monitor
     from inspectflow.names import CHAMPION
-    from inspectflow.registered import registered_spec
+    from inspectflow.serving.registered import registered_spec
 
     client = _client(workdir)
     uri = model_uri or f"models:/{_model_name(workload, client)}@{CHAMPION}"
@@ -516,7 +517,7 @@ def schedule(
     import tempfile
 
     from inspectflow.pipelines.compile import compile_pipeline
-    from inspectflow.remote import kfp_cron, schedule_run
+    from inspectflow.runner.remote import kfp_cron, schedule_run
 
     config = _config(workload, params_file, overrides, task)
     expression = kfp_cron(cron)
@@ -620,11 +621,11 @@ def _model_name(workload: str, client: Any) -> str:
     """The registered model of a workload: a built-in one's default, else the one of its task that exists."""
     from mlflow.exceptions import MlflowException
 
-    from inspectflow.config import TASK_DEFAULTS, build_config
+    from inspectflow.config import build_config
 
     if workload in WORKLOAD_DEFAULTS:
         return build_config(workload).register_.model_name
-    names = [build_config(workload, task=task).register_.model_name for task in TASK_DEFAULTS]
+    names = [build_config(workload, task=task).register_.model_name for task in TASKS]
     for name in names:
         try:
             client.get_registered_model(name)
@@ -803,8 +804,8 @@ def predict(
     """
     from inspectflow.errors import DataError
     from inspectflow.names import CHAMPION
-    from inspectflow.predict import predict_files
-    from inspectflow.registered import registered_spec
+    from inspectflow.serving.predict import predict_files
+    from inspectflow.serving.registered import registered_spec
     from inspectflow.tasks import get_task
 
     client = _client(workdir)

@@ -2,8 +2,8 @@
 
 By default each step runs as a subprocess of this interpreter (``use_venv=False``: nothing is installed
 per task), so the environment inspectflow is installed in is the one the steps use. The subprocesses hand
-their work to one warm worker (:mod:`inspectflow.steps.worker`) that has the steps' libraries imported
-already. Given an image, each step runs in a container of it instead (:mod:`inspectflow.containers`).
+their work to one warm worker (:mod:`inspectflow.runner.worker`) that has the steps' libraries imported
+already. Given an image, each step runs in a container of it instead (:mod:`inspectflow.runner.containers`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from inspectflow.config import PipelineConfig
 from inspectflow.console import CONSOLE_ENV
 from inspectflow.data.transfer import is_s3_uri
 from inspectflow.errors import ERROR_FILE_ENV, VERBOSE_ENV, InspectflowError
-from inspectflow.steps.worker import serving
+from inspectflow.runner.worker import serving
 from inspectflow.tracking import OWNER_PID_ENV, configure_tracking, tracking_uri
 
 LOCAL_OUTPUTS = "local_outputs"
@@ -64,7 +64,7 @@ def run_local(
         workdir: Holds the MLflow store (unless ``MLFLOW_TRACKING_URI`` is set) and the kfp task outputs.
         resume_run_id: A run that stopped, to continue (see ``inspectflow run --resume``); empty: a new one.
         log: Where the step worker writes (its own output, not the steps'); default this process's streams.
-        image: Run each step in a container of this image (:mod:`inspectflow.containers`) instead of a
+        image: Run each step in a container of this image (:mod:`inspectflow.runner.containers`) instead of a
             subprocess of this interpreter.
 
     Raises:
@@ -119,7 +119,7 @@ def _steps_runner(
             # kfp writes each step's program to `mktemp -d` and leaves it there: a folder of ours, removed.
             yield local.SubprocessRunner(use_venv=False), {"TMPDIR": step_tmp, **worker}
         return
-    from inspectflow import containers
+    from inspectflow.runner import containers
 
     with containers.docker_api() as api_url:
         resolved = containers.resolve_image(api_url, image)

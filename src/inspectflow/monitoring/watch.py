@@ -2,16 +2,15 @@
 
 Every registered version keeps a reference (:func:`reference_profile`, logged by the register step under
 its run's ``monitoring/`` artifacts): a seeded sample of its training images described as
-:class:`~inspectflow.drift.Profile` describes them. :func:`monitor` profiles new images the same way, with
-the same model and backbone, compares them (:func:`inspectflow.drift.compare`) and logs the check to the
-workload's monitoring experiment: the verdict as a tag, every test's statistic and p-value and the
-prediction mix as metrics, and an HTML report with a figure.
+:class:`~inspectflow.monitoring.drift.Profile` describes them. :func:`monitor` profiles new images the
+same way, with the same model and backbone, compares them (:func:`inspectflow.monitoring.drift.compare`)
+and logs the check to the workload's monitoring experiment: the verdict as a tag, every test's statistic
+and p-value and the prediction mix as metrics, and an HTML report with a figure.
 """
 
 from __future__ import annotations
 
 import functools
-import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +18,8 @@ from typing import TYPE_CHECKING, Final
 
 import numpy as np
 
-from inspectflow.drift import STATISTICS, Comparison, Profile, compare, describe
-from inspectflow.errors import DataError, InspectflowError, pipeline_step
+from inspectflow.errors import DataError, InspectflowError
+from inspectflow.monitoring.drift import STATISTICS, Comparison, Profile, compare, describe
 from inspectflow.names import (
     CHAMPION,
     DRIFT_FIGURE_FILE,
@@ -40,7 +39,6 @@ if TYPE_CHECKING:
     from inspectflow.models.artifact import ModelSpec, Predictor
     from inspectflow.tasks.base import Task
 
-log = logging.getLogger(__name__)
 
 #: The backbone whose features the watch compares: ImageNet EfficientNet-Lite0, whose weights install with
 #: pip, the same for every workload and model (a model's own features move with every retraining).
@@ -58,7 +56,7 @@ DRIFT_EXIT_CODE = 3
 @functools.cache
 def feature_extractor() -> nn.Module:
     """The watch's backbone, frozen, with its ImageNet weights (built once per process: about 2 s)."""
-    from inspectflow.features import build_extractor
+    from inspectflow.models.backbones import build_extractor
 
     extractor, _ = build_extractor(BACKBONE, "imagenet")
     return extractor
@@ -75,7 +73,7 @@ def profile_images(
         outcomes: The model's prediction of each image (:meth:`Task.outcomes`).
         extractor: The backbone (:func:`feature_extractor`).
     """
-    from inspectflow.features import extract_features
+    from inspectflow.models.backbones import extract_features
 
     pixels = images.reshape(len(images), -1)
     return Profile(
@@ -186,7 +184,7 @@ def monitor(config: PipelineConfig, source: str, model_uri: str | None = None, s
     from inspectflow.data.transfer import local_copy
     from inspectflow.imaging import IMAGE_SUFFIXES
     from inspectflow.lineage import model_version
-    from inspectflow.registered import load_registered
+    from inspectflow.serving.registered import load_registered
     from inspectflow.tasks import get_task
     from inspectflow.tracking import ensure_experiment
 
@@ -235,16 +233,6 @@ def monitor(config: PipelineConfig, source: str, model_uri: str | None = None, s
         check = Check(model, source, len(images), unreadable, comparison, run.info.run_id)
         _log(check, reference, new, config)
     return check
-
-
-@pipeline_step("monitor")
-def monitor_step(source: str, raw_config: dict[str, object], model_uri: str = "") -> str:
-    """The drift check as a pipeline step (``inspectflow-<workload>-on-drift``): returns the verdict."""
-    from inspectflow.config import validate_config
-
-    check = monitor(validate_config(raw_config), source, model_uri or None)
-    log.info(check.line())
-    return check.verdict
 
 
 def _read_images(

@@ -14,7 +14,7 @@ from tqdm import tqdm
 from inspectflow.tasks.base import PredictedImage
 
 if TYPE_CHECKING:
-    from inspectflow.registered import Engine
+    from inspectflow.serving.registered import Engine
 
 
 def predict_files(
@@ -54,7 +54,7 @@ def predict_files(
     from inspectflow.config import EvaluateConfig
     from inspectflow.errors import DataError
     from inspectflow.imaging import read_image, to_tensor
-    from inspectflow.registered import load_registered
+    from inspectflow.serving.registered import load_registered
     from inspectflow.tasks import get_task
 
     task = get_task(task_name)

@@ -41,7 +41,7 @@ def load_registered(uri: str, engine: Engine = "torch") -> tuple[Predictor, Mode
     import mlflow
 
     from inspectflow.models.onnx import OnnxPredictor
-    from inspectflow.serving import ImageClassifier
+    from inspectflow.serving.pyfunc import ImageClassifier
 
     info = mlflow.models.get_model_info(uri)  # one read of the MLmodel file, remote or local
     spec = _spec_from_metadata(info.metadata or {})
@@ -97,8 +97,8 @@ def log_model(
     """Logs the model to the active MLflow run.
 
     ``pytorch`` logs a pt2 export with its signature and input example, loadable without inspectflow;
-    ``pyfunc`` logs the model directory behind :class:`~inspectflow.serving.ImageClassifier`, which takes
-    image paths or arrays of any size. With ``onnx``, a network's ONNX export (dynamic batch, height and
+    ``pyfunc`` logs the model directory behind :class:`~inspectflow.serving.pyfunc.ImageClassifier`, which
+    takes image paths or arrays of any size. With ``onnx``, a network's ONNX export (dynamic batch, height and
     width) travels with it: in ``extra_files/`` of a pytorch model, as the ``onnx`` artifact of a pyfunc.
 
     Returns:
@@ -141,7 +141,7 @@ def _log_model(
     from mlflow.types import Schema, TensorSpec
 
     import inspectflow
-    from inspectflow.serving import ImageClassifier
+    from inspectflow.serving.pyfunc import ImageClassifier
     from inspectflow.tasks import get_task
 
     # The +cpu local tag of the installed torch is not installable from PyPI: name the release.

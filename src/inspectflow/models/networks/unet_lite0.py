@@ -1,0 +1,25 @@
+"""A U-Net on the ImageNet EfficientNet-Lite0 encoder (segmentation_models_pytorch), weights from pip."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from inspectflow.models.efficientnet import build_unet_lite0
+from inspectflow.models.networks.base import Network
+
+
+def build(num_classes: int, in_channels: int, weights: str, freeze_backbone: bool) -> nn.Module:
+    """The U-Net (one defect-logit map, whatever ``num_classes``); ``freeze_backbone`` freezes the encoder."""
+    return build_unet_lite0(in_channels, weights, freeze_encoder=freeze_backbone)
+
+
+NETWORK = Network(
+    name="unet_lite0",
+    tasks=("segmentation",),
+    weights="package",
+    build=build,
+    side_multiple=32,  # the encoder's stride
+    auto_rank=1,
+    # Not bf16: measured no faster than float32 (the encoder's depthwise convolutions).
+    description="U-Net on the ImageNet EfficientNet-Lite0 encoder (smp), encoder weights from pip",
+)
