@@ -41,7 +41,7 @@ def curves(name: str, epochs: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for precision in ("fp32", "auto"):
             config = build_config(name, [*settings, f"train.precision={precision}"], task=task_name)
-            dataset = ingest(REAL / folder, config.data)
+            dataset = ingest(REAL / folder, config)
             result = train(task_for(config), dataset, config.train, Path(tmp) / precision)
             assert result.config is not None
             histories[f"{precision} ({result.config.precision})"] = result.history

@@ -58,7 +58,7 @@ def measure(name: str, max_minutes: float | None) -> dict[str, str]:
     task_name, metric = SETS[name]
     overrides = [] if max_minutes is None else [f"train.max_minutes={max_minutes}"]
     config = build_config(name.split("-")[0], overrides, task=task_name)
-    dataset = ingest(REAL / name, config.data)
+    dataset = ingest(REAL / name, config)
     task = get_task(task_name)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as checkpoints:

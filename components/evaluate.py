@@ -25,7 +25,7 @@ def evaluate(
         data_version: The dataset's DVC hash; an input so that kfp's cache key changes with the data.
         evaluation: Scores (JSON) and the confusion matrix (PNG, JSON).
         metrics: Test metrics for the KFP UI.
-        confusion: Confusion matrix for the KFP UI.
+        confusion: Confusion matrix for the KFP UI: of the classes, or of clean and defective images.
     """
     import json
     from pathlib import Path
@@ -42,5 +42,4 @@ def evaluate(
     )
     for name, value in scores.metrics().items():
         metrics.log_metric(name, value)
-    if hasattr(scores, "confusion"):  # classifiers only
-        confusion.log_confusion_matrix(scores.classes, scores.confusion)
+    confusion.log_confusion_matrix(*scores.confusion_matrix())

@@ -27,6 +27,7 @@ from inspectflow.errors import DataError
 from inspectflow.imaging import Preprocess
 from inspectflow.steps.ingest import ingest
 from inspectflow.synth.textile import synthesize_textile
+from inspectflow.tasks import task_for
 from inspectflow.validation import validate_dataset
 
 RNG = np.random.default_rng(7)
@@ -62,8 +63,8 @@ def images_and_masks(root: Path, count: int = 8) -> Path:
 def check(root: Path, workload: str, overrides: list[str]) -> Dataset:
     """Ingest and validation, as the pipeline's first two steps run them."""
     config = build_config(workload, overrides)
-    dataset = ingest(root, config.data)
-    report = validate_dataset(dataset, dataset.info.classes, config.validate_)
+    dataset = ingest(root, config)
+    report = validate_dataset(dataset, dataset.info.classes, config.validate_, task_for(config).data_rules)
     if not report.success:
         raise DataError(f"{root}: {report.summary()}")
     return dataset

@@ -20,7 +20,7 @@ from inspectflow.steps.evaluate import evaluate
 from inspectflow.steps.ingest import ingest
 from inspectflow.steps.register import decide
 from inspectflow.steps.train import train
-from inspectflow.tasks import get_task
+from inspectflow.tasks import get_task, task_for
 from inspectflow.tasks.segmentation import (
     SegmentationScores,
     draw_overlays,
@@ -34,13 +34,13 @@ SEGMENTATION = get_task("segmentation")
 
 
 def validate(dataset, config):
-    return validate_dataset(dataset, dataset.info.classes, config.validate_)
+    return validate_dataset(dataset, dataset.info.classes, config.validate_, task_for(config).data_rules)
 
 
 @pytest.mark.skipif(not DAGM_SAMPLES.is_dir(), reason="../shared/data/dagm-samples not present")
 def test_the_real_dagm_samples_ingest_and_validate_cleanly() -> None:
     config = tiny_dagm_config()
-    dataset = ingest(DAGM_SAMPLES, config.data)
+    dataset = ingest(DAGM_SAMPLES, config)
     assert dataset.info.format == "dagm" and dataset.info.classes == ["Class1", "Class2", "Class4"]
     assert len(dataset.manifest) == 15
     assert int((dataset.manifest["defect_fraction"] > 0).sum()) == 9
@@ -63,12 +63,12 @@ def test_labels_txt_is_parsed_as_dagm_writes_it(tmp_path: Path) -> None:
 
 def test_synthetic_dagm_keeps_its_split_and_class_subsets(dagm_dir: Path) -> None:
     assert detect_layout(dagm_dir).name == "dagm"
-    dataset = ingest(dagm_dir, tiny_dagm_config("data.classes=[Class2]").data)
+    dataset = ingest(dagm_dir, tiny_dagm_config("data.classes=[Class2]"))
     assert set(dataset.manifest["label"]) == {"Class2"} and dataset.info.split_origin == "source"
     assert dataset.images.shape == (12, 32, 32, 1) and dataset.masks.shape == (12, 32, 32)
     assert validate(dataset, tiny_dagm_config()).success
     with pytest.raises(DataError, match=r"Class7"):
-        ingest(dagm_dir, tiny_dagm_config("data.classes=[Class7]").data)
+        ingest(dagm_dir, tiny_dagm_config("data.classes=[Class7]"))
 
 
 def test_images_masks_layout_matches_by_stem_and_binarizes(tmp_path: Path) -> None:
@@ -85,10 +85,10 @@ def test_images_masks_layout_matches_by_stem_and_binarizes(tmp_path: Path) -> No
     Image.fromarray(soft).save(tmp_path / "masks" / "p3_mask.png")
     # Only p3 has a mask: the others are missing theirs, which fails validation unless they are clean.
     strict = tiny_dagm_config("data.image_side=48", "data.resize=pad")
-    refused = validate(ingest(tmp_path, strict.data), strict)
+    refused = validate(ingest(tmp_path, strict), strict)
     assert not refused.success and "images/p0.png (mask_error no mask file" in refused.summary()
     config = tiny_dagm_config("data.image_side=48", "data.resize=pad", "data.missing_masks=clean")
-    dataset = ingest(tmp_path, config.data)
+    dataset = ingest(tmp_path, config)
     assert dataset.info.format == "images-masks"
     row = dataset.manifest.index[dataset.manifest["source"] == "images/p3.png"][0]
     assert dataset.manifest.loc[row, "defect_fraction"] == pytest.approx(100 / 1600)
@@ -104,7 +104,7 @@ def test_a_mask_of_the_wrong_size_fails_validation_naming_the_image(dagm_dir: Pa
     mask_file = sorted(label_dir.glob("*_label.PNG"))[0]
     Image.fromarray(np.full((16, 16), 255, np.uint8)).save(mask_file)
     image = mask_file.name.replace("_label", "")
-    report = validate(ingest(root, tiny_dagm_config().data), tiny_dagm_config())
+    report = validate(ingest(root, tiny_dagm_config()), tiny_dagm_config())
     assert not report.success
     assert f"mask has another size: Class1/Train/{image}" in report.summary()
 
@@ -118,7 +118,7 @@ def test_a_labels_txt_flag_contradicting_its_mask_fails_validation(dagm_dir: Pat
     fields = lines[clean].split(b"\t")
     lines[clean] = b"\t".join([fields[0], b"1", fields[2], b"0", b"0"])  # defective, yet no mask
     labels.write_bytes(b"\r\n".join(lines))
-    report = validate(ingest(root, tiny_dagm_config().data), tiny_dagm_config())
+    report = validate(ingest(root, tiny_dagm_config()), tiny_dagm_config())
     name = fields[2].decode()
     assert "defect flag contradicts its mask" in report.summary()
     assert f"Class2/Test/{name}" in report.summary()
@@ -126,12 +126,12 @@ def test_a_labels_txt_flag_contradicting_its_mask_fails_validation(dagm_dir: Pat
 
 def test_defect_area_bounds_are_enforced(dagm_dir: Path) -> None:
     config = tiny_dagm_config("validate.max_defect_fraction=0.001")
-    report = validate(ingest(dagm_dir, config.data), config)
+    report = validate(ingest(dagm_dir, config), config)
     assert not report.success and "defect area" in report.summary()
 
 
 def test_dataset_with_masks_round_trips(dagm_dir: Path, tmp_path: Path) -> None:
-    dataset = ingest(dagm_dir, tiny_dagm_config().data)
+    dataset = ingest(dagm_dir, tiny_dagm_config())
     save_dataset(dataset, tmp_path / "ds")
     loaded = load_dataset(tmp_path / "ds")
     assert np.array_equal(loaded.masks, dataset.masks)
@@ -151,7 +151,7 @@ def test_joint_augmentation_and_crops_keep_image_and_mask_aligned() -> None:
 
 def test_segmentation_training_evaluation_and_overlays(dagm_dir: Path, tmp_path: Path) -> None:
     config = tiny_dagm_config("train.epochs=2")
-    dataset = ingest(dagm_dir, config.data)
+    dataset = ingest(dagm_dir, config)
     epochs = []
     result = train(SEGMENTATION, dataset, config.train, tmp_path / "ckpt", lambda e, m: epochs.append(m))
     assert result.spec.task == "segmentation" and {"val/iou", "val/dice"} <= set(epochs[0])

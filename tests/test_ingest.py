@@ -24,7 +24,7 @@ def test_formats_are_detected(kaggle_dir: Path, npy_dir: Path, folders_dir: Path
 
 
 def test_kaggle_layout_keeps_the_source_split(kaggle_dir: Path) -> None:
-    dataset = ingest(kaggle_dir, tiny_config("data.image_side=64").data)
+    dataset = ingest(kaggle_dir, tiny_config("data.image_side=64"))
     source_rows = sum(len(pd.read_csv(csv)) for csv in kaggle_dir.glob("*.csv"))
     assert len(dataset.manifest) == source_rows == 48
     assert dataset.info.split_origin == "source"
@@ -35,23 +35,23 @@ def test_kaggle_layout_keeps_the_source_split(kaggle_dir: Path) -> None:
 
 
 def test_npy_layout_maps_integer_labels_and_splits_stratified(npy_dir: Path) -> None:
-    dataset = ingest(npy_dir, tiny_config().data)
+    dataset = ingest(npy_dir, tiny_config())
     assert dataset.info.split_origin == "seeded"
     assert set(dataset.manifest["label"]) == set(TEXTILE_CLASSES)
     per_class = dataset.manifest.groupby(["label", "split"]).size().unstack()
     assert (per_class["test"] == 2).all() and (per_class["train"] == 8).all()  # 20% of 10, stratified
-    again = ingest(npy_dir, tiny_config().data)
+    again = ingest(npy_dir, tiny_config())
     assert again.manifest["split"].tolist() == dataset.manifest["split"].tolist()  # seeded
 
 
 def test_npy_one_hot_labels_are_accepted(npy_dir: Path) -> None:
     labels = np.load(npy_dir / "Y.npy")
     np.save(npy_dir / "Y.npy", np.eye(len(TEXTILE_CLASSES), dtype=np.uint8)[labels])
-    assert set(ingest(npy_dir, tiny_config().data).manifest["label"]) == set(TEXTILE_CLASSES)
+    assert set(ingest(npy_dir, tiny_config()).manifest["label"]) == set(TEXTILE_CLASSES)
 
 
 def test_folders_are_resized_to_the_configured_side(folders_dir: Path) -> None:
-    dataset = ingest(folders_dir, tiny_config("data.image_side=32").data)
+    dataset = ingest(folders_dir, tiny_config("data.image_side=32"))
     assert dataset.images.shape == (24, 32, 32, 1)
     assert set(dataset.manifest["width"]) == {TINY_SIDE}  # the source size is what the manifest records
     assert dataset.manifest["source"].iloc[0] == "color/0000.png"
@@ -61,30 +61,30 @@ def test_folder_train_test_split_is_kept(folders_dir: Path, tmp_path: Path) -> N
     root = tmp_path / "split"
     shutil.copytree(folders_dir, root / "train")
     shutil.copytree(folders_dir, root / "test")
-    dataset = ingest(root, tiny_config().data)
+    dataset = ingest(root, tiny_config())
     assert dataset.info.split_origin == "source"
     assert (dataset.manifest["split"] == "test").sum() == 24
 
 
 def test_a_corrupt_image_is_recorded_not_fatal(folders_dir: Path) -> None:
     (folders_dir / "hole" / "0002.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
-    dataset = ingest(folders_dir, tiny_config().data)
+    dataset = ingest(folders_dir, tiny_config())
     bad = dataset.manifest[dataset.manifest["decode_error"].notna()]
     assert bad["source"].tolist() == ["hole/0002.png"]
 
 
 def test_forced_format_and_broken_structure_fail_naming_the_file(kaggle_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"X\.npy"):
-        ingest(kaggle_dir, tiny_config("data.format=npy").data)
+        ingest(kaggle_dir, tiny_config("data.format=npy"))
     broken = tmp_path / "broken"
     shutil.copytree(kaggle_dir, broken)
     pd.read_csv(broken / "test64.csv").drop(columns=["split"]).to_csv(broken / "test64.csv", index=False)
     with pytest.raises(DataError, match=r"test64.csv: missing column\(s\) \['split'\]"):
-        ingest(broken, tiny_config().data)
+        ingest(broken, tiny_config())
 
 
 def test_dataset_round_trips_and_digest_ignores_row_order(npy_dir: Path, tmp_path: Path) -> None:
-    dataset = ingest(npy_dir, tiny_config().data)
+    dataset = ingest(npy_dir, tiny_config())
     save_dataset(dataset, tmp_path / "ds")
     loaded = load_dataset(tmp_path / "ds")
     assert np.array_equal(loaded.images, dataset.images)
@@ -98,11 +98,11 @@ def test_a_good_class_that_is_not_a_class_of_the_source_is_named(npy_dir: Path) 
     with pytest.raises(
         DataError, match=rf"{npy_dir}: data.good_class 'ok' is not one of its classes \(good, "
     ):
-        ingest(npy_dir, tiny_config("data.good_class=ok").data)
+        ingest(npy_dir, tiny_config("data.good_class=ok"))
 
 
 def test_the_good_class_is_kept_with_the_dataset(npy_dir: Path, tmp_path: Path) -> None:
-    dataset = ingest(npy_dir, tiny_config("data.good_class=hole").data)
+    dataset = ingest(npy_dir, tiny_config("data.good_class=hole"))
     save_dataset(dataset, tmp_path / "dataset")
 
     loaded = load_dataset(tmp_path / "dataset")

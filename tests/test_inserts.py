@@ -25,7 +25,7 @@ from inspectflow.steps.validate import validate_step
 
 
 def test_class_folders_of_mixed_sizes_become_rgb_at_a_side_from_the_data(inserts_dir: Path) -> None:
-    dataset = ingest(inserts_dir, build_config("inserts").data)
+    dataset = ingest(inserts_dir, build_config("inserts"))
     assert dataset.info.classes == ["Damaged", "Intact"]  # one class per folder, found
     assert dataset.images.shape == (16, 160, 160, 3)  # the median side, at most data.max_side
     assert dataset.manifest["width"].nunique() > 1  # the sources vary in size
@@ -75,7 +75,7 @@ def test_features_svm_logs_child_runs_caches_features_and_serves_paths(
 def test_the_svm_estimate_draws_on_the_training_split_only(inserts_dir: Path, tmp_path: Path) -> None:
     from inspectflow.steps.train import train_feature_svm
 
-    dataset = ingest(inserts_dir, tiny_inserts_config().data)
+    dataset = ingest(inserts_dir, tiny_inserts_config())
     config = tiny_inserts_config("method=features+svm", f"train.feature_cache={tmp_path}").train
     _, _, result, _ = train_feature_svm(dataset, config)
     training = int((dataset.manifest["split"] == "train").sum())
@@ -161,7 +161,7 @@ def test_cached_features_match_the_registered_extractor(inserts_dir: Path, tmp_p
     from inspectflow.steps.train import train_feature_svm
 
     config = tiny_inserts_config(f"train.feature_cache={tmp_path}").train
-    dataset = ingest(inserts_dir, tiny_inserts_config().data)
+    dataset = ingest(inserts_dir, tiny_inserts_config())
     train_feature_svm(dataset, config)  # fills the cache
     classifier, _, _, hit = train_feature_svm(dataset, config)
     assert hit

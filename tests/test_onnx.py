@@ -55,7 +55,7 @@ def test_onnx_export_matches_eager_pytorch(
 
 def test_a_pyfunc_model_serves_its_onnx_export(npy_dir: Path, tracking: str, tmp_path: Path) -> None:
     config = tiny_config()
-    dataset = ingest(npy_dir, config.data)
+    dataset = ingest(npy_dir, config)
     torch.manual_seed(0)
     model = build_model("residual_cnn", 6, 1).eval()
     spec = ModelSpec("residual_cnn", config.data.classes, Preprocess("resize", 16, 16, 1))

@@ -26,7 +26,7 @@ def test_quick_neu_steel_defects_are_learnt_with_default_settings(tmp_path: Path
     classes = ["crazing", "inclusion", "scratches"]
     root = subset(REAL / "neu-cls", tmp_path / "neu", 40, classes)
     config = build_config("textile", ["train.max_minutes=1"])
-    dataset = ingest(root, config.data)
+    dataset = ingest(root, config)
     task = get_task("classification")
     result = train(task, dataset, config.train, tmp_path / "ckpt")
     assert result.config is not None and result.config.model == "efficientnet_lite0"

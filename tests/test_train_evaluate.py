@@ -19,7 +19,7 @@ CLASSIFICATION = get_task("classification")
 
 @pytest.fixture
 def tiny_dataset(npy_dir: Path):
-    return ingest(npy_dir, tiny_config().data)
+    return ingest(npy_dir, tiny_config())
 
 
 def test_training_logs_every_epoch_and_checkpoints(tiny_dataset, tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from typing import Protocol
 
 
 class DataSettings(Protocol):
-    """The ``data`` settings a task checks."""
+    """The ``data`` settings a task reads."""
 
     @property
     def classes(self) -> list[str]: ...
@@ -20,6 +20,10 @@ class DataSettings(Protocol):
     def good_class(self) -> str | None: ...
     @property
     def image_side(self) -> int | None: ...
+    @property
+    def max_side(self) -> int: ...
+    @property
+    def channels(self) -> int: ...
 
 
 class TrainSettings(Protocol):

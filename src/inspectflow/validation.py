@@ -136,7 +136,16 @@ class _Check:
     explain: _Explain
 
 
-def validate_dataset(dataset: Dataset, classes: list[str], config: ValidateConfig) -> ValidationReport:
+#: The rule sets a task may ask for (``Task.data_rules``): per image, per class and split, per mask.
+RULE_SETS = ("manifest", "counts", "masks")
+
+
+def validate_dataset(
+    dataset: Dataset,
+    classes: list[str],
+    config: ValidateConfig,
+    rules: tuple[str, ...] = ("manifest", "counts"),
+) -> ValidationReport:
     """Runs the data-quality checks over an ingested dataset.
 
     Checks, over the manifest: no missing label, split, sha256, width or height; every image decodable;
@@ -149,6 +158,9 @@ def validate_dataset(dataset: Dataset, classes: list[str], config: ValidateConfi
         dataset: The ingested dataset.
         classes: Expected class names (labels outside them fail).
         config: The validate section of the pipeline config.
+        rules: The rule sets of :data:`RULE_SETS` the run's task applies (``Task.data_rules``): ``masks``
+            adds that every mask decodes, fits its image, agrees with the source's defect flag and covers
+            a share of the image within the configured bounds.
 
     Returns:
         The report; ``success`` is False when any check failed.
@@ -156,22 +168,23 @@ def validate_dataset(dataset: Dataset, classes: list[str], config: ValidateConfi
     Raises:
         DataError: The manifest lacks columns, so the checks cannot run.
     """
-    segmentation = dataset.masks is not None
-    manifest = _manifest_frame(dataset.manifest, segmentation)
+    unknown = set(rules) - set(RULE_SETS)
+    if unknown:
+        raise ValueError(f"unknown rule sets {sorted(unknown)}; known: {', '.join(RULE_SETS)}")
+    with_masks = "masks" in rules
+    manifest = _manifest_frame(dataset.manifest, with_masks)
     counts = _count_frame(manifest, classes)
     where = {
         name: (str(split), str(sha))
         for name, split, sha in zip(manifest[_FILE], manifest["split"], manifest["sha256"], strict=True)
     }
-    checks = _manifest_checks(classes, config, where)
-    if segmentation:
+    checks = _manifest_checks(classes, config, where) if "manifest" in rules else []
+    if with_masks:
         checks += _mask_checks(config)
-    outcomes = _run_suites(
-        [
-            ("manifest", manifest, checks, _FILE),
-            ("class_counts", counts, _count_checks(config.min_per_class), _GROUP),
-        ]
-    )
+    suites = [("manifest", manifest, checks, _FILE)]
+    if "counts" in rules:
+        suites.append(("class_counts", counts, _count_checks(config.min_per_class), _GROUP))
+    outcomes = _run_suites(suites)
     failures = [outcome for outcome in outcomes if isinstance(outcome, Failure)]
     passed = [outcome for outcome in outcomes if isinstance(outcome, Passed)]
     return ValidationReport(success=not failures, checks=len(outcomes), failures=failures, passed=passed)
@@ -194,13 +207,13 @@ def write_report(report: ValidationReport, out_dir: Path) -> tuple[Path, Path]:
     return json_path, html_path
 
 
-def _manifest_frame(manifest: pd.DataFrame, segmentation: bool = False) -> pd.DataFrame:
+def _manifest_frame(manifest: pd.DataFrame, with_masks: bool = False) -> pd.DataFrame:
     """Copies the manifest columns and adds the derived ones the checks read.
 
-    Derived: ``file`` (the image's name), the leakage flag and, for segmentation, whether each mask fits its
+    Derived: ``file`` (the image's name), the leakage flag and, with masks, whether each mask fits its
     image and agrees with the source's defect flag.
     """
-    columns = MANIFEST_COLUMNS + (MASK_COLUMNS if segmentation else [])
+    columns = MANIFEST_COLUMNS + (MASK_COLUMNS if with_masks else [])
     missing = [column for column in columns if column not in manifest.columns]
     if missing:
         raise DataError(f"manifest lacks the columns {missing}; re-run ingest")
@@ -213,7 +226,7 @@ def _manifest_frame(manifest: pd.DataFrame, segmentation: bool = False) -> pd.Da
     frame[_LEAK] = decodable & frame["sha256"].isin(set.intersection(*hashes))
     labels_per_hash = frame[decodable].groupby("sha256")["label"].nunique()
     frame[_CONFLICT] = decodable & frame["sha256"].isin(labels_per_hash[labels_per_hash > 1].index)
-    if segmentation:
+    if with_masks:
         frame["mask_error"] = frame["mask_error"].astype("string").replace("", pd.NA)
         # Rows whose image or mask cannot be decoded are reported by those checks; they pass these two.
         judged = decodable & frame["mask_error"].isna()

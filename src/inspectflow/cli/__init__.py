@@ -17,7 +17,8 @@ import click
 
 from inspectflow.config import WORKLOAD_DEFAULTS
 from inspectflow.data.versioning import DEMO_SEED
-from inspectflow.tasks import TASKS
+from inspectflow.names import TEST_METRICS
+from inspectflow.tasks import TASKS, task_for
 
 if TYPE_CHECKING:
     from inspectflow.config import PipelineConfig
@@ -25,17 +26,6 @@ if TYPE_CHECKING:
 from inspectflow.errors import VERBOSE_ENV, InspectflowError
 
 _Command = TypeVar("_Command", bound=Callable[..., Any])
-HEADLINE_METRICS = (
-    "test/accuracy",
-    "test/macro_f1",
-    "test/iou",
-    "test/dice",
-    "test/defect_dice",
-    "test/detection_tpr",
-    "test/detection_fpr",
-    "test/escape_rate",
-    "test/false_reject_rate",
-)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -375,8 +365,9 @@ def _run_locally(
     summary = result.summary
     click.echo("")
     click.echo(f"{'MLflow run:':<24}{summary['mlflow_run_id']}  ({result.tracking_uri})")
+    headline = [f"{TEST_METRICS}{name}" for name in task_for(config).headline_metrics]
     for name, value in summary["metrics"].items():
-        if name in HEADLINE_METRICS:
+        if name in headline:
             click.echo(f"{name + ':':<24}{value:.4f}")
     metric = config.register_.primary_metric
     baseline = summary["baseline"]

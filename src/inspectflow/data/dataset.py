@@ -111,18 +111,6 @@ class Dataset:
             raise ValueError("this dataset has no masks")
         return self.masks[(self.manifest["split"] == name).to_numpy()]
 
-    def strata(self, name: str | None = None) -> np.ndarray:
-        """Returns what splits are stratified by, for all rows or one split's rows.
-
-        That is the label and, for a dataset with masks, whether the image is defective, so that clean and
-        defective images stay in proportion on both sides.
-        """
-        rows = self.manifest if name is None else self.manifest[self.manifest["split"] == name]
-        strata = rows["label"].astype(str)
-        if self.masks is not None:
-            strata = strata + "/" + (rows["defect_fraction"].fillna(0) > 0).astype(str)
-        return strata.to_numpy()
-
     def file_names(self, name: str) -> list[str]:
         """Returns the display names (:func:`file_name`) of one split's images, in order."""
         rows = self.manifest[self.manifest["split"] == name]

@@ -1,0 +1,1 @@
+"""Metrics the tasks share: image-level decisions (operating point) and segmentation scores."""

@@ -1,0 +1,1 @@
+"""Running the pipeline: locally through kfp, a step worker, containers, or on a Kubeflow cluster."""

@@ -1,14 +1,15 @@
-"""The registered image classifier as an MLflow pyfunc: images in, labels and probabilities out.
+"""A registered model as an MLflow pyfunc: images in, one row per image out, as its task describes it.
 
 Whichever method trained it (a fine-tuned network or CNN features with an SVM), the model takes image file
 paths or uint8 arrays and preprocesses them exactly as ingest did (decode with Pillow, convert to the
-model's channels, resize to its side)::
+model's channels, bring to its working size)::
 
     model = mlflow.pyfunc.load_model("models:/inserts-classifier@champion")
     model.predict(["a.png", "b.png"])  # DataFrame: label, probability, one p_<class> column per class
 
-A classifier trained with a good class (``data.good_class``) also returns the decision it was evaluated
-with: ``defect_score`` (1 - the good class's probability), ``defective`` and the ``threshold`` it keeps.
+The columns are the task's (:meth:`~inspectflow.tasks.base.Task.table`): a classifier's label and
+probabilities (and, trained with a good class, the decision it was evaluated with: ``defect_score``,
+``defective`` and the ``threshold`` it keeps); a segmenter's defect score, area, decision and mask.
 
 A fine-tuned network logged with its ONNX export runs in ONNX Runtime when loaded with
 ``model_config={"engine": "onnx"}``.
@@ -27,7 +28,7 @@ from mlflow.pyfunc.model import PythonModel
 from inspectflow.names import MODEL_ARTIFACT, ONNX_ARTIFACT
 
 
-class ImageClassifier(PythonModel):
+class ImageModel(PythonModel):
     """Pyfunc wrapper around a trained model directory (see :mod:`inspectflow.models.artifact`)."""
 
     # Paths, arrays or frames of any size come in: no type hint describes them, and MLflow would warn at
@@ -54,7 +55,7 @@ class ImageClassifier(PythonModel):
             self.predictor, self.spec = load_trained_model(model_dir)
 
     def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> pd.DataFrame:
-        """Classifies images.
+        """Predicts every image.
 
         Args:
             context: MLflow's context (unused after loading).
@@ -63,33 +64,19 @@ class ImageClassifier(PythonModel):
             params: Unused.
 
         Returns:
-            One row per image: ``label``, its ``probability`` and ``p_<class>`` for every class; with a good
-            class also ``defect_score``, ``defective`` and ``threshold`` (NaN: the most probable class
-            decided).
+            One row per image, the task's columns (see the module docstring).
         """
-        from inspectflow.imaging import to_tensor
-        from inspectflow.tasks.classification import defect_scores, flagged
+        from inspectflow.config import EvaluateConfig
+        from inspectflow.imaging import read_image, to_tensor
+        from inspectflow.tasks import get_task
 
-        images = np.stack([self._prepare(item) for item in _items(model_input)])
+        pixels = [read_image(item) for item in _items(model_input)]
+        images = np.stack([self.spec.preprocess.image(image) for image in pixels])
         with torch.no_grad():
             logits = self.predictor(to_tensor(images, channels_last=True))
-        probabilities = torch.softmax(logits, dim=1).numpy()
-        classes = self.spec.classes
-        frame = pd.DataFrame(probabilities, columns=[f"p_{c}" for c in classes])
-        frame.insert(0, "probability", probabilities.max(axis=1))
-        frame.insert(0, "label", [classes[i] for i in probabilities.argmax(axis=1)])
-        if self.spec.good_class is not None:
-            good = classes.index(self.spec.good_class)
-            threshold = self.spec.thresholds.get("detection_threshold")
-            frame["defect_score"] = defect_scores(probabilities, good)
-            frame["defective"] = flagged(probabilities, good, threshold)
-            frame["threshold"] = np.nan if threshold is None else threshold
-        return frame
-
-    def _prepare(self, item: Any) -> np.ndarray:
-        from inspectflow.imaging import read_image
-
-        return self.spec.preprocess.image(read_image(item))
+        config = EvaluateConfig().applying(self.spec.thresholds)  # the thresholds it was evaluated with
+        sizes = [(image.shape[0], image.shape[1]) for image in pixels]
+        return get_task(self.spec.task).table(logits, self.spec, config, sizes)
 
 
 def _items(model_input: Any) -> list[Any]:

@@ -41,7 +41,7 @@ def load_registered(uri: str, engine: Engine = "torch") -> tuple[Predictor, Mode
     import mlflow
 
     from inspectflow.models.onnx import OnnxPredictor
-    from inspectflow.serving.pyfunc import ImageClassifier
+    from inspectflow.serving.pyfunc import ImageModel
 
     info = mlflow.models.get_model_info(uri)  # one read of the MLmodel file, remote or local
     spec = _spec_from_metadata(info.metadata or {})
@@ -62,7 +62,7 @@ def load_registered(uri: str, engine: Engine = "torch") -> tuple[Predictor, Mode
         except FileNotFoundError:
             raise InspectflowError(_no_onnx(uri)) from None
         wrapper = model.unwrap_python_model()
-    if not isinstance(wrapper, ImageClassifier):
+    if not isinstance(wrapper, ImageModel):
         raise TypeError(f"{uri} is not an inspectflow model")
     return wrapper.predictor, spec
 
@@ -97,7 +97,7 @@ def log_model(
     """Logs the model to the active MLflow run.
 
     ``pytorch`` logs a pt2 export with its signature and input example, loadable without inspectflow;
-    ``pyfunc`` logs the model directory behind :class:`~inspectflow.serving.pyfunc.ImageClassifier`, which
+    ``pyfunc`` logs the model directory behind :class:`~inspectflow.serving.pyfunc.ImageModel`, which
     takes image paths or arrays of any size. With ``onnx``, a network's ONNX export (dynamic batch, height and
     width) travels with it: in ``extra_files/`` of a pytorch model, as the ``onnx`` artifact of a pyfunc.
 
@@ -141,7 +141,7 @@ def _log_model(
     from mlflow.types import Schema, TensorSpec
 
     import inspectflow
-    from inspectflow.serving.pyfunc import ImageClassifier
+    from inspectflow.serving.pyfunc import ImageModel
     from inspectflow.tasks import get_task
 
     # The +cpu local tag of the installed torch is not installable from PyPI: name the release.
@@ -157,7 +157,7 @@ def _log_model(
             warnings.filterwarnings("ignore", message=".*[Tt]ype hint", category=UserWarning)
             return mlflow.pyfunc.log_model(
                 name=MODEL_ARTIFACT,
-                python_model=ImageClassifier(),
+                python_model=ImageModel(),
                 artifacts={
                     MODEL_ARTIFACT: str(model_dir),
                     **({ONNX_ARTIFACT: str(onnx_file)} if onnx_file else {}),

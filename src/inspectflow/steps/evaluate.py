@@ -7,7 +7,6 @@ their best and worst test images (see :mod:`inspectflow.tasks`).
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 from inspectflow import console
@@ -24,7 +23,7 @@ from inspectflow.names import (
     VISUALS,
 )
 from inspectflow.tasks import save_scores, task_for
-from inspectflow.tasks.base import PER_IMAGE_FILE, Scores, Task
+from inspectflow.tasks.base import PER_IMAGE_FILE, Scores, Task, describe_scores
 
 
 def evaluate(
@@ -69,23 +68,19 @@ def evaluate_step(
         save_scores(baseline, out_dir / BASELINE_FILE)
         # The baseline's headline scores beside the model's (its per-class ones say nothing new).
         headline = {k: v for k, v in baseline.metrics(prefix=BASELINE_METRICS).items() if k.count("/") == 1}
-        table = pd.read_csv(out_dir / PER_IMAGE_FILE) if (out_dir / PER_IMAGE_FILE).is_file() else None
-        rates = {}
-        if table is not None:
-            threshold, target = evaluate_config.detection_threshold, evaluate_config.target_recall
-            rates = operating_point.report(out_dir, table, scores.rates(), threshold, target)
+        table = pd.read_csv(out_dir / PER_IMAGE_FILE)  # every task's evaluation writes it
+        threshold, target = evaluate_config.detection_threshold, evaluate_config.target_recall
+        rates = operating_point.report(out_dir, table, scores.rates(), threshold, target)
         mlflow.log_metrics({**scores.metrics(), **headline, **rates})
         mlflow.log_artifacts(str(out_dir), artifact_path=EVALUATION_ARTIFACTS)
-        if table is not None:  # a table the UI can sort and filter
-            mlflow.log_table(table, artifact_file=f"{EVALUATION_ARTIFACTS}/per_image.json")
+        # A table the UI can sort and filter.
+        mlflow.log_table(table, artifact_file=f"{EVALUATION_ARTIFACTS}/per_image.json")
         # As MLflow images too: the chart view compares them across runs. It orders its sections by name,
         # so under "visuals/" they come after the metrics' test/, train/ and val/ sections.
         for figure in sorted(out_dir.rglob("*.png")):
             key = f"{VISUALS}{figure.relative_to(out_dir).with_suffix('').as_posix()}"
             mlflow.log_image(Image.open(figure), key=key, step=0)
-    metric = config.register_.primary_metric
-    line = f"{len(dataset.split('test')[0])} test images, {metric} {getattr(scores, metric):.4f}"
-    if not (math.isnan(scores.escape_rate) or math.isnan(scores.false_reject_rate)):
-        line += f", escape rate {scores.escape_rate:.1%}, false-reject rate {scores.false_reject_rate:.1%}"
-    console.note(line)
+    console.note(
+        f"{scores.test_images} test images, {describe_scores(scores, config.register_.primary_metric)}"
+    )
     return scores

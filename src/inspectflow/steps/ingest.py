@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -21,7 +22,7 @@ from inspectflow.data.dataset import (
 from inspectflow.data.layouts import SourceImage, detect_layout, get_layout, read_source
 from inspectflow.data.splits import stratified_holdout
 from inspectflow.errors import DataError, pipeline_step
-from inspectflow.imaging import SIZE_MULTIPLE, Preprocess
+from inspectflow.imaging import Preprocess
 from inspectflow.names import (
     DATA_ARTIFACTS,
     DATA_COUNTS_ARTIFACT,
@@ -33,38 +34,80 @@ from inspectflow.names import (
     GIT_COMMIT_TAG,
     WORKLOAD_TAG,
 )
+from inspectflow.tasks import task_for
+from inspectflow.tasks.base import Task
 
 log = logging.getLogger(__name__)
 
 
-def ingest(root: Path, config: DataConfig) -> Dataset:
-    """Reads a dataset from ``root`` and caches it at the configured size.
+def ingest(root: Path, config: PipelineConfig) -> Dataset:
+    """Reads a dataset from ``root`` and caches it at the working size, as the run's task learns from it.
 
     The source's own train/test split is kept when it has both parts; otherwise a seeded split is made,
-    stratified by :meth:`Dataset.strata` (the label, and defective/clean when the layout has masks).
+    stratified by the task's :meth:`~inspectflow.tasks.base.Task.strata` (the label, and defective/clean
+    for a segmenter), with repeated images on one side together.
 
     Args:
         root: Data root in one of the supported layouts.
-        config: Data settings.
+        config: The run's configuration (its ``data`` settings and task).
 
     Returns:
-        The dataset, images (and masks) brought to the working size (:func:`working_size`) with
-        ``config.channels`` channels.
+        The dataset, images (and the task's masks) brought to the working size (:func:`working_size`) with
+        ``data.channels`` channels.
 
     Raises:
-        DataError: ``root`` is missing, empty or structurally broken.
+        DataError: ``root`` is missing, empty or structurally broken, or lacks what the task learns from.
     """
-    layout = detect_layout(root) if config.format == "auto" else get_layout(config.format)
-    records = read_source(root, layout.name, config.classes, config.missing_masks)
+    task, data = task_for(config), config.data
+    layout = detect_layout(root) if data.format == "auto" else get_layout(data.format)
+    records = read_source(root, layout.name, data.classes, data.missing_masks)
     if not records:
         raise DataError(f"{root}: no images found")
-    preprocess = working_size(records, config, layout.has_masks)
-    shape = (len(records), preprocess.height, preprocess.width)
-    images = np.zeros((*shape, preprocess.channels), dtype=np.uint8)
-    masks = np.zeros(shape, dtype=np.uint8) if layout.has_masks else None
-    rows = []
+    preprocess = working_size(task, records, data)
+    images, rows = _cache_images(records, preprocess)
+    masks = None
+    read = task.read_masks(root, records, preprocess, layout)
+    if read is not None:
+        masks, mask_rows = read
+        rows = [row | extra for row, extra in zip(rows, mask_rows, strict=True)]
+    manifest = pd.DataFrame(rows)
+    split_origin = "source" if _source_has_split(records) else "seeded"
+    # No configured classes: one per label found (class folders, DAGM classes), in sorted order.
+    classes = list(data.classes) if data.classes else sorted(set(manifest["label"].astype(str)))
+    good_class = task.good_class(data.good_class)
+    if good_class is not None and good_class not in classes:
+        raise DataError(
+            f"{root}: data.good_class {good_class!r} is not one of its classes ({', '.join(classes)})"
+        )
+    info = DatasetInfo(
+        classes=classes,
+        source=str(root),
+        format=layout.name,
+        preprocess=preprocess,
+        split_origin=split_origin,
+        good_class=good_class,
+    )
+    dataset = Dataset(images=images, manifest=manifest, info=info, masks=masks)
+    if split_origin == "seeded":
+        # Repeated images (real sets have them) go to one side together, or the split would leak them.
+        group = manifest["sha256"].fillna(manifest["source"] + "#" + manifest["index"].astype(str))
+        first = ~group.duplicated().to_numpy()
+        held = stratified_holdout(task.strata(dataset)[first], data.test_fraction, data.split_seed)
+        test_groups = set(group[first][held])
+        manifest["split"] = np.where(group.isin(test_groups), "test", "train")
+    return dataset
+
+
+def _cache_images(
+    records: list[SourceImage], preprocess: Preprocess
+) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """Every image at the working size, and its manifest row (a decoding error keeps its row)."""
+    images = np.zeros(
+        (len(records), preprocess.height, preprocess.width, preprocess.channels), dtype=np.uint8
+    )
+    rows: list[dict[str, Any]] = []
     for i, record in enumerate(records):
-        row: dict[str, object] = {
+        row: dict[str, Any] = {
             "source": record.source,
             "index": record.index,
             "label": record.label,
@@ -86,37 +129,8 @@ def ingest(root: Path, config: DataConfig) -> Dataset:
                 channels=record.pixels.shape[2] if record.pixels.ndim == 3 else 1,
                 pixel_std=float(images[i].std()),
             )
-        if masks is not None:
-            row.update(_mask_row(record))
-            if record.mask is not None:
-                masks[i] = preprocess.mask(record.mask)
         rows.append(row)
-    manifest = pd.DataFrame(rows)
-    split_origin = "source" if _source_has_split(records) else "seeded"
-    # No configured classes: one per label found (class folders, DAGM classes), in sorted order.
-    classes = list(config.classes) if config.classes else sorted(set(manifest["label"].astype(str)))
-    good_class = None if layout.has_masks else config.good_class  # a segmenter's defects are its masks
-    if good_class is not None and good_class not in classes:
-        raise DataError(
-            f"{root}: data.good_class {good_class!r} is not one of its classes ({', '.join(classes)})"
-        )
-    info = DatasetInfo(
-        classes=classes,
-        source=str(root),
-        format=layout.name,
-        preprocess=preprocess,
-        split_origin=split_origin,
-        good_class=good_class,
-    )
-    dataset = Dataset(images=images, manifest=manifest, info=info, masks=masks)
-    if split_origin == "seeded":
-        # Repeated images (real sets have them) go to one side together, or the split would leak them.
-        group = manifest["sha256"].fillna(manifest["source"] + "#" + manifest["index"].astype(str))
-        first = ~group.duplicated().to_numpy()
-        held = stratified_holdout(dataset.strata()[first], config.test_fraction, config.split_seed)
-        test_groups = set(group[first][held])
-        manifest["split"] = np.where(group.isin(test_groups), "test", "train")
-    return dataset
+    return images, rows
 
 
 def _source_has_split(records: list[SourceImage]) -> bool:
@@ -129,44 +143,16 @@ def _source_has_split(records: list[SourceImage]) -> bool:
     return ("train" in splits and "test" in splits) or (None in splits and len(splits) > 1)
 
 
-#: The most memory the cached images and masks of one dataset may take.
-CACHE_BUDGET_BYTES = 2 << 30
-
-
-def working_size(records: list[SourceImage], config: DataConfig, has_masks: bool) -> Preprocess:
+def working_size(task: Task, records: list[SourceImage], config: DataConfig) -> Preprocess:
     """Picks the size every image is brought to.
 
-    ``data.image_side`` fixes a square (reached by ``data.resize``). Otherwise the data decides. For a
-    classifier: a square of the median longest side, rounded to 16 and at most ``data.max_side``. For a
-    segmenter, which must see defects at their own aspect: the images keep it, scaled so that the
-    longest side is at most ``data.max_side`` and the cache within :data:`CACHE_BUDGET_BYTES`, on a canvas of
-    the largest scaled size padded to a multiple of 32.
+    ``data.image_side`` fixes a square (reached by ``data.resize``); otherwise the task sizes the images
+    from the data (:meth:`~inspectflow.tasks.base.Task.working_size`).
     """
-    channels = config.channels
     if config.image_side is not None:
-        return Preprocess(config.resize, config.image_side, config.image_side, channels)
+        return Preprocess(config.resize, config.image_side, config.image_side, config.channels)
     shapes = np.array([r.pixels.shape[:2] for r in records if r.pixels is not None] or [(16, 16)])
-    if not has_masks:
-        side = int(np.clip(round(float(np.median(shapes.max(axis=1))) / 16) * 16, 16, config.max_side))
-        return Preprocess("resize", side, side, channels)
-    scale = min(1.0, config.max_side / shapes.max())
-    heights, widths = np.ceil(shapes[:, 0] * scale), np.ceil(shapes[:, 1] * scale)
-    bytes_per_pixel = len(records) * (channels + 1)  # images and masks, uint8
-    scale *= min(1.0, (CACHE_BUDGET_BYTES / (heights.max() * widths.max() * bytes_per_pixel)) ** 0.5)
-    height, width = (-(-round(size * scale) // SIZE_MULTIPLE) * SIZE_MULTIPLE for size in shapes.max(axis=0))
-    return Preprocess("scale", int(height), int(width), channels, scale)
-
-
-def _mask_row(record: SourceImage) -> dict[str, object]:
-    mask = record.mask
-    return {
-        "mask_source": record.mask_source,
-        "mask_width": None if mask is None else mask.shape[1],
-        "mask_height": None if mask is None else mask.shape[0],
-        "mask_error": record.mask_error,
-        "defect_flag": None if record.defect_flag is None else int(record.defect_flag),
-        "defect_fraction": None if mask is None else float(mask.mean()),
-    }
+    return task.working_size(shapes, config, len(records))
 
 
 @pipeline_step("ingest")
@@ -232,7 +218,7 @@ def ingest_step(
                 experiment_id, config.title(), params, tags, run_description(config, tags)
             )
         with resume_run(run_id, "ingest"):
-            dataset = ingest(root, config.data)
+            dataset = ingest(root, config)
             save_dataset(dataset, out_dir)
             digest = dataset_digest(dataset.manifest)
             counts = dataset.manifest.groupby(["split", "label"]).size()

@@ -209,7 +209,7 @@ def train(
     images, _ = dataset.split("train")
     targets = task.targets(dataset, "train")
     held_out = (
-        stratified_holdout(dataset.strata("train"), config.val_fraction, config.seed)
+        stratified_holdout(task.strata(dataset, "train"), config.val_fraction, config.seed)
         if config.val_fraction > 0
         else np.zeros(len(images), dtype=bool)
     )

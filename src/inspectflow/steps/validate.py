@@ -10,6 +10,7 @@ from inspectflow import console
 from inspectflow.config import PipelineConfig
 from inspectflow.errors import DataError, pipeline_step
 from inspectflow.names import VALIDATION_ARTIFACTS, VALIDATION_SUCCESS_TAG
+from inspectflow.tasks import task_for
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,8 @@ def validate_step(dataset_dir: Path, raw_config: dict[str, object], run_id: str,
     config: PipelineConfig = validate_config(raw_config)
     dataset = load_dataset(dataset_dir)
     with resume_run(run_id, "validate"), tempfile.TemporaryDirectory() as tmp:
-        report = validate_dataset(dataset, dataset.info.classes, config.validate_)
+        rules = task_for(config).data_rules
+        report = validate_dataset(dataset, dataset.info.classes, config.validate_, rules)
         json_path, html_path = write_report(report, Path(tmp))
         report_path.parent.mkdir(parents=True, exist_ok=True)
         report_path.write_text(html_path.read_text())

@@ -12,6 +12,7 @@ task without paying for the import.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,14 +24,16 @@ import numpy as np
 from inspectflow.names import TEST_METRICS
 
 if TYPE_CHECKING:
+    import pandas as pd
     import torch
 
     from inspectflow.data.dataset import Dataset
+    from inspectflow.data.layouts.base import Layout, SourceImage
     from inspectflow.imaging import Preprocess
     from inspectflow.metrics.operating_point import Rate
     from inspectflow.models.artifact import ModelSpec, Predictor
     from inspectflow.models.networks import Network
-    from inspectflow.types import EvaluateSettings, RunSettings, TrainSettings
+    from inspectflow.types import DataSettings, EvaluateSettings, RunSettings, TrainSettings
 
 #: A training loss: ``(logits, targets) -> scalar``.
 LossFn = Callable[["torch.Tensor", "torch.Tensor"], "torch.Tensor"]
@@ -61,6 +64,10 @@ class Scores(Protocol):
         """``(actual, predicted) -> count``: classes, or defective/clean images for a segmenter."""
         ...
 
+    def confusion_matrix(self) -> tuple[list[str], list[list[int]]]:
+        """Row and column labels and the counts (rows actual), as the KFP UI draws a confusion matrix."""
+        ...
+
     def rates(self) -> dict[str, Rate]:
         """The escape and false-reject rates of the image-level decisions (none when the task made none)."""
         ...
@@ -74,6 +81,14 @@ class Scores(Protocol):
     def false_reject_rate(self) -> float:
         """Share of good test images flagged (NaN when unknown)."""
         ...
+
+
+def describe_scores(scores: Scores, metric: str) -> str:
+    """The metric, and the escape and false-reject rates where the task decided per image: one line."""
+    line = f"{metric} {getattr(scores, metric):.4f}"
+    if not (math.isnan(scores.escape_rate) or math.isnan(scores.false_reject_rate)):
+        line += f", escape rate {scores.escape_rate:.1%}, false-reject rate {scores.false_reject_rate:.1%}"
+    return line
 
 
 class Meter(Protocol):
@@ -122,6 +137,10 @@ class Task(ABC):
     #: Whether the task's networks take any image height and width (fully convolutional), so that the
     #: registered export does too and a champion can be scored on data of another size.
     any_input_size: ClassVar[bool] = False
+    #: The test metrics a run's summary shows (attributes of its scores).
+    headline_metrics: ClassVar[tuple[str, ...]]
+    #: The data-quality rule sets validation applies to its datasets (``manifest``, ``counts``, ``masks``).
+    data_rules: ClassVar[tuple[str, ...]] = ("manifest", "counts")
 
     def check_config(self, config: RunSettings) -> None:
         """Refuses settings that do not fit this task (the model, loss and primary metric it names).
@@ -143,6 +162,54 @@ class Task(ABC):
                 "register.primary_metric=false_reject_rate compares models at a defect recall the line signs "
                 "off: set evaluate.target_recall (such as 0.95)"
             )
+
+    @abstractmethod
+    def working_size(self, shapes: np.ndarray, config: DataSettings, count: int) -> Preprocess:
+        """The size every image is brought to when ``data.image_side`` leaves it to the data.
+
+        Args:
+            shapes: ``(N, 2)`` heights and widths of the decodable source images.
+            config: Data settings (``max_side``, ``channels``).
+            count: Images in the dataset (for the cache's memory budget).
+        """
+
+    def good_class(self, configured: str | None) -> str | None:
+        """The class of parts that pass, kept with the dataset and model: ``data.good_class`` by default."""
+        return configured
+
+    def read_masks(
+        self, root: Path, records: list[SourceImage], preprocess: Preprocess, layout: Layout
+    ) -> tuple[np.ndarray, list[dict[str, Any]]] | None:
+        """The defect masks ingest caches for this task, and their manifest columns; ``None``: none.
+
+        Args:
+            root: The data root, for error messages.
+            records: The source's images, with their masks as the layout read them.
+            preprocess: How images are brought to the working size (masks follow exactly).
+            layout: The source's layout (whether it holds masks).
+
+        Raises:
+            DataError: The task learns from masks the source does not have.
+        """
+        return None
+
+    def strata(self, dataset: Dataset, split: str | None = None) -> np.ndarray:
+        """What a seeded split is stratified by, for all rows or one split's: the label (a task may add)."""
+        return self._split_rows(dataset, split)["label"].astype(str).to_numpy()
+
+    @staticmethod
+    def _split_rows(dataset: Dataset, split: str | None) -> pd.DataFrame:
+        manifest = dataset.manifest
+        return manifest if split is None else manifest[manifest["split"] == split]
+
+    @abstractmethod
+    def table(
+        self, logits: torch.Tensor, spec: ModelSpec, config: EvaluateSettings, sizes: list[tuple[int, int]]
+    ) -> pd.DataFrame:
+        """One row per image for the registered pyfunc (its ``predict``): what :meth:`records` says.
+
+        ``sizes`` are the images' heights and widths as stored, to map outputs back onto them.
+        """
 
     @abstractmethod
     def targets(self, dataset: Dataset, split: str) -> torch.Tensor:

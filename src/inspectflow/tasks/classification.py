@@ -16,17 +16,19 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from inspectflow.imaging import Preprocess
 from inspectflow.metrics import operating_point
 from inspectflow.names import TEST_METRICS, VAL_METRICS
 from inspectflow.tasks.base import PredictedImage, Task, batched, write_per_image
 
 if TYPE_CHECKING:
+    import pandas as pd
     import torch
 
     from inspectflow.data.dataset import Dataset
     from inspectflow.models.artifact import ModelSpec, Predictor
     from inspectflow.tasks.base import LossFn
-    from inspectflow.types import EvaluateSettings, RunSettings, TrainSettings
+    from inspectflow.types import DataSettings, EvaluateSettings, RunSettings, TrainSettings
 
 CONFUSION_JSON = "confusion_matrix.json"
 CONFUSION_PNG = "confusion_matrix.png"
@@ -81,6 +83,10 @@ class ClassificationScores(operating_point.DecisionRates):
         for name, values in (("recall", self.recall), ("f1", self.f1)):
             flat.update({f"{prefix}{name}/{cls}": value for cls, value in values.items()})
         return flat
+
+    def confusion_matrix(self) -> tuple[list[str], list[list[int]]]:
+        """The classes and the confusion matrix (rows true classes)."""
+        return self.classes, self.confusion
 
     def confusion_counts(self) -> dict[tuple[str, str], int]:
         """``(true class, predicted class) -> count``."""
@@ -218,6 +224,7 @@ class Classification(Task):
     # recomputation (segmenters train on defect-biased crops, where it measurably hurt their IoU).
     recalibrate_batchnorm: ClassVar[bool] = True
     writes_files: ClassVar[bool] = False
+    headline_metrics: ClassVar[tuple[str, ...]] = ("accuracy", "macro_f1", "escape_rate", "false_reject_rate")
 
     def check_config(self, config: RunSettings) -> None:
         """Also refuses one class, and ``features+svm`` with a flavor other than pyfunc."""
@@ -240,6 +247,35 @@ class Classification(Task):
                 )
         if len(config.data.classes) == 1:
             raise ValueError("data.classes needs at least two classes (or none: one per folder found)")
+
+    def working_size(self, shapes: np.ndarray, config: DataSettings, count: int) -> Preprocess:
+        """A square of the images' median longest side, rounded to 16 and at most ``data.max_side``."""
+        side = int(np.clip(round(float(np.median(shapes.max(axis=1))) / 16) * 16, 16, config.max_side))
+        return Preprocess("resize", side, side, config.channels)
+
+    def table(
+        self, logits: torch.Tensor, spec: ModelSpec, config: EvaluateSettings, sizes: list[tuple[int, int]]
+    ) -> pd.DataFrame:
+        """``label``, its ``probability`` and ``p_<class>`` for every class.
+
+        With a good class also ``defect_score``, ``defective`` and ``threshold`` (NaN: the most probable
+        class decided).
+        """
+        import pandas as pd
+        import torch
+
+        probabilities = torch.softmax(logits, dim=1).numpy()
+        classes = spec.classes
+        frame = pd.DataFrame(probabilities, columns=[f"p_{c}" for c in classes])
+        frame.insert(0, "probability", probabilities.max(axis=1))
+        frame.insert(0, "label", [classes[i] for i in probabilities.argmax(axis=1)])
+        if spec.good_class is not None:
+            good = classes.index(spec.good_class)
+            threshold = config.detection_threshold
+            frame["defect_score"] = defect_scores(probabilities, good)
+            frame["defective"] = flagged(probabilities, good, threshold)
+            frame["threshold"] = np.nan if threshold is None else threshold
+        return frame
 
     def targets(self, dataset: Dataset, split: str) -> torch.Tensor:
         """Class indices ``(n,)``."""

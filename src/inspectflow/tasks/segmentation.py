@@ -12,22 +12,28 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from inspectflow.errors import DataError
+from inspectflow.imaging import SIZE_MULTIPLE, Preprocess
 from inspectflow.metrics import operating_point
 from inspectflow.metrics import segmentation as seg
 from inspectflow.names import TEST_METRICS, VAL_METRICS
 from inspectflow.tasks.base import PredictedImage, Task, batched, write_per_image
 
 if TYPE_CHECKING:
+    import pandas as pd
     import torch
 
     from inspectflow.data.dataset import Dataset
+    from inspectflow.data.layouts.base import Layout, SourceImage
     from inspectflow.models.artifact import ModelSpec, Predictor
     from inspectflow.tasks.base import LossFn
-    from inspectflow.types import EvaluateSettings, RunSettings, TrainSettings
+    from inspectflow.types import DataSettings, EvaluateSettings, RunSettings, TrainSettings
 
 OVERLAYS_DIR = "overlays"
 #: Input sides must divide by 2**5: the EfficientNet encoder downsamples five times (our U-Net four).
 SIDE_MULTIPLE = 32
+#: The most memory the cached images and masks of one dataset may take.
+CACHE_BUDGET_BYTES = 2 << 30
 #: The largest BCE weight of defect pixels that ``class_balance=auto`` sets (see :meth:`Segmentation.loss`).
 MAX_POS_WEIGHT = 5.0
 
@@ -80,6 +86,12 @@ class SegmentationScores(operating_point.DecisionRates):
         for group, values in self.per_class.items():
             flat.update({f"{prefix}{name}/{group}": values[name] for name in names})
         return flat
+
+    def confusion_matrix(self) -> tuple[list[str], list[list[int]]]:
+        """Image-level detection as a two-class confusion matrix: ``clean``, ``defective``."""
+        counts = self.confusion_counts()
+        labels = ["clean", "defective"]
+        return labels, [[counts[(actual, predicted)] for predicted in labels] for actual in labels]
 
     def confusion_counts(self) -> dict[tuple[str, str], int]:
         """Image-level detection: ``(defective|clean, defective|clean) -> images``."""
@@ -312,6 +324,103 @@ class Segmentation(Task):
     recalibrate_batchnorm: ClassVar[bool] = False
     writes_files: ClassVar[bool] = True
     any_input_size: ClassVar[bool] = True
+    headline_metrics: ClassVar[tuple[str, ...]] = (
+        "iou",
+        "dice",
+        "defect_dice",
+        "detection_tpr",
+        "detection_fpr",
+        "escape_rate",
+        "false_reject_rate",
+    )
+    data_rules: ClassVar[tuple[str, ...]] = ("manifest", "counts", "masks")
+
+    def working_size(self, shapes: np.ndarray, config: DataSettings, count: int) -> Preprocess:
+        """The images' own aspect, which defects must be seen at, on one canvas.
+
+        Scaled so that the longest side is at most ``data.max_side`` and the cache (images and masks)
+        within :data:`CACHE_BUDGET_BYTES`, on a canvas of the largest scaled size padded to a multiple of
+        :data:`~inspectflow.imaging.SIZE_MULTIPLE`.
+        """
+        channels = config.channels
+        scale = min(1.0, config.max_side / shapes.max())
+        heights, widths = np.ceil(shapes[:, 0] * scale), np.ceil(shapes[:, 1] * scale)
+        bytes_per_pixel = count * (channels + 1)  # images and masks, uint8
+        scale *= min(1.0, (CACHE_BUDGET_BYTES / (heights.max() * widths.max() * bytes_per_pixel)) ** 0.5)
+        height, width = (
+            -(-round(size * scale) // SIZE_MULTIPLE) * SIZE_MULTIPLE for size in shapes.max(axis=0)
+        )
+        return Preprocess("scale", int(height), int(width), channels, scale)
+
+    def good_class(self, configured: str | None) -> str | None:
+        """None: a segmenter's defects are its masks."""
+        return None
+
+    def read_masks(
+        self, root: Path, records: list[SourceImage], preprocess: Preprocess, layout: Layout
+    ) -> tuple[np.ndarray, list[dict[str, Any]]]:
+        """Every image's mask at the working size (all clean without a mask file), and its manifest columns.
+
+        Raises:
+            DataError: The source's layout holds no masks.
+        """
+        if not layout.has_masks:
+            raise DataError(
+                f"{root}: the segmentation task learns from defect masks, and the {layout.name} layout has "
+                "none (use images/ + masks/, or DAGM's layout)"
+            )
+        masks = np.zeros((len(records), preprocess.height, preprocess.width), dtype=np.uint8)
+        rows = []
+        for i, record in enumerate(records):
+            mask = record.mask
+            if mask is not None:
+                masks[i] = preprocess.mask(mask)
+            rows.append(
+                {
+                    "mask_source": record.mask_source,
+                    "mask_width": None if mask is None else mask.shape[1],
+                    "mask_height": None if mask is None else mask.shape[0],
+                    "mask_error": record.mask_error,
+                    "defect_flag": None if record.defect_flag is None else int(record.defect_flag),
+                    "defect_fraction": None if mask is None else float(mask.mean()),
+                }
+            )
+        return masks, rows
+
+    def strata(self, dataset: Dataset, split: str | None = None) -> np.ndarray:
+        """The label and whether the image is defective, so clean and defective images stay in proportion."""
+        rows = self._split_rows(dataset, split)
+        defective = (rows["defect_fraction"].fillna(0) > 0).astype(str)
+        return (rows["label"].astype(str) + "/" + defective).to_numpy()
+
+    def table(
+        self, logits: torch.Tensor, spec: ModelSpec, config: EvaluateSettings, sizes: list[tuple[int, int]]
+    ) -> pd.DataFrame:
+        """What :meth:`records` gives, the mask as an array at each image's stored size.
+
+        Columns ``defect_score``, ``defect_area``, ``defective``, ``threshold`` and ``mask`` (uint8, 1 =
+        defect).
+        """
+        import pandas as pd
+        import torch
+
+        probabilities = torch.sigmoid(logits)
+        pixels = (probabilities[:, 0] > config.mask_threshold).numpy()
+        scores = image_scores(probabilities).numpy()
+        masks = [
+            spec.preprocess.restore(mask, height, width).astype(np.uint8)
+            for mask, (height, width) in zip(pixels, sizes, strict=True)
+        ]
+        cut = detection_cut(config)
+        return pd.DataFrame(
+            {
+                "defect_score": scores,
+                "defect_area": [float(mask.mean()) for mask in masks],
+                "defective": scores > cut,
+                "threshold": cut,
+                "mask": masks,
+            }
+        )
 
     def inference_batch(self, batch_size: int, height: int, width: int) -> int:
         """``batch_size`` capped to :data:`INFERENCE_PIXELS` pixels (whole images, not training crops)."""
