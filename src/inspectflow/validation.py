@@ -24,6 +24,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -249,10 +250,8 @@ def _count_frame(manifest: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=[_GROUP, "count"])
 
 
-def _manifest_checks(
-    classes: list[str], config: ValidateConfig, where: dict[str, tuple[str, str]]
-) -> list[_Check]:
-    """Builds the manifest's checks; ``where`` maps a file to its split and hash, to group duplicates."""
+def _expectations() -> SimpleNamespace:
+    """The Great Expectations expectation classes the checks use."""
     # From the defining modules: ``gx.expectations`` re-exports them implicitly, which mypy --strict rejects.
     from great_expectations.expectations.core.expect_column_values_to_be_between import (
         ExpectColumnValuesToBeBetween,
@@ -269,12 +268,36 @@ def _manifest_checks(
     from great_expectations.expectations.core.expect_column_values_to_not_be_null import (
         ExpectColumnValuesToNotBeNull,
     )
+
+    return SimpleNamespace(
+        between=ExpectColumnValuesToBeBetween,
+        in_set=ExpectColumnValuesToBeInSet,
+        null=ExpectColumnValuesToBeNull,
+        unique=ExpectColumnValuesToBeUnique,
+        not_null=ExpectColumnValuesToNotBeNull,
+    )
+
+
+def _decodable() -> Any:
+    """The row condition of rows whose image decoded."""
     from great_expectations.expectations.row_conditions import Column
 
-    decodable = Column(name="decode_error").is_null()
+    return Column(name="decode_error").is_null()
+
+
+def _manifest_checks(
+    classes: list[str], config: ValidateConfig, where: dict[str, tuple[str, str]]
+) -> list[_Check]:
+    """Builds the manifest's checks; ``where`` maps a file to its split and hash, to group duplicates."""
+    return [*_completeness_checks(classes), *_size_checks(config), *_content_checks(config, where)]
+
+
+def _completeness_checks(classes: list[str]) -> list[_Check]:
+    """Every image decodes and has a label in the classes, a split, a hash, a size and 8-bit samples."""
+    gx, decodable = _expectations(), _decodable()
     checks = [
         _Check(
-            ExpectColumnValuesToNotBeNull(column=column),
+            gx.not_null(column=column),
             f"every image has a {column}",
             _per_file(f"image has no {column}", f"images have no {column}", None),
         )
@@ -282,7 +305,7 @@ def _manifest_checks(
     ]
     checks += [
         _Check(
-            ExpectColumnValuesToNotBeNull(column=column, row_condition=decodable),
+            gx.not_null(column=column, row_condition=decodable),
             f"every decodable image has a {column}",
             _per_file(f"image has no {column}", f"images have no {column}", None),
         )
@@ -290,12 +313,12 @@ def _manifest_checks(
     ]
     checks += [
         _Check(
-            ExpectColumnValuesToBeNull(column="decode_error"),
+            gx.null(column="decode_error"),
             "every image decodes",
             _per_file("image cannot be decoded", "images cannot be decoded", str),
         ),
         _Check(
-            ExpectColumnValuesToBeInSet(column="label", value_set=classes),
+            gx.in_set(column="label", value_set=classes),
             f"label in {classes}",
             _per_file(
                 f"image has a label outside {classes}",
@@ -304,7 +327,7 @@ def _manifest_checks(
             ),
         ),
         _Check(
-            ExpectColumnValuesToBeInSet(column="split", value_set=list(SPLITS)),
+            gx.in_set(column="split", value_set=list(SPLITS)),
             f"split in {list(SPLITS)}",
             _per_file(
                 f"image has a split outside {list(SPLITS)}",
@@ -313,17 +336,22 @@ def _manifest_checks(
             ),
         ),
         _Check(
-            ExpectColumnValuesToBeInSet(column="dtype", value_set=["uint8"], row_condition=decodable),
+            gx.in_set(column="dtype", value_set=["uint8"], row_condition=decodable),
             "source dtype uint8",
             _per_file("image is not uint8", "images are not uint8", _value("dtype", quote=True)),
         ),
     ]
+    return checks
+
+
+def _size_checks(config: ValidateConfig) -> list[_Check]:
+    """Width and height at least ``min_side`` (and equal to ``expected_side`` when set)."""
+    gx, decodable = _expectations(), _decodable()
+    checks = []
     for column, adjective in (("width", "wide"), ("height", "high")):
         checks.append(
             _Check(
-                ExpectColumnValuesToBeBetween(
-                    column=column, min_value=config.min_side, row_condition=decodable
-                ),
+                gx.between(column=column, min_value=config.min_side, row_condition=decodable),
                 f"{column} >= {config.min_side} px",
                 _per_file(
                     f"image is less than {config.min_side} px {adjective}",
@@ -336,9 +364,7 @@ def _manifest_checks(
             side = config.expected_side
             checks.append(
                 _Check(
-                    ExpectColumnValuesToBeBetween(
-                        column=column, min_value=side, max_value=side, row_condition=decodable
-                    ),
+                    gx.between(column=column, min_value=side, max_value=side, row_condition=decodable),
                     f"{column} == {side} px",
                     _per_file(
                         f"image is not {side} px {adjective}",
@@ -347,16 +373,20 @@ def _manifest_checks(
                     ),
                 )
             )
-    checks += [
+    return checks
+
+
+def _content_checks(config: ValidateConfig, where: dict[str, tuple[str, str]]) -> list[_Check]:
+    """No constant image, no duplicate (or no contradicting one), no image in both splits."""
+    gx, decodable = _expectations(), _decodable()
+    return [
         _Check(
-            ExpectColumnValuesToBeBetween(
-                column="pixel_std", min_value=0, strict_min=True, row_condition=decodable
-            ),
+            gx.between(column="pixel_std", min_value=0, strict_min=True, row_condition=decodable),
             "no constant image (pixel_std > 0)",
             _per_file("image is constant", "images are constant", _value("pixel_std")),
         ),
         _Check(
-            ExpectColumnValuesToBeUnique(column="sha256", row_condition=decodable),
+            gx.unique(column="sha256", row_condition=decodable),
             "no two images have the same pixels",
             _by_hash(
                 "image is a duplicate (identical pixels)",
@@ -368,7 +398,7 @@ def _manifest_checks(
         if config.unique_images
         # Real sets hold repeated images; harmless unless their labels contradict each other.
         else _Check(
-            ExpectColumnValuesToBeInSet(column=_CONFLICT, value_set=[False]),
+            gx.in_set(column=_CONFLICT, value_set=[False]),
             "no two images with the same pixels have different labels",
             _by_hash(
                 "image has the pixels of an image of another class",
@@ -378,7 +408,7 @@ def _manifest_checks(
             ),
         ),
         _Check(
-            ExpectColumnValuesToBeInSet(column=_LEAK, value_set=[False]),
+            gx.in_set(column=_LEAK, value_set=[False]),
             "no image in both train and test",
             _by_hash(
                 "image is in both train and test (leakage)",
@@ -388,7 +418,6 @@ def _manifest_checks(
             ),
         ),
     ]
-    return checks
 
 
 def _mask_checks(config: ValidateConfig) -> list[_Check]:

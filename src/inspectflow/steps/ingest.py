@@ -183,8 +183,6 @@ def ingest_step(
     Returns:
         The MLflow run id every later step logs to, and the source's DVC hash.
     """
-    import mlflow
-    import mlflow.data.pandas_dataset
     from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT
 
     from inspectflow.config import validate_config
@@ -220,31 +218,36 @@ def ingest_step(
         with resume_run(run_id, "ingest"):
             dataset = ingest(root, config)
             save_dataset(dataset, out_dir)
-            digest = dataset_digest(dataset.manifest)
-            counts = dataset.manifest.groupby(["split", "label"]).size()
-            log.info(
-                "ingested %d images from %s (%s layout)", len(dataset.manifest), source, dataset.info.format
-            )
-            splits = dataset.manifest["split"].value_counts()
-            console.note(
-                f"{len(dataset.manifest)} images ({', '.join(f'{n} {s}' for s, n in splits.items())}), "
-                f"{dataset.info.format} layout, data version {tags[DATA_VERSION_TAG][:12]}"
-            )
-            mlflow.set_tags(
-                {
-                    DATA_DIGEST_TAG: digest,
-                    DATA_FORMAT_TAG: dataset.info.format,
-                    DATA_SPLIT_ORIGIN_TAG: dataset.info.split_origin,
-                }
-            )
-            # A table, not metrics: counts are the data's description, not scores to chart.
-            mlflow.log_table(counts.rename("images").reset_index(), artifact_file=DATA_COUNTS_ARTIFACT)
-            version = tags[DATA_VERSION_TAG][:12]  # DVC's hash names the data everywhere, MLflow included
-            mlflow.log_input(
-                mlflow.data.pandas_dataset.from_pandas(
-                    dataset.manifest, source=source, name=f"{config.workload}-{version}", digest=version
-                ),
-                context="ingest",
-            )
-            mlflow.log_artifact(str(out_dir / MANIFEST_FILE), artifact_path=DATA_ARTIFACTS)
+            _log_dataset(dataset, source, config.workload, tags[DATA_VERSION_TAG], out_dir)
         return run_id, tags[DATA_VERSION_TAG]
+
+
+def _log_dataset(dataset: Dataset, source: str, workload: str, data_version: str, out_dir: Path) -> None:
+    """Logs the ingested dataset to the open run: its tags, counts, MLflow dataset input and manifest."""
+    import mlflow
+    import mlflow.data.pandas_dataset
+
+    log.info("ingested %d images from %s (%s layout)", len(dataset.manifest), source, dataset.info.format)
+    splits = dataset.manifest["split"].value_counts()
+    version = data_version[:12]  # DVC's hash names the data everywhere, MLflow included
+    console.note(
+        f"{len(dataset.manifest)} images ({', '.join(f'{n} {s}' for s, n in splits.items())}), "
+        f"{dataset.info.format} layout, data version {version}"
+    )
+    mlflow.set_tags(
+        {
+            DATA_DIGEST_TAG: dataset_digest(dataset.manifest),
+            DATA_FORMAT_TAG: dataset.info.format,
+            DATA_SPLIT_ORIGIN_TAG: dataset.info.split_origin,
+        }
+    )
+    # A table, not metrics: counts are the data's description, not scores to chart.
+    counts = dataset.manifest.groupby(["split", "label"]).size()
+    mlflow.log_table(counts.rename("images").reset_index(), artifact_file=DATA_COUNTS_ARTIFACT)
+    mlflow.log_input(
+        mlflow.data.pandas_dataset.from_pandas(
+            dataset.manifest, source=source, name=f"{workload}-{version}", digest=version
+        ),
+        context="ingest",
+    )
+    mlflow.log_artifact(str(out_dir / MANIFEST_FILE), artifact_path=DATA_ARTIFACTS)

@@ -17,7 +17,7 @@ import logging
 import math
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from inspectflow import console
 from inspectflow.config import PipelineConfig, RegisterConfig
@@ -52,7 +52,11 @@ from inspectflow.names import (
     REGISTRY_SUMMARY_ARTIFACT,
     SCORES_FILE,
 )
-from inspectflow.tasks.base import Scores
+from inspectflow.tasks.base import Scores, Task
+
+if TYPE_CHECKING:
+    from inspectflow.data.dataset import Dataset
+    from inspectflow.models.artifact import ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -200,6 +204,7 @@ def _rate_floors(new: Scores, judged: str, config: RegisterConfig, target_recall
 
 def model_card(
     config: PipelineConfig,
+    task: Task,
     version: str,
     alias: str,
     tags: dict[str, str],
@@ -222,11 +227,8 @@ def model_card(
         theirs = "-" if champion_score is None else f"{champion_score:.4f}"
         return f"| test {score} | {getattr(scores, score):.4f} | {theirs} | {getattr(baseline, score):.4f} |"
 
-    others = [
-        m
-        for m in ("accuracy", "macro_f1", "iou", "dice", "false_reject_rate", "escape_rate")
-        if m != metric and not math.isnan(getattr(scores, m, math.nan))
-    ]
+    # The task's headline figures, those it has on this run (no rates without image-level decisions).
+    others = [m for m in task.headline_metrics if m != metric and not math.isnan(getattr(scores, m))]
     rows = [row(metric, decision.champion_score), *map(row, others)]
     worst = min(scores.class_scores().items(), key=lambda item: item[1], default=None)
     data = f"`{tags.get(DATA_SOURCE_TAG, '?')}`, DVC version `{tags.get(DATA_VERSION_TAG, '?')[:12]}`"
@@ -258,6 +260,136 @@ def model_card(
     )
 
 
+@dataclass
+class _Registration:
+    """What the register step works with, read once."""
+
+    config: PipelineConfig
+    task: Task
+    dataset: Dataset
+    spec: ModelSpec
+    scores: Scores
+    baseline: Scores
+    client: Any  # MlflowClient
+
+    @property
+    def name(self) -> str:
+        return self.config.register_.model_name
+
+    def gate(self, champion: Scores | None) -> GateDecision:
+        """The gate on the new model's test scores, against the champion's on the same images if any."""
+        return decide(
+            self.scores,
+            champion,
+            self.config.register_,
+            baseline=self.baseline,
+            baseline_description=self.task.baseline_description,
+            target_recall=self.config.evaluate.target_recall,
+        )
+
+
+def _judge(reg: _Registration) -> tuple[GateDecision, Any]:
+    """The gate's decision against the champion of this moment, which it returns too (or ``None``)."""
+    from mlflow.exceptions import MlflowException
+
+    from inspectflow.serving.registered import load_registered
+
+    try:
+        champion_version = reg.client.get_model_version_by_alias(reg.name, CHAMPION)
+    except MlflowException:
+        champion_version = None  # no registered model or no champion yet
+    # The floors first: a model that learned nothing is refused whatever the champion.
+    decision = reg.gate(None)
+    if not decision.promote or champion_version is None:
+        return decision, champion_version
+    champion = f"the champion (version {champion_version.version})"
+    champion_classes = json.loads(champion_version.tags.get(CLASSES_TAG, "[]"))
+    if mismatch := reg.task.champion_mismatch(champion_classes, reg.spec.classes):
+        reason = f"{champion} {mismatch}; promote manually if intended"
+        return GateDecision(False, reason, decision.new_score), champion_version
+    try:
+        predictor, champion_spec = load_registered(f"models:/{reg.name}/{champion_version.version}")
+        # Each model is scored with the thresholds it keeps, as it serves.
+        champion_config = reg.config.evaluate.applying(champion_spec.thresholds)
+        champion_scores = reg.task.evaluate(predictor, reg.dataset, champion_config)
+    except Exception as error:  # a champion of an older export, another input size, another format
+        reason = (
+            f"{champion} cannot be scored on this data ({one_line(error)}); not promoted, promote manually "
+            "if meant"
+        )
+        return GateDecision(False, reason, decision.new_score), champion_version
+    return reg.gate(champion_scores), champion_version
+
+
+def _held_for_experiment(decision: GateDecision, run_tags: dict[str, str]) -> tuple[GateDecision, str]:
+    """The decision and its outcome (``promoted``, ``rejected``, or ``held`` under a DVC experiment)."""
+    if decision.promote and (experiment := run_tags.get(DVC_EXPERIMENT_TAG)):
+        # Experiments explore; the champion moves on a run of committed params, or by hand.
+        reason = (
+            f"{decision.reason}; held as challenger: DVC experiment {experiment} registers challengers only "
+            "(inspectflow models promote makes it champion)"
+        )
+        return replace(decision, promote=False, reason=reason), "held"
+    return decision, "promoted" if decision.promote else "rejected"
+
+
+def _gate_tags(
+    reg: _Registration, decision: GateDecision, outcome: str, champion_version: Any
+) -> dict[str, str]:
+    """The version's ``gate.*`` tags: what was judged, on which images, against what."""
+    metric = reg.config.register_.primary_metric
+    return {
+        GATE_DECISION_TAG: outcome,
+        GATE_REASON_TAG: decision.reason,
+        GATE_PRIMARY_METRIC_TAG: metric,
+        GATE_NEW_SCORE_TAG: f"{decision.new_score:.6f}",
+        GATE_TEST_IMAGES_TAG: str(reg.scores.test_images),
+        GATE_BASELINE_SCORE_TAG: f"{float(getattr(reg.baseline, metric)):.6f}",
+        GATE_CHAMPION_VERSION_TAG: champion_version.version if champion_version else "",
+        GATE_CHAMPION_SCORE_TAG: "" if decision.champion_score is None else f"{decision.champion_score:.6f}",
+    }
+
+
+def _describe(
+    reg: _Registration,
+    run: Any,
+    version: str,
+    alias: str,
+    tags: dict[str, str],
+    decision: GateDecision,
+    evaluation_dir: Path,
+) -> None:
+    """Writes the version's model card and the run's outcome (tags and the note's result line)."""
+    import mlflow
+    from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
+
+    from inspectflow.models.feature_svm import describe_cv
+
+    metric, scores = reg.config.register_.primary_metric, reg.scores
+    result_note = (
+        f"**Result**: test {metric} {getattr(scores, metric):.4f} on {scores.test_images} test "
+        f"images (trivial baseline: {getattr(reg.baseline, metric):.4f}); `{reg.name}` version {version} is "
+        f"`@{alias}` ({tags[GATE_DECISION_TAG]}: {decision.reason})"
+    )
+    point = evaluation_dir / OPERATING_POINT_FILE
+    operating = describe_operating_point(json.loads(point.read_text())) if point.is_file() else ""
+    estimate = describe_cv(run.data.metrics, reg.config.train.repeats)
+    card = model_card(
+        reg.config, reg.task, version, alias, {**run.data.tags, **tags}, decision, scores, reg.baseline,
+        operating, estimate,
+    )  # fmt: skip
+    reg.client.update_model_version(reg.name, version, description=card)
+    mlflow.set_tags(
+        {
+            REGISTERED_MODEL_NAME_TAG: reg.name,
+            REGISTERED_MODEL_VERSION_TAG: version,
+            GATE_DECISION_TAG: tags[GATE_DECISION_TAG],
+            GATE_REASON_TAG: decision.reason,
+            MLFLOW_RUN_NOTE: f"{run.data.tags.get(MLFLOW_RUN_NOTE, '')}\n\n{result_note}".strip(),
+        }
+    )
+
+
 @pipeline_step("register")
 def register_step(
     dataset_dir: Path, model_dir: Path, evaluation_dir: Path, raw_config: dict[str, object], run_id: str
@@ -269,151 +401,56 @@ def register_step(
     """
     import mlflow
     from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-    from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
 
     from inspectflow.config import validate_config
     from inspectflow.data.dataset import dataset_digest, load_dataset
     from inspectflow.models.artifact import load_trained_model
-    from inspectflow.models.feature_svm import describe_cv
     from inspectflow.monitoring.watch import log_reference, reference_profile
-    from inspectflow.serving.registered import load_registered, log_model
+    from inspectflow.serving.registered import log_model
     from inspectflow.tasks import load_scores, task_for
     from inspectflow.tracking import resume_run
 
-    config: PipelineConfig = validate_config(raw_config)
-    task = task_for(config)
-    gate_config = config.register_
-    name = gate_config.model_name
-    dataset = load_dataset(dataset_dir)
+    config = validate_config(raw_config)
     model, spec = load_trained_model(model_dir)
-    new_scores = load_scores(evaluation_dir / SCORES_FILE)
-    baseline = load_scores(evaluation_dir / BASELINE_FILE)
-    client = MlflowClient()
-
-    def gate(champion: Scores | None) -> GateDecision:
-        """The gate on the new model's test scores, against the champion's on the same images if any."""
-        return decide(
-            new_scores,
-            champion,
-            gate_config,
-            baseline=baseline,
-            baseline_description=task.baseline_description,
-            target_recall=config.evaluate.target_recall,
-        )
-
-    def judge() -> tuple[GateDecision, Any]:
-        """The gate's decision against the champion of this moment, which it returns too."""
-        try:
-            champion_version = client.get_model_version_by_alias(name, CHAMPION)
-        except MlflowException:
-            champion_version = None  # no registered model or no champion yet
-        # The floors first: a model that learned nothing is refused whatever the champion.
-        decision = gate(None)
-        if not decision.promote or champion_version is None:
-            return decision, champion_version
-        champion_classes = json.loads(champion_version.tags.get(CLASSES_TAG, "[]"))
-        if mismatch := task.champion_mismatch(champion_classes, spec.classes):
-            reason = (
-                f"the champion (version {champion_version.version}) {mismatch}; promote manually if intended"
-            )
-            return GateDecision(False, reason, decision.new_score), champion_version
-        try:
-            champion, champion_spec = load_registered(f"models:/{name}/{champion_version.version}")
-            # Each model is scored with the thresholds it keeps, as it serves.
-            champion_config = config.evaluate.applying(champion_spec.thresholds)
-            champion_scores = task.evaluate(champion, dataset, champion_config)
-        except Exception as error:  # a champion of an older export, another input size, another format
-            reason = (
-                f"the champion (version {champion_version.version}) cannot be scored on this data "
-                f"({one_line(error)}); not promoted, promote manually if meant"
-            )
-            return GateDecision(False, reason, decision.new_score), champion_version
-        return gate(champion_scores), champion_version
-
-    digest = dataset_digest(dataset.manifest)
+    dataset = load_dataset(dataset_dir)
+    reg = _Registration(
+        config, task_for(config), dataset, spec, load_scores(evaluation_dir / SCORES_FILE),
+        load_scores(evaluation_dir / BASELINE_FILE), MlflowClient(),
+    )  # fmt: skip
+    name, gate_config = reg.name, config.register_
     with resume_run(run_id, "register", final=True) as run:
         model_info = log_model(model, spec, model_dir, dataset, gate_config.flavor, gate_config.onnx)
         # What the drift watch compares new images with travels with every version (inspectflow monitor).
-        log_reference(reference_profile(task, dataset, model, spec, config))
-        version = mlflow.register_model(model_info.model_uri, name).version
+        log_reference(reference_profile(reg.task, dataset, model, spec, config))
+        version = str(mlflow.register_model(model_info.model_uri, name).version)
         tags = {
             CLASSES_TAG: json.dumps(spec.classes),
             ARCHITECTURE_TAG: spec.architecture,
-            DATA_DIGEST_TAG: digest,
+            DATA_DIGEST_TAG: dataset_digest(dataset.manifest),
             MLFLOW_RUN_ID_TAG: run.info.run_id,
             # Lineage: data version, git commit, kfp pipeline and run, package versions.
             **{k: v for k, v in run.data.tags.items() if k.startswith(LINEAGE_TAG_PREFIXES)},
         }
         # Judged and moved under the model's lock: the champion compared against is still the champion
         # when the alias moves, whatever other runs finish meanwhile.
-        with registry_lock(client, name):
-            decision, champion_version = judge()
-            outcome = "promoted" if decision.promote else "rejected"
-            if decision.promote and (experiment := run.data.tags.get(DVC_EXPERIMENT_TAG)):
-                # Experiments explore; the champion moves on a run of committed params, or by hand.
-                outcome = "held"
-                decision = replace(
-                    decision,
-                    promote=False,
-                    reason=f"{decision.reason}; held as challenger: DVC experiment {experiment} registers "
-                    "challengers only (inspectflow models promote makes it champion)",
-                )
+        with registry_lock(reg.client, name):
+            decision, champion_version = _judge(reg)
+            decision, outcome = _held_for_experiment(decision, run.data.tags)
             alias = CHAMPION if decision.promote else CHALLENGER
-            tags |= {
-                GATE_DECISION_TAG: outcome,
-                GATE_REASON_TAG: decision.reason,
-                GATE_PRIMARY_METRIC_TAG: gate_config.primary_metric,
-                GATE_NEW_SCORE_TAG: f"{decision.new_score:.6f}",
-                GATE_TEST_IMAGES_TAG: str(new_scores.test_images),
-                GATE_BASELINE_SCORE_TAG: f"{float(getattr(baseline, gate_config.primary_metric)):.6f}",
-                GATE_CHAMPION_VERSION_TAG: champion_version.version if champion_version else "",
-                GATE_CHAMPION_SCORE_TAG: ""
-                if decision.champion_score is None
-                else f"{decision.champion_score:.6f}",
-            }
+            tags |= _gate_tags(reg, decision, outcome, champion_version)
             for key, value in tags.items():
-                client.set_model_version_tag(name, version, key, value)
-            move_alias(client, name, alias, version, action="gate", reason=decision.reason)
-        metric = gate_config.primary_metric
-        result_note = (
-            f"**Result**: test {metric} {getattr(new_scores, metric):.4f} on {new_scores.test_images} test "
-            f"images (trivial baseline: {getattr(baseline, metric):.4f}); `{name}` version {version} is "
-            f"`@{alias}` ({tags[GATE_DECISION_TAG]}: {decision.reason})"
-        )
-        point = evaluation_dir / OPERATING_POINT_FILE
-        operating = describe_operating_point(json.loads(point.read_text())) if point.is_file() else ""
-        estimate = describe_cv(run.data.metrics, config.train.repeats)
-        card = model_card(
-            config,
-            str(version),
-            alias,
-            {**run.data.tags, **tags},
-            decision,
-            new_scores,
-            baseline,
-            operating,
-            estimate,
-        )
-        client.update_model_version(name, version, description=card)
-        mlflow.set_tags(
-            {
-                REGISTERED_MODEL_NAME_TAG: name,
-                REGISTERED_MODEL_VERSION_TAG: version,
-                GATE_DECISION_TAG: tags[GATE_DECISION_TAG],
-                GATE_REASON_TAG: decision.reason,
-                MLFLOW_RUN_NOTE: f"{run.data.tags.get(MLFLOW_RUN_NOTE, '')}\n\n{result_note}".strip(),
-            }
-        )
+                reg.client.set_model_version_tag(name, version, key, value)
+            move_alias(reg.client, name, alias, version, action="gate", reason=decision.reason)
+        _describe(reg, run, version, alias, tags, decision, evaluation_dir)
         summary = {
             "mlflow_run_id": run.info.run_id,
             "model_name": name,
-            "version": str(version),
+            "version": version,
             "alias": alias,
-            "decision": tags[GATE_DECISION_TAG],
+            "decision": outcome,
             "reason": decision.reason,
-            "metrics": new_scores.metrics(),
-            "baseline": {"description": task.baseline_description, "metrics": baseline.metrics()},
+            "metrics": reg.scores.metrics(),
+            "baseline": {"description": reg.task.baseline_description, "metrics": reg.baseline.metrics()},
             "gate": asdict(decision),
         }
         mlflow.log_dict(summary, REGISTRY_SUMMARY_ARTIFACT)

@@ -183,7 +183,7 @@ def train(
 ) -> TrainResult:
     """Trains the task's model on the training split.
 
-    Part of the training split (``config.val_fraction``, stratified by :meth:`Dataset.strata`) is held out
+    Part of the training split (``config.val_fraction``, stratified by :meth:`Task.strata`) is held out
     for per-epoch validation; the test split is never seen here. Training stops after ``config.epochs``,
     when the validation score has not improved for ``config.patience`` epochs, or when the next epoch would
     overrun ``config.max_minutes``; the learning-rate schedule is fitted to the epochs that the budget
@@ -206,6 +206,35 @@ def train(
     """
     config = resolve(task, config, dataset)
     seed_everything(config.seed)
+    x_train, y_train, x_val, y_val = _hold_out(task, dataset, config)
+    fit = _setup(task, config, y_train, dataset)
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    history, best_epoch = _epochs(
+        task, fit, (x_train, y_train, x_val, y_val), checkpoint_dir, on_epoch, resume
+    )
+    model, key = fit.model, task.best_epoch_key
+    if config.keep_best and best_epoch:
+        # The last epoch is not always the best: restore the one that validated best.
+        model.load_state_dict(torch.load(checkpoint_dir / BEST_CHECKPOINT, weights_only=True)["model"])
+        log.info("kept epoch %d (%s=%.4f)", best_epoch, key, history[best_epoch - 1][key])
+    kept = f", kept epoch {best_epoch} ({key} {history[best_epoch - 1][key]:.4f})" if best_epoch else ""
+    console.note(f"{len(history)} epoch{'s' if len(history) != 1 else ''} of {config.model}{kept}")
+    model = model.to("cpu", memory_format=torch.contiguous_format).eval()  # type: ignore[call-overload]
+    spec = ModelSpec(
+        architecture=config.model,
+        classes=list(dataset.info.classes),
+        preprocess=dataset.info.preprocess,
+        task=task.name,
+        good_class=dataset.info.good_class,
+    )
+    return TrainResult(model=model, spec=spec, history=history, config=config, validation=(x_val, y_val))
+
+
+_Split = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def _hold_out(task: Task, dataset: Dataset, config: TrainConfig) -> _Split:
+    """The training images and targets, and the validation part held out of them (stratified, seeded)."""
     images, _ = dataset.split("train")
     targets = task.targets(dataset, "train")
     held_out = (
@@ -216,8 +245,19 @@ def train(
     held = torch.from_numpy(held_out)
     x_train, y_train = to_tensor(images[~held_out]), targets[~held]
     x_val, y_val = to_tensor(images[held_out], config.channels_last), targets[held]
-    fit = _setup(task, config, y_train, dataset)
-    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    return x_train, y_train, x_val, y_val
+
+
+def _epochs(
+    task: Task,
+    fit: _Fit,
+    split: _Split,
+    checkpoint_dir: Path,
+    on_epoch: EpochCallback | None,
+    resume: bool,
+) -> tuple[list[dict[str, float]], int]:
+    """Trains epoch by epoch until a stop, checkpointing each; returns the history and the best epoch."""
+    config, (x_train, y_train, x_val, y_val) = fit.config, split
     history: list[dict[str, float]] = []
     best_epoch = 0
     key = task.best_epoch_key
@@ -254,23 +294,7 @@ def train(
         if epoch == 1 and config.max_minutes is not None and not resume:
             fitting = max(1, int(config.max_minutes * 60 // elapsed))
             fit.schedule.plan(min(config.epochs, fitting) * _steps_per_epoch(len(x_train), config.batch_size))
-
-    model = fit.model
-    if config.keep_best and best_epoch:
-        # The last epoch is not always the best: restore the one that validated best.
-        model.load_state_dict(torch.load(checkpoint_dir / BEST_CHECKPOINT, weights_only=True)["model"])
-        log.info("kept epoch %d (%s=%.4f)", best_epoch, key, history[best_epoch - 1][key])
-    kept = f", kept epoch {best_epoch} ({key} {history[best_epoch - 1][key]:.4f})" if best_epoch else ""
-    console.note(f"{len(history)} epoch{'s' if len(history) != 1 else ''} of {config.model}{kept}")
-    model = model.to("cpu", memory_format=torch.contiguous_format).eval()  # type: ignore[call-overload]
-    spec = ModelSpec(
-        architecture=config.model,
-        classes=list(dataset.info.classes),
-        preprocess=dataset.info.preprocess,
-        task=task.name,
-        good_class=dataset.info.good_class,
-    )
-    return TrainResult(model=model, spec=spec, history=history, config=config, validation=(x_val, y_val))
+    return history, best_epoch
 
 
 def _state(fit: _Fit, epoch: int, history: list[dict[str, float]], best_epoch: int, elapsed: float) -> dict:
