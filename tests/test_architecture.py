@@ -106,8 +106,9 @@ def test_a_type_hint_import_is_an_edge() -> None:
 #: The registered tasks' names: comparing anything with one outside ``tasks/`` is asking which task it is.
 TASK_NAMES = {"classification", "segmentation"}
 #: Where naming a task, probing for masks or reading a layout's ``has_masks`` is the code's own business:
-#: the tasks, and the layouts that read masks (the dataset artifact stores whatever masks it was given).
-OWNERS = ("tasks/", "data/")
+#: the tasks; the layouts that read masks (the dataset artifact stores whatever masks it was given); the
+#: networks, which declare the tasks they serve and shape their output to the one they are built for.
+OWNERS = ("tasks/", "data/", "models/networks/")
 
 
 def indirect_task_branches(source: str) -> list[str]:

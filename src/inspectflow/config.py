@@ -62,7 +62,7 @@ class DataConfig(_Section):
             the labels found (class folders, CSV labels), sorted. For segmentation, the groups to read
             (DAGM classes such as ``Class1``); empty reads all.
         image_side: Side of the square images models see (pixels). ``None`` derives the size from the
-            data: for classification the median longest side, rounded to 32 and at most ``max_side``; for
+            data: for classification the median longest side, rounded to 16 and at most ``max_side``; for
             segmentation every image keeps its aspect, scaled so that the longest is at most ``max_side``
             and padded to a multiple of 32.
         max_side: The largest working side ``image_side=None`` picks.
@@ -130,13 +130,14 @@ class TrainConfig(_Section):
     """Model and optimisation.
 
     Attributes:
-        model: ``auto`` picks from the data and what is installed: for classification the ImageNet
-            EfficientNet-Lite0 (``efficientnet_lite0``) when its weights package is installed and the images
-            are at least 96 px, else ``residual_cnn`` (a small ResNet for small patches); for segmentation
-            a U-Net on the ImageNet EfficientNet-Lite0 encoder (``unet_lite0``) when installed, else
-            ``unet`` (16-256 channels, from scratch). ``resnet18`` is torchvision's.
-        loss: ``cross_entropy`` for classification; ``dice`` (smoothed soft Dice), ``bce`` (pixel-wise) or
-            ``bce+dice`` for segmentation.
+        model: A registered network (:mod:`inspectflow.models.networks`) that serves the task, or
+            ``auto``: the registry's first-ranked one that the data and the install allow. For
+            classification the ImageNet EfficientNet-Lite0 (``efficientnet_lite0``) when its weights package
+            is installed and the images are at least 96 px, else ``residual_cnn`` (a small ResNet for small
+            patches); for segmentation a U-Net on the ImageNet EfficientNet-Lite0 encoder (``unet_lite0``)
+            when installed, else ``unet`` (16-256 channels, from scratch). ``resnet18`` is torchvision's.
+        loss: One of the task's (``Task.losses``): ``cross_entropy`` for classification; ``dice`` (smoothed
+            soft Dice), ``bce`` (pixel-wise) or ``bce+dice`` for segmentation.
         crop: Segmentation trains on random square crops of this side (biased towards defects), a
             multiple of 32; ``None`` trains on whole images. Evaluation always uses whole images.
         weights: ``auto`` (``imagenet`` for a pretrained model, else random), ``imagenet`` (EfficientNet-Lite0
@@ -177,7 +178,7 @@ class TrainConfig(_Section):
     """
 
     model: str = "auto"
-    loss: Literal["cross_entropy", "dice", "bce", "bce+dice"] = "cross_entropy"
+    loss: str = "cross_entropy"
     crop: int | None = Field(None, ge=16)
     weights: str = "auto"
     method: Literal["finetune", "features+svm"] = "finetune"
@@ -253,8 +254,10 @@ class RegisterConfig(_Section):
     Attributes:
         model_name: Registered model name in the MLflow Model Registry; default ``<workload>-classifier``
             or ``<workload>-segmenter``.
-        primary_metric: Metric the challenger must improve. ``false_reject_rate`` (lower is better) compares
-            models at ``evaluate.target_recall``, each at its own threshold set for it: a version is not
+        primary_metric: Metric the challenger must improve, one of the task's (``Task.primary_metrics``:
+            ``macro_f1``, ``accuracy`` for classification; ``iou``, ``dice`` for segmentation).
+            ``false_reject_rate`` (lower is better, either task) compares models at
+            ``evaluate.target_recall``, each at its own threshold set for it: a version is not
             promoted at all when its test escape rate is significantly above ``1 - target_recall`` (the
             lower end of its 95% interval above it; passing every part is refused so), nor when it does not
             beat flagging every part (false-reject rate 1) by more than ``baseline_margin``.
@@ -272,7 +275,7 @@ class RegisterConfig(_Section):
     """
 
     model_name: str = ""
-    primary_metric: Literal["macro_f1", "accuracy", "iou", "dice", "false_reject_rate"] = "macro_f1"
+    primary_metric: str = "macro_f1"
     min_score: float = Field(0.0, ge=0.0, le=1.0)
     baseline_margin: float | None = Field(0.05, ge=0.0, le=1.0)
     min_improvement: float = Field(0.0, ge=0.0)

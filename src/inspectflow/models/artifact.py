@@ -91,7 +91,7 @@ def load_trained_model(model_dir: Path) -> tuple[Predictor, ModelSpec]:
         # The SVM is our own artifact, written by save_trained_model: unpickling it is trusted.
         return FeatureSvmClassifier(extractor, joblib.load(model_dir / SVM_FILE)), spec
     # weights=none: the trained state dict below replaces any initialisation.
-    model = build_model(spec.architecture, len(spec.classes), spec.channels)
+    model = build_model(spec.architecture, len(spec.classes), spec.channels, task=spec.task)
     model.load_state_dict(torch.load(model_dir / WEIGHTS_FILE, map_location="cpu", weights_only=True))
     return for_inference(model), spec
 

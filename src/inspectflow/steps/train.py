@@ -351,7 +351,12 @@ def _steps_per_epoch(count: int, batch_size: int) -> int:
 def _setup(task: Task, config: TrainConfig, y_train: torch.Tensor, dataset: Dataset) -> _Fit:
     """Builds the model on the training device, the loss, AdamW and the learning-rate schedule."""
     model = build_model(
-        config.model, len(dataset.info.classes), dataset.info.channels, config.weights, config.freeze_backbone
+        config.model,
+        len(dataset.info.classes),
+        dataset.info.channels,
+        config.weights,
+        config.freeze_backbone,
+        task.name,
     )
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     device = training_device()

@@ -1,24 +1,38 @@
-"""The tasks a workload can be (classification, segmentation), chosen once by name.
+"""The registry of tasks a workload can be (classification, segmentation), chosen once by name.
 
-See :mod:`inspectflow.tasks.base` for what a task owns. A new task is one module here, a subclass of
-:class:`~inspectflow.tasks.base.Task`, added to :data:`TASKS`.
+See :mod:`inspectflow.tasks.base` for what a task owns. A new task is one module here defining a subclass of
+:class:`~inspectflow.tasks.base.Task` and ``TASK = <Subclass>()``; the registry, configuration, ``--task``
+and the steps pick it up from there.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
+import pkgutil
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from inspectflow.tasks.base import Scores, Task
-from inspectflow.tasks.classification import Classification
-from inspectflow.tasks.segmentation import Segmentation
 
 if TYPE_CHECKING:
     from inspectflow.types import RunSettings
 
-TASKS: dict[str, Task] = {task.name: task for task in (Classification(), Segmentation())}
+
+def _discover() -> dict[str, Task]:
+    """Every module of this package that defines ``TASK``, by name (the order ``--task`` lists them)."""
+    found = []
+    for module in pkgutil.iter_modules(__path__):
+        if module.name != "base":
+            task = getattr(importlib.import_module(f"{__name__}.{module.name}"), "TASK", None)
+            if isinstance(task, Task):
+                found.append(task)
+    return {task.name: task for task in sorted(found, key=lambda task: task.name)}
+
+
+#: The registered tasks by name.
+TASKS: dict[str, Task] = _discover()
 
 
 def get_task(name: str) -> Task:

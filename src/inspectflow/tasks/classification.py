@@ -435,3 +435,6 @@ class Classification(Task):
     def outcomes(self, logits: torch.Tensor, spec: ModelSpec, config: EvaluateSettings) -> list[str]:
         """The most probable class of each image."""
         return [spec.classes[i] for i in logits.argmax(1).tolist()]
+
+
+TASK = Classification()

@@ -463,7 +463,7 @@ class Segmentation(Task):
         if config.class_balance == "auto" and defective.any():
             share = float(targets[defective].mean())
             pos_weight = min(MAX_POS_WEIGHT, ((1 - share) / share) ** 0.5)
-        return segmentation_loss(config.loss, pos_weight)  # type: ignore[arg-type]  # names checked by config
+        return segmentation_loss(config.loss, pos_weight)  # type: ignore[arg-type]  # names checked by check_config
 
     def epoch_order(
         self, targets: torch.Tensor, config: TrainSettings, generator: torch.Generator
@@ -615,3 +615,6 @@ class Segmentation(Task):
 
         flagged = image_scores(torch.sigmoid(logits)) > detection_cut(config)
         return ["defective" if value else "clean" for value in flagged.tolist()]
+
+
+TASK = Segmentation()

@@ -13,12 +13,13 @@ import pkgutil
 from typing import TYPE_CHECKING
 
 from inspectflow.errors import ConfigError
-from inspectflow.models.networks.base import Network
+from inspectflow.models.networks.base import BuildRequest, Network
 
 if TYPE_CHECKING:
     from torch import nn
 
 __all__ = [
+    "BuildRequest",
     "Network",
     "auto_network",
     "build_model",
@@ -85,7 +86,12 @@ def auto_network(task: str, side: int, package_installed: bool) -> Network:
 
 
 def build_model(
-    name: str, num_classes: int, in_channels: int, weights: str = "none", freeze_backbone: bool = False
+    name: str,
+    num_classes: int,
+    in_channels: int,
+    weights: str = "none",
+    freeze_backbone: bool = False,
+    task: str | None = None,
 ) -> nn.Module:
     """Returns the untrained network ``name`` with ``weights`` (``none``, ``imagenet`` or a state dict path).
 
@@ -95,14 +101,19 @@ def build_model(
         in_channels: Image channels.
         weights: Initial weights.
         freeze_backbone: Train only the head (pretrained networks).
+        task: The task it is built for; ``None``: the first it serves.
 
     Raises:
-        ConfigError: Unknown network, one that is only a backbone, or weights that do not fit.
+        ConfigError: Unknown network, one that is only a backbone or does not serve ``task``, or weights
+            that do not fit.
     """
     network = get_network(name)
     if network.build is None:
         raise ConfigError(f"{name} is a feature backbone (train.backbone), not a network to train")
-    return network.build(num_classes, in_channels, weights, freeze_backbone)
+    task = task or network.tasks[0]
+    if task not in network.tasks:
+        raise ConfigError(f"{name} does not serve the {task} task ({', '.join(network.tasks)})")
+    return network.build(BuildRequest(task, num_classes, in_channels, weights, freeze_backbone))
 
 
 def check_weights(name: str, weights: str) -> None:

@@ -13,9 +13,29 @@ if TYPE_CHECKING:
 #: torchvision's file in the torch hub cache (``TORCH_HOME``, downloaded when the network allows), or
 #: nowhere (the network trains from random weights or a state dict file only).
 WeightsSource = Literal["package", "torchvision", "none"]
-#: Builds the untrained network: ``(classes, channels, weights, freeze_backbone) -> module``; ``weights`` is
-#: ``none``, ``imagenet`` or a path to a state dict, as ``train.weights`` resolved says.
-Builder = Callable[[int, int, str, bool], "nn.Module"]
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    """What a network is built for.
+
+    Attributes:
+        task: The task it is trained for (a network serving several tasks shapes its output to it).
+        classes: Outputs of a classifier (a segmenter outputs one defect-logit map ``(N, 1, H, W)``).
+        channels: Image channels it takes.
+        weights: ``none``, ``imagenet`` or a path to a state dict, as ``train.weights`` resolved says.
+        freeze_backbone: Train only the head (pretrained networks).
+    """
+
+    task: str
+    classes: int
+    channels: int
+    weights: str = "none"
+    freeze_backbone: bool = False
+
+
+#: Builds the untrained network for a request.
+Builder = Callable[[BuildRequest], "nn.Module"]
 #: Builds a frozen feature extractor: ``(weights, layer) -> (module, feature width)``; the module maps
 #: ImageNet-normalised ``(N, 3, H, W)`` images to ``(N, D)`` features; ``layer`` is already resolved.
 ExtractorBuilder = Callable[[str, str], tuple["nn.Module", int]]

@@ -5,7 +5,14 @@ from __future__ import annotations
 from torch import nn
 
 from inspectflow.models.efficientnet import FEATURE_DIM, build_efficientnet_lite0, build_lite0_extractor
-from inspectflow.models.networks.base import Network
+from inspectflow.models.networks.base import BuildRequest, Network
+
+
+def build(request: BuildRequest) -> nn.Module:
+    """The classifier: ImageNet input normalisation, timm's network, a new head."""
+    return build_efficientnet_lite0(
+        request.classes, request.channels, request.weights, request.freeze_backbone
+    )
 
 
 def extractor(weights: str, layer: str) -> tuple[nn.Module, int]:
@@ -17,7 +24,7 @@ NETWORK = Network(
     name="efficientnet_lite0",
     tasks=("classification",),
     weights="package",
-    build=build_efficientnet_lite0,
+    build=build,
     extractor=extractor,
     auto_rank=1,
     # Below ~96 px the ImageNet features fit poorly and the small CNN learns as well from scratch.

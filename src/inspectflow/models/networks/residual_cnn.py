@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from inspectflow.models.networks.base import Network
+from inspectflow.models.networks.base import BuildRequest, Network
 from inspectflow.models.weights import load_own_weights
 
 
@@ -71,9 +71,9 @@ class ResidualCNN(nn.Module):
         return self.head(torch.flatten(features, 1))
 
 
-def build(num_classes: int, in_channels: int, weights: str, freeze_backbone: bool) -> nn.Module:
+def build(request: BuildRequest) -> nn.Module:
     """The network with random weights, or a state dict file's (it has no ImageNet weights to freeze)."""
-    return load_own_weights(ResidualCNN(num_classes, in_channels), weights)
+    return load_own_weights(ResidualCNN(request.classes, request.channels), request.weights)
 
 
 NETWORK = Network(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from inspectflow.models.networks.base import Network
+from inspectflow.models.networks.base import BuildRequest, Network
 from inspectflow.models.torchvision_compat import import_torchvision
 from inspectflow.models.weights import load_pretrained_state
 
@@ -44,12 +44,17 @@ def build_resnet18(num_classes: int, in_channels: int, weights: str, freeze_back
     return model
 
 
+def build(request: BuildRequest) -> nn.Module:
+    """ResNet18 for the request (see :func:`build_resnet18`)."""
+    return build_resnet18(request.classes, request.channels, request.weights, request.freeze_backbone)
+
+
 NETWORK = Network(
     name="resnet18",
     tasks=("classification",),
     weights="torchvision",
     torchvision_weights="ResNet18_Weights.IMAGENET1K_V1",
-    build=build_resnet18,
+    build=build,
     bf16_faster=True,  # measured: a training step 1.9x faster in bfloat16 autocast on AVX512-BF16
     description="torchvision ResNet18 (ImageNet weights from TORCH_HOME, asked for by name)",
 )

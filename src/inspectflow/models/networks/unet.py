@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from inspectflow.models.networks.base import Network
+from inspectflow.models.networks.base import BuildRequest, Network
 from inspectflow.models.weights import load_own_weights
 
 
@@ -122,9 +122,9 @@ class UNet(nn.Module):
         return self.head(x)
 
 
-def build(num_classes: int, in_channels: int, weights: str, freeze_backbone: bool) -> nn.Module:
-    """The U-Net (one defect-logit map, whatever ``num_classes``) with random weights or a file's."""
-    return load_own_weights(UNet(in_channels), weights)
+def build(request: BuildRequest) -> nn.Module:
+    """The U-Net (one defect-logit map) with random weights or a file's."""
+    return load_own_weights(UNet(request.channels), request.weights)
 
 
 NETWORK = Network(

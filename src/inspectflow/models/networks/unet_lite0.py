@@ -5,12 +5,12 @@ from __future__ import annotations
 from torch import nn
 
 from inspectflow.models.efficientnet import build_unet_lite0
-from inspectflow.models.networks.base import Network
+from inspectflow.models.networks.base import BuildRequest, Network
 
 
-def build(num_classes: int, in_channels: int, weights: str, freeze_backbone: bool) -> nn.Module:
-    """The U-Net (one defect-logit map, whatever ``num_classes``); ``freeze_backbone`` freezes the encoder."""
-    return build_unet_lite0(in_channels, weights, freeze_encoder=freeze_backbone)
+def build(request: BuildRequest) -> nn.Module:
+    """The U-Net (one defect-logit map); ``freeze_backbone`` freezes the encoder."""
+    return build_unet_lite0(request.channels, request.weights, freeze_encoder=request.freeze_backbone)
 
 
 NETWORK = Network(
