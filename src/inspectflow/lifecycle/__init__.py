@@ -1,5 +1,4 @@
-"""The model lifecycle: who moved which alias when and why, manual promotion, rollback, run comparison,
-whether to retrain, the runs that did not finish.
+"""The model lifecycle: alias moves and their audit, promotion, rollback, comparison, retraining, runs.
 
 - :mod:`~inspectflow.lifecycle.audit`: every alias move, kept as registered-model tags ``audit.NNNNNN``.
 - :mod:`~inspectflow.lifecycle.aliases`: list the versions, promote by hand, roll back.
