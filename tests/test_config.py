@@ -41,6 +41,18 @@ def test_flat_names_every_setting() -> None:
         ("evaluate.target_recall=0.95", "needs data.good_class"),
         ("register.primary_metric=false_reject_rate", "set evaluate.target_recall"),
         ("register.primary_metric=dice", "does not fit the classification"),
+        # Networks, losses and backbones are read from the registries, not listed in the config.
+        (
+            "train.model=resnet50",
+            r"train.model=resnet50 is not a registered network .*residual_cnn, resnet18",
+        ),
+        ("train.model=unet", "train.model=unet does not fit the classification"),
+        ("train.loss=dice", "train.loss=dice does not fit the classification"),
+        (
+            "train.backbone=resnet99",
+            "unknown backbone 'resnet99'; choose one of efficientnet_lite0, mobilenet_v2",
+        ),
+        ("train.layer=fc1", "efficientnet_lite0 layer must be pool"),
     ],
 )
 def test_bad_overrides_fail_with_the_setting_named(override: str, message: str) -> None:

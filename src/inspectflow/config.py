@@ -457,7 +457,7 @@ def _check_network_settings(train: TrainConfig) -> None:
             pretrained = ("auto", *(n.name for n in networks() if n.pretrained and n.tasks))
             setting = "train.freeze_backbone" if train.freeze_backbone else "train.weights=imagenet"
             raise ValueError(f"{setting} applies to train.model in {pretrained} only")
-    if train.method == "features+svm" or train.backbone != "efficientnet_lite0":
+    if train.method == "features+svm" or train.backbone != "efficientnet_lite0" or train.layer is not None:
         from inspectflow.models.backbones import resolve_layer
 
         resolve_layer(train.backbone, train.layer)

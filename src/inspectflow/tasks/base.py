@@ -215,20 +215,22 @@ class Task(ABC):
     def targets(self, dataset: Dataset, split: str) -> torch.Tensor:
         """The training targets of one split: class indices, or float masks ``(n, 1, H, W)``."""
 
-    @staticmethod
-    def network(name: str) -> Network:
+    def network(self, name: str) -> Network:
         """The registered network ``name`` (imports the registry, and torch with it).
 
         Raises:
             ValueError: No network has that name (for a config validator to report).
         """
         from inspectflow.errors import ConfigError
-        from inspectflow.models.networks import get_network
+        from inspectflow.models.networks import get_network, network_names
 
         try:
             return get_network(name)
-        except ConfigError as exc:
-            raise ValueError(str(exc)) from None
+        except ConfigError:
+            known = ", ".join(["auto", *network_names(self.name)])
+            raise ValueError(
+                f"train.model={name} is not a registered network (the {self.name} task trains {known})"
+            ) from None
 
     def auto_model(self, preprocess: Preprocess, pretrained_installed: bool) -> str:
         """The ``train.model`` that ``auto`` means for data of this working size: the registry's pick."""
