@@ -23,6 +23,7 @@ from PIL import Image
 from conftest import TINY_SIDE, write_class_folders
 from inspectflow.config import TEXTILE_CLASSES
 from inspectflow.lifecycle.audit import audit_entries
+from inspectflow.tracking import create_store_once
 
 pytestmark = pytest.mark.slow
 TINY = [f"data.image_side={TINY_SIDE}", f"validate.expected_side={TINY_SIDE}", "train.epochs=1"]
@@ -283,8 +284,11 @@ def test_a_killed_run_is_marked_killed_and_resumes_to_a_finished_run(tmp_path: P
         str(work),
     ]
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    pipeline = subprocess.Popen([*command, *sets], env=env, start_new_session=True, stdout=subprocess.DEVNULL)
+    # MLflow migrates a new sqlite store on a client's first open; this test's client and the pipeline must
+    # not both do that at once, so the store is made first, through the same lock the pipeline takes.
+    create_store_once(work / "mlflow.db")
     client, run_id, deadline = registry(work), None, time.monotonic() + 600
+    pipeline = subprocess.Popen([*command, *sets], env=env, start_new_session=True, stdout=subprocess.DEVNULL)
     while time.monotonic() < deadline and pipeline.poll() is None:  # until two epochs are done
         time.sleep(0.5)
         experiment = (work / "mlflow.db").exists() and client.get_experiment_by_name("textile")
