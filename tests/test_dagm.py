@@ -219,11 +219,18 @@ def test_the_detection_threshold_is_picked_on_validation_unless_set() -> None:
 
 
 def test_the_gate_guards_per_class_iou() -> None:
-    def scores(iou: float, class1: float, class2: float) -> SegmentationScores:
-        per_class = {"Class1": {"iou": class1, "images": 6.0}, "Class2": {"iou": class2, "images": 6.0}}
-        return SegmentationScores(["Class1", "Class2"], iou, iou, iou, 1.0, 0.0, per_class)
+    truth = np.zeros((60, 10, 10), bool)
+    truth[:, :5, :5] = True  # a 25-pixel defect in every image
+    groups = np.array(["Class1"] * 30 + ["Class2"] * 30)
+
+    def scores(extra1: int, extra2: int) -> SegmentationScores:
+        """Each defect found, with ``extra`` false pixels in each image of that group."""
+        pred = truth.copy()
+        for image, extra in enumerate([extra1] * 30 + [extra2] * 30):
+            pred[image, 9, :extra] = pred[image, 8, : max(0, extra - 10)] = True
+        return score_masks(pred, np.ones(60), truth, groups, EvaluateConfig())
 
     gate = RegisterConfig(primary_metric="iou", max_class_drop=0.05)
-    assert decide(scores(0.7, 0.7, 0.7), scores(0.6, 0.6, 0.6), gate).promote
-    blocked = decide(scores(0.7, 0.9, 0.5), scores(0.6, 0.6, 0.6), gate)
-    assert not blocked.promote and "Class2 IoU -0.1000" in blocked.reason
+    assert decide(scores(5, 5), scores(17, 17), gate).promote
+    blocked = decide(scores(0, 16), scores(12, 12), gate)
+    assert not blocked.promote and "Class2 IoU -0.0659" in blocked.reason

@@ -78,6 +78,9 @@ def test_the_pipeline_runs_and_registers_a_champion(tmp_path: Path) -> None:
     run = client.get_run(version.run_id)
     assert run.data.tags["kfp.pipeline_run_name"].startswith("inspectflow-textile-")
     assert run.data.tags["gate.decision"] == "promoted"
+    metrics = run.data.metrics  # every headline score with its 95% bootstrap interval over the test images
+    assert metrics["test_ci95/macro_f1_low"] <= metrics["test/macro_f1"] <= metrics["test_ci95/macro_f1_high"]
+    assert re.search(r"test/macro_f1:\s+[0-9.]+  \(95% interval [0-9.]+ to [0-9.]+\)", result.stdout)
 
 
 def test_a_corrupt_image_fails_the_run_naming_the_file(tmp_path: Path) -> None:

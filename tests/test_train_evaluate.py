@@ -7,6 +7,7 @@ import torch
 from conftest import tiny_config
 from inspectflow.augment import augment
 from inspectflow.config import EvaluateConfig
+from inspectflow.data.dataset import load_dataset, save_dataset
 from inspectflow.models.artifact import load_trained_model, save_trained_model
 from inspectflow.steps.evaluate import evaluate
 from inspectflow.steps.ingest import ingest
@@ -93,6 +94,37 @@ def test_augment_keeps_pixels_and_shape() -> None:
     assert torch.equal(out.flatten(1).sort().values, batch.flatten(1).sort().values)
 
 
+def orientations_drawn(image: torch.Tensor, kind: str) -> set[bytes]:
+    """The distinct orientations of ``image`` that ``augment`` draws over many samples."""
+    (out,) = augment((image.repeat(200, 1, 1, 1),), torch.Generator().manual_seed(1), kind)
+    return {sample.numpy().tobytes() for sample in out}
+
+
+def test_augment_changes_only_the_orientations_the_setting_allows() -> None:
+    square = torch.arange(9, dtype=torch.float32).reshape(1, 1, 3, 3)
+    wide = torch.arange(6, dtype=torch.float32).reshape(1, 1, 2, 3)
+    assert len(orientations_drawn(square, "auto")) == len(orientations_drawn(square, "dihedral")) == 8
+    assert len(orientations_drawn(square, "flips")) == len(orientations_drawn(wide, "auto")) == 4
+    assert orientations_drawn(square, "horizontal") == {
+        square[0].numpy().tobytes(),
+        square[0].flip(-1).numpy().tobytes(),
+    }
+    with pytest.raises(ValueError, match="2x3 images are not square"):
+        augment((wide,), torch.Generator(), "dihedral")
+
+
+def test_a_classifier_keeps_the_images_aspect_at_the_pixels_of_its_working_square() -> None:
+    def size(height: int, width: int) -> tuple[int, int]:
+        preprocess = CLASSIFICATION.working_size(np.array([[height, width]] * 3), tiny_config().data, 3)
+        return preprocess.height, preprocess.width
+
+    config = tiny_config("data.image_side=null", "validate.expected_side=null")
+    assert CLASSIFICATION.working_size(np.array([[300, 300]]), config.data, 1).height == 160
+    assert size(200, 190) == (160, 160)  # within 10% of square: the square
+    assert size(125, 330) == (96, 256)  # a tool flank: its aspect at 160x160's pixels
+    assert size(60, 30) == (64, 32)  # never larger than the images
+
+
 def test_scores_match_hand_computed_values() -> None:
     scores = score_predictions(np.array([0, 0, 1, 1]), np.array([0, 1, 1, 1]), ["a", "b"])
     assert scores.accuracy == 0.75
@@ -110,4 +142,15 @@ def test_evaluate_scores_the_test_split_and_plots(tiny_dataset, tmp_path: Path) 
     plot_confusion(scores, tmp_path / "cm.png")
     assert (tmp_path / "cm.png").stat().st_size > 1000
     save_scores(scores, tmp_path / "scores.json")
-    assert load_scores(tmp_path / "scores.json") == scores
+    assert repr(load_scores(tmp_path / "scores.json")) == repr(scores)  # repr: NaN (no kappa) equals NaN
+
+
+def test_graded_levels_train_with_the_emd_loss_and_are_scored_by_kappa(npy_dir: Path, tmp_path: Path) -> None:
+    config = tiny_config("data.ordinal=true", "train.loss=cross_entropy+emd", "register.primary_metric=kappa")
+    dataset = ingest(npy_dir, config)
+    save_dataset(dataset, tmp_path / "data")
+    assert load_dataset(tmp_path / "data").info.ordinal  # the levels' order travels with the cached set
+    result = train(CLASSIFICATION, dataset, config.train, tmp_path / "ckpt")
+    scores = evaluate(CLASSIFICATION, result.model, dataset, EvaluateConfig(batch_size=4))
+    assert -1 <= scores.kappa <= 1 and 0 <= scores.mean_level_error <= len(scores.classes) - 1
+    assert CLASSIFICATION.baseline(dataset, config.evaluate).kappa == 0.0  # one level for all: chance

@@ -5,15 +5,35 @@ from __future__ import annotations
 import torch
 
 
-def augment(tensors: tuple[torch.Tensor, ...], generator: torch.Generator) -> tuple[torch.Tensor, ...]:
-    """Applies one random horizontal flip and 90-degree rotation per sample to every tensor alike.
+def augment(
+    tensors: tuple[torch.Tensor, ...], generator: torch.Generator, orientations: str = "auto"
+) -> tuple[torch.Tensor, ...]:
+    """Applies one random orientation change per sample to every tensor alike.
 
-    Inspection images have no canonical orientation, so these eight symmetries preserve the label; applying
-    the same transform to an image and its mask keeps them aligned. Images must be square.
+    Inspection images mostly have no canonical orientation, so these symmetries keep the label; applying
+    the same change to an image and its mask keeps them aligned. ``orientations``: ``dihedral`` draws from
+    all eight flips and 90-degree turns (square images only: a turn would change a wide image's shape);
+    ``flips`` from left-right and top-bottom flips and the half turn; ``horizontal`` from left-right flips
+    only (parts with a top and a bottom); ``auto`` is ``dihedral`` for square images, else ``flips``.
+
+    Raises:
+        ValueError: ``dihedral`` on images that are not square.
     """
+    height, width = tensors[0].shape[-2:]
+    if orientations == "auto":
+        orientations = "dihedral" if height == width else "flips"
+    if orientations == "dihedral" and height != width:
+        raise ValueError(
+            f"train.augment=dihedral turns images by 90 degrees, which {height}x{width} images are not "
+            "square for; use flips (or auto)"
+        )
     count = len(tensors[0])
     flip = torch.rand(count, generator=generator) < 0.5
-    turns = torch.randint(0, 4, (count,), generator=generator)
+    turns = torch.randint(0, 4, (count,), generator=generator)  # drawn alike for every kind: one stream
+    if orientations == "flips":
+        turns = 2 * (turns // 2)  # a half turn after a left-right flip is a top-bottom flip
+    elif orientations == "horizontal":
+        turns = torch.zeros_like(turns)
     out = []
     for tensor in tensors:
         tensor = torch.where(flip[:, None, None, None], tensor.flip(-1), tensor)

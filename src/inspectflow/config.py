@@ -62,10 +62,12 @@ class DataConfig(_Section):
             the labels found (class folders, CSV labels), sorted. For segmentation, the groups to read
             (DAGM classes such as ``Class1``); empty reads all.
         image_side: Side of the square images models see (pixels). ``None`` derives the size from the
-            data: for classification the median longest side, rounded to 16 and at most ``max_side``; for
+            data: for classification the median longest side, rounded to 16 and at most ``max_side``, as a
+            square for images of one aspect, else the images' median aspect with the same pixels; for
             segmentation every image keeps its aspect, scaled so that the longest is at most ``max_side``
             and padded to a multiple of 32.
-        max_side: The largest working side ``image_side=None`` picks.
+        max_side: The largest working side ``image_side=None`` picks (for a classifier of wide or tall
+            images: the side of the square whose pixels they get).
         resize: How ``image_side`` is reached: ``resize`` scales images (and masks) to the side; ``pad``
             centres them on a zero canvas, cropping what is larger (no resampling: defect edges stay sharp).
         channels: Channels of the cached images (1 = grayscale).
@@ -73,6 +75,11 @@ class DataConfig(_Section):
             classifier also decides per image, defective or not, on its defect score (1 - the probability
             of this class), and reports escape and false-reject rates (see ``evaluate.target_recall``).
             ``None``: the classes are kinds of defect or of product, with no image-level decision.
+        ordinal: The classes are graded levels (wear low / medium / high, a defect probability of 0, 1/3,
+            2/3, 1), in the order of ``classes`` (or of the sorted folder names): classification then also
+            reports quadratic-weighted kappa (``kappa``, which the gate can judge) and the mean absolute
+            level error, and ``train.loss=cross_entropy+emd`` can weigh confusing far levels more than
+            neighbours.
         missing_masks: An image of an ``images/`` + ``masks/`` set without a mask file: ``error`` fails
             validation naming it (a lost mask would teach that its defect is clean); ``clean`` reads it
             as defect-free.
@@ -87,6 +94,7 @@ class DataConfig(_Section):
     resize: Literal["resize", "pad"] = "resize"
     channels: Literal[1, 3] = 1
     good_class: str | None = None
+    ordinal: bool = False
     missing_masks: Literal["error", "clean"] = "error"
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0)
     split_seed: int = 0
@@ -136,8 +144,10 @@ class TrainConfig(_Section):
             is installed and the images are at least 96 px, else ``residual_cnn`` (a small ResNet for small
             patches); for segmentation a U-Net on the ImageNet EfficientNet-Lite0 encoder (``unet_lite0``)
             when installed, else ``unet`` (16-256 channels, from scratch). ``resnet18`` is torchvision's.
-        loss: One of the task's (``Task.losses``): ``cross_entropy`` for classification; ``dice`` (smoothed
-            soft Dice), ``bce`` (pixel-wise) or ``bce+dice`` for segmentation.
+        loss: One of the task's (``Task.losses``): ``cross_entropy`` for classification, or with
+            ``data.ordinal`` ``cross_entropy+emd`` (plus the squared distance between the predicted and the
+            true cumulative level distributions, so that a far level costs more than a neighbour);
+            ``dice`` (smoothed soft Dice), ``bce`` (pixel-wise) or ``bce+dice`` for segmentation.
         crop: Segmentation trains on random square crops of this side (biased towards defects), a
             multiple of 32; ``None`` trains on whole images. Evaluation always uses whole images.
         weights: ``auto`` (``imagenet`` for a pretrained model, else random), ``imagenet`` (EfficientNet-Lite0
@@ -146,7 +156,16 @@ class TrainConfig(_Section):
             random weights must be asked for by name: ``random``.
         method: ``finetune`` trains ``model``; ``features+svm`` (classification) extracts features with a
             frozen ImageNet CNN (``backbone`` at ``layer``) and fits an SVM, estimated over ``repeats``
-            seeded, stratified 70/30 splits of the whole dataset.
+            seeded, stratified 70/30 splits of the training split. ``auto`` lets the data choose: a
+            classifier whose images suit the ImageNet backbone compares, cheapest first, a linear and an
+            RBF SVM on its features, head-only fine-tuning (``freeze_backbone``) and full fine-tuning of
+            ``model``, all on the same held-out parts of the training split with the primary metric
+            (macro-F1 where that is a rate), within ``max_minutes``; the winner is registered and the
+            model card says what was compared. Otherwise (segmentation, small images) ``finetune``.
+        small_set: Training splits of fewer images are compared (and fine-tuning's epochs chosen) by
+            ``folds``-fold stratified cross-validation rather than on one validation split, whose few
+            images would make the choice noise.
+        folds: Folds of that cross-validation.
         backbone: Feature extractor of ``features+svm``: ``efficientnet_lite0`` (pooled, 1280-d; its
             weights install with pip), ``vgg16`` (fc1) or ``mobilenet_v2``.
         layer: Where to cut the backbone: ``fc1`` (vgg16), ``pool`` or ``features.N`` (mobilenet_v2);
@@ -172,7 +191,11 @@ class TrainConfig(_Section):
         val_fraction: Share of the training split held out (stratified, seeded) for per-epoch validation.
         keep_best: Keep the epoch with the best validation score (macro-F1, or IoU for segmentation)
             rather than the last one.
-        augment: Random flips and 90-degree rotations of training images.
+        augment: Which orientation changes of training images keep their label: ``auto`` all that keep
+            the image's shape (flips and 90-degree turns of square images; flips and the half turn of
+            others), ``dihedral`` flips and 90-degree turns (square images), ``flips`` left-right and
+            top-bottom flips, ``horizontal`` left-right flips only (parts with a top and a bottom), ``none``.
+            ``true`` and ``false`` read as ``auto`` and ``none``.
         channels_last: Use the channels-last memory format (1.4-2.1x faster on CPU here).
         seed: Seed of initialisation, shuffling and augmentation.
     """
@@ -181,7 +204,9 @@ class TrainConfig(_Section):
     loss: str = "cross_entropy"
     crop: int | None = Field(None, ge=16)
     weights: str = "auto"
-    method: Literal["finetune", "features+svm"] = "finetune"
+    method: Literal["auto", "finetune", "features+svm"] = "auto"
+    small_set: int = Field(1000, ge=0)
+    folds: int = Field(5, ge=2)
     backbone: str = "efficientnet_lite0"
     layer: str | None = None
     svm_kernel: Literal["rbf", "linear", "poly", "sigmoid"] = "rbf"
@@ -199,9 +224,16 @@ class TrainConfig(_Section):
     weight_decay: float = Field(1e-4, ge=0.0)
     val_fraction: float = Field(0.2, ge=0.0, lt=1.0)
     keep_best: bool = True
-    augment: bool = True
+    augment: Literal["auto", "dihedral", "flips", "horizontal", "none"] = "auto"
     channels_last: bool = True
     seed: int = 0
+
+    @field_validator("augment", mode="before")
+    @classmethod
+    def _augment_switch(cls, value: object) -> object:
+        if isinstance(value, bool):  # the setting was a switch before it named orientations
+            return "auto" if value else "none"
+        return value
 
     def network_weights(self) -> tuple[str, str]:
         """The network this run loads weights into and the weights, as ``check_weights`` takes them.
@@ -264,10 +296,13 @@ class RegisterConfig(_Section):
         min_score: The primary score a version needs to be promoted at all (higher-is-better metrics).
         baseline_margin: How far the primary score must beat the trivial baseline's; ``None`` skips
             that floor (tests of the gate's mechanics on random data).
-        min_improvement: The challenger must beat the champion's primary metric by more than this.
+        min_improvement: The challenger must beat the champion's primary metric by more than this, with
+            95% confidence: the lower end of the paired bootstrap interval of the gain, over resamples of
+            the same test images for both, must be above it (two runs of the same settings never replace
+            each other on noise).
         flavor: How the model is logged: ``pytorch`` (a pt2 export taking float tensors) or ``pyfunc`` (takes
             image paths or arrays, returns labels and probabilities; required by ``features+svm``). ``auto``
-            follows ``train.method``: ``pyfunc`` for ``features+svm``, else ``pytorch``.
+            follows the method trained: ``pyfunc`` for ``features+svm``, else ``pytorch``.
         onnx: Also export a network to ONNX (dynamic batch, height and width) and log it with the version,
             for ``inspectflow predict --engine onnx`` and the pyfunc's ``engine`` (not ``features+svm``).
         max_class_drop: Largest drop of any class's score (F1 for classification, IoU for segmentation) the
@@ -347,7 +382,12 @@ _FINETUNE_ONLY = [
     ]
 ]
 _SVM_ONLY = [f"train.{k}" for k in ["backbone", "layer", "svm_kernel", "svm_c", "repeats", "feature_cache"]]
-_UNUSED_BY_METHOD = {"finetune": _SVM_ONLY, "features+svm": _FINETUNE_ONLY}
+_SELECTION_ONLY = ["train.small_set", "train.folds"]
+_UNUSED_BY_METHOD = {
+    "auto": [],
+    "finetune": [*_SVM_ONLY, *_SELECTION_ONLY],
+    "features+svm": [*_FINETUNE_ONLY, *_SELECTION_ONLY],
+}
 #: Names rather than settings: they say where a run goes, not how it learns.
 _NAMES = {"workload", "task", "register.model_name", "tracking.experiment", "monitor.experiment"}
 
@@ -377,7 +417,8 @@ class PipelineConfig(_Section):
 
     @model_validator(mode="after")
     def _check_model_fits_data(self) -> PipelineConfig:
-        if self.register_.flavor == "auto":  # the only flavor a features+svm model can be logged in
+        if self.register_.flavor == "auto" and self.train.method != "auto":  # auto: the trained model's
+            # The only flavor a features+svm model can be logged in.
             self.register_.flavor = "pyfunc" if self.train.method == "features+svm" else "pytorch"
         task = get_task(self.task)
         task.check_config(self)

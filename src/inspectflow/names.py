@@ -41,11 +41,16 @@ VAL_METRICS = "val/"
 TRAIN_METRICS = "train/"
 #: The trivial model's test scores, in the same chart section as the model's: ``test/baseline_macro_f1``.
 BASELINE_METRICS = f"{TEST_METRICS}baseline_"
+#: The ends of a test score's 95% bootstrap interval over the test images: ``test_ci95/macro_f1_low``.
+TEST_INTERVALS = "test_ci95/"
 #: Images (confusion matrix, overlays) logged with ``mlflow.log_image``: ``visuals/overlays/worst_1``.
 VISUALS = "visuals/"
 #: A method's own estimate over repeated splits of the training split (features+svm's): ``cv/accuracy_mean``.
 #: Shown beside the test scores under this name, never judged by the gate in their place.
 CV_METRICS = "cv/"
+#: A candidate of ``train.method=auto`` on the training split's held-out parts (its child run):
+#: ``select/mean``, ``select/score`` per part.
+SELECTION_METRICS = "select/"
 
 # -- other run tags
 
@@ -103,9 +108,15 @@ VALIDATION_ARTIFACTS = "validation"
 CHECKPOINTS_ARTIFACTS = "checkpoints"
 TRAINING_ARTIFACTS = "training"
 HISTORY_ARTIFACT = f"{TRAINING_ARTIFACTS}/history.json"
+#: What ``train.method=auto`` compared and which candidate won (each candidate is also a child run).
+SELECTION_ARTIFACT = f"{TRAINING_ARTIFACTS}/selection.json"
+#: The run tag with that comparison's one-line description, which the model card quotes.
+SELECTION_TAG = "inspectflow.selection"
 EVALUATION_ARTIFACTS = "evaluation"
 SCORES_FILE = "scores.json"
 BASELINE_FILE = "baseline.json"
+#: Each headline test score and the ends of its 95% bootstrap interval: ``{"macro_f1": [value, low, high]}``.
+INTERVALS_FILE = "intervals.json"
 SCORES_ARTIFACT = f"{EVALUATION_ARTIFACTS}/{SCORES_FILE}"
 REGISTRY_SUMMARY_ARTIFACT = "registry/summary.json"
 

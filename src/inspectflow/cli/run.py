@@ -161,9 +161,12 @@ def _print_summary(
     click.echo("")
     click.echo(f"{'MLflow run:':<24}{summary['mlflow_run_id']}  ({tracking_uri})")
     headline = [f"{TEST_METRICS}{name}" for name in task_for(config).headline_metrics]
+    intervals = summary.get("intervals", {})
     for name, value in summary["metrics"].items():
         if name in headline:
-            click.echo(f"{name + ':':<24}{value:.4f}")
+            low_high = intervals.get(name.removeprefix(TEST_METRICS))
+            beside = "" if low_high is None else f"  (95% interval {low_high[0]:.4f} to {low_high[1]:.4f})"
+            click.echo(f"{name + ':':<24}{value:.4f}{beside}")
     metric = config.register_.primary_metric
     baseline = summary["baseline"]
     floor = f"test {metric} {baseline['metrics'][f'test/{metric}']:.4f}"

@@ -69,6 +69,7 @@ class DatasetInfo:
     split_origin: str  # "source" when the source defines train/test, else "seeded"
     extra: dict[str, str] = field(default_factory=dict)
     good_class: str | None = None  # the class of parts that pass (``data.good_class``), if any
+    ordinal: bool = False  # the classes are graded levels, in label-index order (``data.ordinal``)
 
     @property
     def good_index(self) -> int | None:

@@ -121,6 +121,14 @@ def rate_fields(defective: npt.ArrayLike, flagged: npt.ArrayLike) -> dict[str, d
     return {name: rate.as_dict() for name, rate in rates(defective, flagged).items()}
 
 
+def resampled_rate(name: str, defective: np.ndarray, flagged: np.ndarray) -> np.ndarray:
+    """``escape_rate`` or ``false_reject_rate`` per resample (rows of per-image flags; NaN: none to count)."""
+    events = defective if name == "escape_rate" else ~defective
+    wrong = events & (~flagged if name == "escape_rate" else flagged)
+    counts = events.sum(axis=1)
+    return np.divide(wrong.sum(axis=1), counts, out=np.full(len(counts), np.nan), where=counts > 0)
+
+
 class DecisionRates:
     """What the scores of a task that decides per image (defective or not) add: both rates at its threshold.
 

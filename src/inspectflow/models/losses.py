@@ -1,4 +1,4 @@
-"""Losses for binary defect segmentation; all take logits ``(N, 1, H, W)`` and float {0, 1} targets."""
+"""Training losses: defect segmentation (logits ``(N, 1, H, W)``, float {0, 1} targets), graded levels."""
 
 from __future__ import annotations
 
@@ -92,3 +92,30 @@ def segmentation_loss(name: SegmentationLossName, pos_weight: float = 1.0) -> Se
     except KeyError:
         raise ValueError(f"unknown segmentation loss {name!r}; expected one of {sorted(_LOSSES)}") from None
     return loss if name == "dice" or pos_weight == 1.0 else functools.partial(loss, pos_weight=pos_weight)
+
+
+def squared_emd_loss(
+    logits: torch.Tensor, target: torch.Tensor, class_weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Squared earth mover's distance between predicted and true distributions over ordered levels.
+
+    The sum over levels of the squared difference of the two cumulative distributions (Hou et al., "Squared
+    Earth Mover's Distance-based Loss for Training Deep Neural Networks", 2016): predicting a level ``k``
+    away from the truth costs ``k`` (certain predictions), so far confusions cost more than neighbours.
+
+    Args:
+        logits: Class logits ``(N, levels)``, levels in order.
+        target: True level indices ``(N,)``.
+        class_weights: Optional weight of each true level (class balance), normalised as cross-entropy's.
+
+    Returns:
+        Scalar loss, the (weighted) mean over the batch.
+    """
+    levels = logits.shape[1]
+    predicted = torch.cumsum(torch.softmax(logits.float(), dim=1), dim=1)
+    truth = (torch.arange(levels, device=target.device)[None, :] >= target[:, None]).float()
+    per_image = ((predicted - truth) ** 2).sum(dim=1)
+    if class_weights is None:
+        return per_image.mean()
+    weights = class_weights.to(per_image.device)[target]
+    return (per_image * weights).sum() / weights.sum().clamp(min=1e-12)

@@ -14,16 +14,30 @@ from inspectflow.config import EvaluateConfig, PipelineConfig
 from inspectflow.data.dataset import Dataset, load_dataset
 from inspectflow.errors import pipeline_step
 from inspectflow.metrics import operating_point
+from inspectflow.metrics.intervals import Interval, save_intervals, score_intervals
 from inspectflow.models.artifact import Predictor, load_trained_model
 from inspectflow.names import (
     BASELINE_FILE,
     BASELINE_METRICS,
     EVALUATION_ARTIFACTS,
+    INTERVALS_FILE,
     SCORES_FILE,
+    TEST_INTERVALS,
     VISUALS,
 )
 from inspectflow.tasks import save_scores, task_for
 from inspectflow.tasks.base import PER_IMAGE_FILE, Scores, Task, describe_scores
+
+
+def interval_metrics(intervals: dict[str, Interval]) -> dict[str, float]:
+    """The intervals' ends as MLflow metrics: ``test_ci95/macro_f1_low``, ``test_ci95/macro_f1_high``."""
+    ends: dict[str, float] = {}
+    for metric, interval in intervals.items():
+        ends |= {
+            f"{TEST_INTERVALS}{metric}_low": interval.low,
+            f"{TEST_INTERVALS}{metric}_high": interval.high,
+        }
+    return ends
 
 
 def evaluate(
@@ -47,7 +61,9 @@ def evaluate_step(
     run's ``evaluation/`` artifacts; the baseline's metrics are logged as ``baseline_*``. A task that
     decides per image (defective or not) also gets its operating point: the escape and false-reject
     rates at the model's threshold with confidence intervals, and the ROC and precision-recall curves
-    (:func:`inspectflow.metrics.operating_point.report`).
+    (:func:`inspectflow.metrics.operating_point.report`). The primary metric and the task's headline
+    metrics are logged with their 95% bootstrap intervals over the test images (``test_ci95/``,
+    ``intervals.json``).
     """
     import mlflow
     import pandas as pd
@@ -66,12 +82,15 @@ def evaluate_step(
         baseline = task.baseline(dataset, evaluate_config)
         save_scores(scores, out_dir / SCORES_FILE)
         save_scores(baseline, out_dir / BASELINE_FILE)
+        primary = config.register_.primary_metric
+        intervals = score_intervals(scores, list(dict.fromkeys([primary, *task.headline_metrics])))
+        save_intervals(intervals, out_dir / INTERVALS_FILE)
         # The baseline's headline scores beside the model's (its per-class ones say nothing new).
         headline = {k: v for k, v in baseline.metrics(prefix=BASELINE_METRICS).items() if k.count("/") == 1}
         table = pd.read_csv(out_dir / PER_IMAGE_FILE)  # every task's evaluation writes it
         threshold, target = evaluate_config.detection_threshold, evaluate_config.target_recall
         rates = operating_point.report(out_dir, table, scores.rates(), threshold, target)
-        mlflow.log_metrics({**scores.metrics(), **headline, **rates})
+        mlflow.log_metrics({**scores.metrics(), **interval_metrics(intervals), **headline, **rates})
         mlflow.log_artifacts(str(out_dir), artifact_path=EVALUATION_ARTIFACTS)
         # A table the UI can sort and filter.
         mlflow.log_table(table, artifact_file=f"{EVALUATION_ARTIFACTS}/per_image.json")
@@ -80,7 +99,7 @@ def evaluate_step(
         for figure in sorted(out_dir.rglob("*.png")):
             key = f"{VISUALS}{figure.relative_to(out_dir).with_suffix('').as_posix()}"
             mlflow.log_image(Image.open(figure), key=key, step=0)
-    console.note(
-        f"{scores.test_images} test images, {describe_scores(scores, config.register_.primary_metric)}"
-    )
+    interval = intervals.get(primary)
+    beside = "" if interval is None else f" (95% interval {interval.low:.4f} to {interval.high:.4f})"
+    console.note(f"{scores.test_images} test images, {describe_scores(scores, primary)}{beside}")
     return scores

@@ -86,6 +86,7 @@ def ingest(root: Path, config: PipelineConfig) -> Dataset:
         preprocess=preprocess,
         split_origin=split_origin,
         good_class=good_class,
+        ordinal=data.ordinal,
     )
     dataset = Dataset(images=images, manifest=manifest, info=info, masks=masks)
     if split_origin == "seeded":

@@ -4,10 +4,11 @@ The gate scores the current champion on the same test split as the new model, so
 even when the data changed since the champion was trained. Judging and moving the alias happen under the
 registered model's lock (:mod:`inspectflow.lifecycle.lock`): two runs finishing together are judged one
 after the other, the second against the first's outcome. The new version becomes ``champion`` when there
-is none yet, or when it beats the champion's primary metric by more than ``min_improvement`` and no class's
-F1 drops by more than ``max_class_drop``; otherwise it becomes ``challenger``. A run of a DVC experiment
-(``dvc exp run``) is judged the same way but only ever becomes ``challenger`` (decision ``held``). The
-decision and its reason are tags on the version.
+is none yet, or when it beats the champion's primary metric by more than ``min_improvement`` (the lower end
+of the 95% paired bootstrap interval of the gain over the same test images, so that noise never moves
+production) and no class's F1 drops by more than ``max_class_drop``; otherwise it becomes ``challenger``. A
+run of a DVC experiment (``dvc exp run``) is judged the same way but only ever becomes ``challenger``
+(decision ``held``). The decision and its reason are tags on the version.
 """
 
 from __future__ import annotations
@@ -24,8 +25,10 @@ from inspectflow.config import PipelineConfig, RegisterConfig
 from inspectflow.errors import one_line, pipeline_step
 from inspectflow.lifecycle.audit import move_alias
 from inspectflow.lifecycle.lock import registry_lock
+from inspectflow.metrics.intervals import Interval, load_intervals, paired_gain
 from inspectflow.metrics.operating_point import OPERATING_POINT_FILE
 from inspectflow.metrics.operating_point import describe as describe_operating_point
+from inspectflow.models.artifact import FEATURE_SVM
 from inspectflow.names import (
     ARCHITECTURE_TAG,
     BASELINE_FILE,
@@ -45,12 +48,14 @@ from inspectflow.names import (
     GATE_REASON_TAG,
     GATE_TEST_IMAGES_TAG,
     GIT_COMMIT_TAG,
+    INTERVALS_FILE,
     LINEAGE_TAG_PREFIXES,
     MLFLOW_RUN_ID_TAG,
     REGISTERED_MODEL_NAME_TAG,
     REGISTERED_MODEL_VERSION_TAG,
     REGISTRY_SUMMARY_ARTIFACT,
     SCORES_FILE,
+    SELECTION_TAG,
 )
 from inspectflow.tasks.base import Scores, Task
 
@@ -133,7 +138,8 @@ def decide(
     if math.isnan(champion_score):
         reason = f"the champion has no {metric} on this data; not promoted, promote manually if meant"
         return GateDecision(False, reason, new_score)
-    gain = champion_score - new_score if lower else new_score - champion_score
+    # Paired on the same test images: the gain's 95% interval, not its point, must clear min_improvement.
+    gain = paired_gain(new, champion, metric, lower)
     kind = new.class_metric
     new_classes, champion_classes = new.class_scores(), champion.class_scores()
     drops = {
@@ -142,19 +148,19 @@ def decide(
         if champion_classes[c] - new_classes[c] > config.max_class_drop + _FLOAT_TOLERANCE
     }
     same = f"on the same {new.test_images} test images{floor}"
-    if gain <= config.min_improvement + _FLOAT_TOLERANCE:
+    if gain.low <= config.min_improvement + _FLOAT_TOLERANCE:
         reason = (
-            f"test {metric} {new_score:.4f} vs champion {champion_score:.4f} {same}: gain {gain:+.4f} "
-            f"is not above the required {config.min_improvement:.4f}"
+            f"test {metric} {new_score:.4f} vs champion {champion_score:.4f} {same}: gain {gain.signed()}, "
+            f"whose lower end is not above the required {config.min_improvement:.4f}"
         )
         return GateDecision(False, reason, new_score, champion_score)
-    beats = f"test {metric} {new_score:.4f} beats champion {champion_score:.4f} by {gain:+.4f} {same}"
+    beats = f"test {metric} {new_score:.4f} beats champion {champion_score:.4f} by {gain.signed()} {same}"
     if drops:
         worst = ", ".join(f"{c} {kind} -{d:.4f}" for c, d in sorted(drops.items()))
         reason = f"{beats} but per-class {kind} drops beyond {config.max_class_drop:.4f}: {worst}"
         return GateDecision(False, reason, new_score, champion_score)
     reason = (
-        f"{beats} (> {config.min_improvement:.4f}), no class {kind} drops more than "
+        f"{beats} (lower end > {config.min_improvement:.4f}), no class {kind} drops more than "
         f"{config.max_class_drop:.4f}"
     )
     return GateDecision(True, reason, new_score, champion_score)
@@ -213,19 +219,25 @@ def model_card(
     baseline: Scores,
     operating: str = "",
     estimate: str | None = None,
+    intervals: dict[str, Interval] | None = None,
+    selection: str | None = None,
 ) -> str:
     """A version's description (Markdown): verdict, scores against the champion and baseline, data, use.
 
     ``operating`` is the operating point's line (:func:`inspectflow.metrics.operating_point.describe`), if
     any; ``estimate`` the method's own estimate (:func:`inspectflow.models.feature_svm.describe_cv`), shown
-    as not judged.
+    as not judged; ``intervals`` the test scores' 95% bootstrap intervals, shown beside them; ``selection``
+    what ``train.method=auto`` compared and why the method won.
     """
     name, metric = config.register_.model_name, config.register_.primary_metric
     champion = tags.get(GATE_CHAMPION_VERSION_TAG) or "none"
 
     def row(score: str, champion_score: float | None = None) -> str:
         theirs = "-" if champion_score is None else f"{champion_score:.4f}"
-        return f"| test {score} | {getattr(scores, score):.4f} | {theirs} | {getattr(baseline, score):.4f} |"
+        mine = f"{getattr(scores, score):.4f}"
+        if (interval := (intervals or {}).get(score)) is not None:
+            mine += f" ({interval.low:.4f} to {interval.high:.4f})"
+        return f"| test {score} | {mine} | {theirs} | {getattr(baseline, score):.4f} |"
 
     # The task's headline figures, those it has on this run (no rates without image-level decisions).
     others = [m for m in task.headline_metrics if m != metric and not math.isnan(getattr(scores, m))]
@@ -242,13 +254,15 @@ def model_card(
         [
             f"**{tags[GATE_DECISION_TAG]}**, `@{alias}`: {decision.reason}",
             "",
-            f"| score ({scores.test_images} test images) | version {version} | champion (version {champion}) "
+            f"| score ({scores.test_images} test images) | version {version}"
+            f"{' (95% interval)' if intervals else ''} | champion (version {champion}) "
             "| trivial baseline |",
             "|---|---|---|---|",
             *rows,
             "",
             judged,
             *([f"Not judged: {estimate}."] if estimate else []),
+            *([f"Method: {selection}."] if selection else []),
             f"Weakest class: {worst[0]} ({scores.class_metric} {worst[1]:.4f})." if worst else "",
             *([operating] if operating else []),
             f"Data: {data}; code: {code}; MLflow run `{tags.get(MLFLOW_RUN_ID_TAG)}`.",
@@ -271,6 +285,7 @@ class _Registration:
     scores: Scores
     baseline: Scores
     client: Any  # MlflowClient
+    intervals: dict[str, Interval]  # the test scores' 95% bootstrap intervals, from the evaluate step
 
     @property
     def name(self) -> str:
@@ -376,7 +391,7 @@ def _describe(
     estimate = describe_cv(run.data.metrics, reg.config.train.repeats)
     card = model_card(
         reg.config, reg.task, version, alias, {**run.data.tags, **tags}, decision, scores, reg.baseline,
-        operating, estimate,
+        operating, estimate, reg.intervals, run.data.tags.get(SELECTION_TAG),
     )  # fmt: skip
     reg.client.update_model_version(reg.name, version, description=card)
     mlflow.set_tags(
@@ -416,10 +431,14 @@ def register_step(
     reg = _Registration(
         config, task_for(config), dataset, spec, load_scores(evaluation_dir / SCORES_FILE),
         load_scores(evaluation_dir / BASELINE_FILE), MlflowClient(),
+        load_intervals(evaluation_dir / INTERVALS_FILE),
     )  # fmt: skip
     name, gate_config = reg.name, config.register_
     with resume_run(run_id, "register", final=True) as run:
-        model_info = log_model(model, spec, model_dir, dataset, gate_config.flavor, gate_config.onnx)
+        flavor = gate_config.flavor
+        if flavor == "auto":  # train.method=auto: the method that won decides
+            flavor = "pyfunc" if spec.architecture == FEATURE_SVM else "pytorch"
+        model_info = log_model(model, spec, model_dir, dataset, flavor, gate_config.onnx)
         # What the drift watch compares new images with travels with every version (inspectflow monitor).
         log_reference(reference_profile(reg.task, dataset, model, spec, config))
         version = str(mlflow.register_model(model_info.model_uri, name).version)
@@ -450,6 +469,7 @@ def register_step(
             "decision": outcome,
             "reason": decision.reason,
             "metrics": reg.scores.metrics(),
+            "intervals": {metric: [i.low, i.high] for metric, i in reg.intervals.items()},
             "baseline": {"description": reg.task.baseline_description, "metrics": reg.baseline.metrics()},
             "gate": asdict(decision),
         }

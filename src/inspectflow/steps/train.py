@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,17 +22,21 @@ from torch.optim.swa_utils import update_bn
 from inspectflow import console
 from inspectflow.config import PipelineConfig, TrainConfig
 from inspectflow.data.dataset import Dataset, load_dataset
-from inspectflow.data.splits import stratified_holdout
+from inspectflow.data.splits import selection_folds, stratified_holdout
 from inspectflow.errors import pipeline_step
 from inspectflow.imaging import to_tensor
 from inspectflow.models.artifact import FEATURE_SVM, ModelSpec, save_trained_model
 from inspectflow.models.feature_svm import FeatureSvmClassifier, SplitResult, SvmResult, describe_cv
 from inspectflow.models.networks import build_model
+from inspectflow.models.selection import Candidate, Choice, Estimate, FoldScorer, choose
 from inspectflow.names import (
     CHECKPOINTS_ARTIFACTS,
     CV_METRICS,
     FEATURES_CACHE_TAG,
     HISTORY_ARTIFACT,
+    SELECTION_ARTIFACT,
+    SELECTION_METRICS,
+    SELECTION_TAG,
     TRAIN_METRICS,
     VAL_METRICS,
 )
@@ -180,6 +185,7 @@ def train(
     checkpoint_dir: Path,
     on_epoch: EpochCallback | None = None,
     resume: bool = False,
+    held_out: np.ndarray | None = None,
 ) -> TrainResult:
     """Trains the task's model on the training split.
 
@@ -200,13 +206,15 @@ def train(
         resume: Continue from ``checkpoint_dir/last.pt`` when it is there: the weights, the optimizer,
             the schedule, every random generator and the history are restored, so the run goes on as if
             it had never stopped (the same seed gives the same model as an uninterrupted run).
+        held_out: Which images of the training split to validate on (a boolean mask over it), in place of
+            the ``val_fraction`` hold-out: a fold of ``train.method=auto``'s comparison.
 
     Returns:
         The trained model (eval mode) with its spec, per-epoch history and resolved settings.
     """
     config = resolve(task, config, dataset)
     seed_everything(config.seed)
-    x_train, y_train, x_val, y_val = _hold_out(task, dataset, config)
+    x_train, y_train, x_val, y_val = _hold_out(task, dataset, config, held_out)
     fit = _setup(task, config, y_train, dataset)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     history, best_epoch = _epochs(
@@ -233,15 +241,16 @@ def train(
 _Split = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
 
-def _hold_out(task: Task, dataset: Dataset, config: TrainConfig) -> _Split:
+def _hold_out(task: Task, dataset: Dataset, config: TrainConfig, held_out: np.ndarray | None) -> _Split:
     """The training images and targets, and the validation part held out of them (stratified, seeded)."""
     images, _ = dataset.split("train")
     targets = task.targets(dataset, "train")
-    held_out = (
-        stratified_holdout(task.strata(dataset, "train"), config.val_fraction, config.seed)
-        if config.val_fraction > 0
-        else np.zeros(len(images), dtype=bool)
-    )
+    if held_out is None:
+        held_out = (
+            stratified_holdout(task.strata(dataset, "train"), config.val_fraction, config.seed)
+            if config.val_fraction > 0
+            else np.zeros(len(images), dtype=bool)
+        )
     held = torch.from_numpy(held_out)
     x_train, y_train = to_tensor(images[~held_out]), targets[~held]
     x_val, y_val = to_tensor(images[held_out], config.channels_last), targets[held]
@@ -452,41 +461,11 @@ def train_feature_svm(
     Returns:
         The classifier, its spec, the cross-validation result and whether the features came from the cache.
     """
-    from inspectflow.data.dataset import dataset_digest
-    from inspectflow.models.backbones import build_extractor, extract_features
-    from inspectflow.models.feature_svm import (
-        cached_features,
-        feature_cache_key,
-        fit_svm,
-        svm_repeated_splits,
-        weights_identity,
-    )
+    from inspectflow.models.feature_svm import fit_svm, svm_repeated_splits
 
-    seed_everything(config.seed)  # random weights (weights=random) must be the same in every run
-    weights = {"auto": "imagenet", "random": "none"}.get(config.weights, config.weights)
-    extractor, _ = build_extractor(config.backbone, weights, config.layer)
-    weights_id = weights_identity(weights)
-    if weights == "none":  # features of random weights depend on the seed that drew them
-        weights_id += f":seed={config.seed}"
-    key = feature_cache_key(config.backbone, config.layer, weights_id, dataset_digest(dataset.manifest))
-    cache_dir = Path(config.feature_cache).expanduser()
-    started = time.perf_counter()
-    device = training_device()
-    features, cache_hit = cached_features(
-        cache_dir, key, lambda: extract_features(extractor.to(device), dataset.images, config.batch_size)
-    )
-    extractor = extractor.cpu()  # the registered model serves on CPU
-    log.info(
-        "%s %s features of %d images in %.1f s (%s)",
-        "reused cached" if cache_hit else "extracted",
-        config.backbone,
-        len(features),
-        time.perf_counter() - started,
-        cache_dir / f"{key}.npy",
-    )
-    index = {c: i for i, c in enumerate(dataset.info.classes)}
+    extractor, features, cache_hit = backbone_features(dataset, config)
     train_rows = (dataset.manifest["split"] == "train").to_numpy()
-    labels = dataset.manifest["label"].map(index).to_numpy(dtype=np.int64)[train_rows]
+    labels = dataset.split("train")[1]
     result = svm_repeated_splits(
         features[train_rows],
         labels,
@@ -509,21 +488,248 @@ def train_feature_svm(
     return FeatureSvmClassifier(extractor, svm, config.batch_size), spec, result, cache_hit
 
 
+def backbone_features(dataset: Dataset, config: TrainConfig) -> tuple[nn.Module, np.ndarray, bool]:
+    """The frozen backbone (on the CPU) and its features of every image, cached; whether they were."""
+    from inspectflow.data.dataset import dataset_digest
+    from inspectflow.models.backbones import build_extractor, extract_features
+    from inspectflow.models.feature_svm import cached_features, feature_cache_key, weights_identity
+
+    seed_everything(config.seed)  # random weights (weights=random) must be the same in every run
+    weights = {"auto": "imagenet", "random": "none"}.get(config.weights, config.weights)
+    extractor, _ = build_extractor(config.backbone, weights, config.layer)
+    weights_id = weights_identity(weights)
+    if weights == "none":  # features of random weights depend on the seed that drew them
+        weights_id += f":seed={config.seed}"
+    key = feature_cache_key(config.backbone, config.layer, weights_id, dataset_digest(dataset.manifest))
+    cache_dir = Path(config.feature_cache).expanduser()
+    started = time.perf_counter()
+    device = training_device()
+    features, cache_hit = cached_features(
+        cache_dir, key, lambda: extract_features(extractor.to(device), dataset.images, config.batch_size)
+    )
+    log.info(
+        "%s %s features of %d images in %.1f s (%s)",
+        "reused cached" if cache_hit else "extracted",
+        config.backbone,
+        len(features),
+        time.perf_counter() - started,
+        cache_dir / f"{key}.npy",
+    )
+    return extractor.cpu(), features, cache_hit  # the registered model serves on CPU
+
+
+#: Share of ``train.max_minutes`` head-only fine-tuning may take in ``train.method=auto``'s comparison; full
+#: fine-tuning, the costliest candidate, gets what is left.
+HEAD_ONLY_SHARE = 0.2
+#: Metrics the candidates are compared on when the gate's is a rate (``false_reject_rate``).
+_SELECTION_FALLBACK = "macro_f1"
+
+
+@dataclass
+class MethodChoice:
+    """What ``train.method=auto`` settled on: the settings to train, and what was compared."""
+
+    config: TrainConfig  # the winner's settings (``method`` no longer ``auto``)
+    choice: Choice | None = None  # None: one candidate only, nothing compared
+    trained: TrainResult | None = None  # a fine-tuned winner trained on the very split it is registered from
+
+
+def choose_method(
+    task: Task,
+    dataset: Dataset,
+    config: PipelineConfig,
+    on_estimate: Callable[[Estimate], None] | None = None,
+) -> MethodChoice:
+    """Resolves ``train.method=auto``: compares the candidates that fit the task and the data.
+
+    The candidates, cheapest first: a linear and an RBF SVM on frozen ``train.backbone`` features (the
+    task compares methods, the backbone's ImageNet weights are installed, the images are large enough for
+    it, the model is logged as pyfunc and no threshold needs a validation split), head-only fine-tuning
+    (a pretrained ``model``) and full fine-tuning. All are scored on the same held-out parts of the
+    training split (one validation split, or ``train.folds`` folds below ``train.small_set`` images) with
+    the primary metric. On one validation split a fine-tuned winner is the registered model; on folds the
+    winner is trained again on the whole training split, fine-tuning for the median of its folds' best
+    epochs.
+    """
+    train_config = resolve(task, config.train.model_copy(update={"method": "finetune"}), dataset)
+    strata = task.strata(dataset, "train")
+    small = len(strata) < train_config.small_set
+    folds = train_config.folds if small else 1
+    candidates = _candidates(task, dataset, config, train_config, folds)
+    if len(candidates) == 1:
+        return MethodChoice(train_config)
+    held_out = selection_folds(
+        strata, folds=folds, repeats=1, val_fraction=train_config.val_fraction, seed=train_config.seed
+    )
+    parts = (
+        f"{folds} folds of the training split's {len(strata)} images"
+        if small
+        else f"the same {int(held_out[0].sum())} validation images of the training split"
+    )
+    budget = None if train_config.max_minutes is None else train_config.max_minutes * 60
+    choice = choose(candidates, held_out, _selection_metric(config), parts, budget, on_estimate)
+    console.note(choice.describe())
+    winner = train_config.model_copy(update=choice.winner.settings)
+    trained = choice.winner.trained
+    if winner.method == "features+svm":
+        return MethodChoice(winner, choice)
+    if not small:
+        return MethodChoice(winner, choice, trained[0])
+    epochs = int(np.median([max(1, len(result.history)) for result in trained]))
+    # The folds chose the epochs: the final model trains on the whole training split (a validation split
+    # stays only where thresholds are picked on it).
+    keep_validation = config.evaluate.target_recall is not None
+    final: dict[str, Any] = {"epochs": epochs, "patience": None, "keep_best": keep_validation}
+    if not keep_validation:
+        final["val_fraction"] = 0.0
+    return MethodChoice(winner.model_copy(update=final), choice)
+
+
+def _selection_metric(config: PipelineConfig) -> str:
+    """The gate's primary metric, or macro-F1 when that is a rate the candidates have no threshold for."""
+    metric = config.register_.primary_metric
+    return _SELECTION_FALLBACK if metric == "false_reject_rate" else metric
+
+
+def _candidates(
+    task: Task, dataset: Dataset, config: PipelineConfig, train_config: TrainConfig, folds: int
+) -> list[Candidate]:
+    """The methods worth comparing here, cheapest first (full fine-tuning always).
+
+    Each of the ``folds`` trainings of a fine-tuning candidate gets its share of ``train.max_minutes``.
+    """
+    from inspectflow.models.efficientnet import weights_installed
+    from inspectflow.models.networks import get_network
+
+    metric = _selection_metric(config)
+    backbone = get_network(train_config.backbone)
+    preprocess = dataset.info.preprocess
+    features_fit = (
+        task.compares_methods
+        and backbone.weights == "package"
+        and weights_installed()
+        and min(preprocess.height, preprocess.width) >= backbone.auto_min_side
+        and config.register_.flavor != "pytorch"
+        and config.evaluate.target_recall is None
+    )
+    candidates = []
+    if features_fit:
+        features: list[np.ndarray] = []  # extracted (or read from the cache) once, by the first candidate
+        for kernel in ("linear", "rbf"):
+            scorer = _svm_scorer(task, dataset, train_config, kernel, metric, features)
+            candidates.append(
+                Candidate(f"features+svm {kernel}", {"method": "features+svm", "svm_kernel": kernel}, scorer)
+            )
+    tunings = [("finetune", False)]
+    if task.compares_methods and get_network(train_config.model).pretrained:
+        tunings.insert(0, ("finetune head-only", True))
+    for name, frozen in tunings:
+        settings: dict[str, Any] = {"method": "finetune", "freeze_backbone": frozen}
+        budget = train_config.max_minutes
+        if budget is not None and len(candidates) + len(tunings) > 1:  # other candidates share the budget
+            budget *= (HEAD_ONLY_SHARE if frozen else 1 - HEAD_ONLY_SHARE) / folds
+        candidate_config = train_config.model_copy(update={**settings, "max_minutes": budget})
+        candidates.append(
+            Candidate(name, settings, _finetune_scorer(task, dataset, candidate_config, metric))
+        )
+    return candidates
+
+
+def _svm_scorer(
+    task: Task, dataset: Dataset, config: TrainConfig, kernel: str, metric: str, features: list[np.ndarray]
+) -> FoldScorer:
+    """Fits the SVM on the training split less a held-out part and scores that part."""
+    from inspectflow.models.feature_svm import fit_svm
+
+    def score(held_out: np.ndarray) -> tuple[float, None]:
+        if not features:
+            _, extracted, _ = backbone_features(dataset, config)
+            features.append(extracted[(dataset.manifest["split"] == "train").to_numpy()])
+        labels = dataset.split("train")[1]
+        svm = fit_svm(features[0][~held_out], labels[~held_out], kernel, config.svm_c, config.seed)
+        probabilities = svm.predict_proba(features[0][held_out])
+        return task.selection_score(probabilities, labels[held_out], dataset, metric), None
+
+    return score
+
+
+def _finetune_scorer(task: Task, dataset: Dataset, config: TrainConfig, metric: str) -> FoldScorer:
+    """Fine-tunes on the training split less a held-out part (its validation) and scores that part."""
+
+    def score(held_out: np.ndarray) -> tuple[float, TrainResult]:
+        with tempfile.TemporaryDirectory() as checkpoints:
+            result = train(task, dataset, config, Path(checkpoints), held_out=held_out)
+        images, targets = result.validation
+        with torch.no_grad():
+            logits = torch.cat(
+                [
+                    result.model(images[i : i + config.batch_size])
+                    for i in range(0, len(images), config.batch_size)
+                ]
+            )
+        probabilities = torch.softmax(logits.float(), dim=1).numpy()
+        return task.selection_score(probabilities, targets.numpy(), dataset, metric), result
+
+    return score
+
+
 @pipeline_step("train")
 def train_step(dataset_dir: Path, raw_config: dict[str, object], run_id: str, model_dir: Path) -> None:
     """Runs training as a pipeline step, logging to the MLflow run.
 
-    ``finetune`` logs per-epoch metrics and the last and best checkpoints; ``features+svm`` logs one child
-    run per split of the training split and, on the parent run, the mean and standard deviation of accuracy,
-    macro-F1 and per-class recall under ``cv/`` (shown beside the test scores; the gate judges those).
+    ``auto`` first compares its candidates (:func:`choose_method`; a child run each, the comparison in
+    ``training/selection.json`` and a run tag). ``finetune`` logs per-epoch metrics and the last and best
+    checkpoints; ``features+svm`` logs one child run per split of the training split and, on the parent
+    run, the mean and standard deviation of accuracy, macro-F1 and per-class recall under ``cv/`` (shown
+    beside the test scores; the gate judges those).
     """
     import mlflow
 
     from inspectflow.config import validate_config
-    from inspectflow.tracking import heartbeat, name_run, resume_run
+    from inspectflow.tracking import name_run, resume_run
 
-    config: PipelineConfig = validate_config(raw_config)
+    requested: PipelineConfig = validate_config(raw_config)
     dataset = load_dataset(dataset_dir)
+    task = task_for(requested)
+    config, trained = requested, None
+    with resume_run(run_id, "train"):
+        if requested.train.method == "auto":
+            chosen = choose_method(task, dataset, requested, _log_candidate)
+            config, trained = requested.model_copy(update={"train": chosen.config}), chosen.trained
+            if chosen.choice is not None:
+                mlflow.log_dict(chosen.choice.as_dict(), SELECTION_ARTIFACT)
+                mlflow.set_tag(SELECTION_TAG, chosen.choice.describe())
+                mlflow.log_params({"train.method_chosen": chosen.config.method})
+        if config.train.method == "features+svm":
+            if requested.train.method == "auto":
+                name_run(run_id, config.title())  # the name says which method won
+            _train_feature_svm_step(dataset, config, model_dir)
+        else:
+            _finetune_step(task, dataset, config, requested.train, run_id, model_dir, trained)
+
+
+def _log_candidate(estimate: Estimate) -> None:
+    """One child run per candidate of ``train.method=auto``: its settings, scores and seconds."""
+    import mlflow
+
+    parent = mlflow.active_run()
+    experiment = parent.info.experiment_id if parent else None  # else MLflow picks its default one
+    with mlflow.start_run(run_name=f"candidate {estimate.name}", nested=True, experiment_id=experiment):
+        mlflow.log_params({f"train.{key}": value for key, value in estimate.settings.items()})
+        mlflow.log_metrics(
+            {
+                f"{SELECTION_METRICS}mean": estimate.mean,
+                f"{SELECTION_METRICS}std": estimate.std,
+                f"{SELECTION_METRICS}seconds": estimate.seconds,
+            }
+        )
+        for part, score in enumerate(estimate.scores):
+            mlflow.log_metric(f"{SELECTION_METRICS}score", score, step=part)
+
+
+def _train_feature_svm_step(dataset: Dataset, config: PipelineConfig, model_dir: Path) -> None:
+    """The features+svm method in the step: the classifier, its cross-validated estimate under ``cv/``."""
+    import mlflow
 
     def log_split(split: SplitResult) -> None:
         parent = mlflow.active_run()
@@ -534,25 +740,41 @@ def train_step(dataset_dir: Path, raw_config: dict[str, object], run_id: str, mo
             figures = {f"{CV_METRICS}accuracy": split.accuracy, f"{CV_METRICS}macro_f1": split.macro_f1}
             mlflow.log_metrics({**figures, **recalls})
 
-    task = task_for(config)
-    with resume_run(run_id, "train"):
-        if config.train.method == "features+svm":
-            classifier, spec, result, cache_hit = train_feature_svm(dataset, config.train, log_split)
-            save_trained_model(classifier, spec, model_dir)
-            mlflow.set_tag(FEATURES_CACHE_TAG, "hit" if cache_hit else "miss")
-            summary = {
-                f"{CV_METRICS}accuracy_mean": result.accuracy_mean,
-                f"{CV_METRICS}accuracy_std": result.accuracy_std,
-                f"{CV_METRICS}macro_f1_mean": result.macro_f1_mean,
-                f"{CV_METRICS}macro_f1_std": result.macro_f1_std,
-            }
-            summary.update({f"{CV_METRICS}recall_mean/{c}": v for c, v in result.recall_mean.items()})
-            summary.update({f"{CV_METRICS}recall_std/{c}": v for c, v in result.recall_std.items()})
-            mlflow.log_metrics(summary)
-            estimate = describe_cv(summary, len(result.splits))
-            log.info("SVM %s", estimate)
-            console.note(f"{config.train.backbone} features + SVM, {estimate}")
-            return
+    classifier, spec, result, cache_hit = train_feature_svm(dataset, config.train, log_split)
+    save_trained_model(classifier, spec, model_dir)
+    mlflow.set_tag(FEATURES_CACHE_TAG, "hit" if cache_hit else "miss")
+    summary = {
+        f"{CV_METRICS}accuracy_mean": result.accuracy_mean,
+        f"{CV_METRICS}accuracy_std": result.accuracy_std,
+        f"{CV_METRICS}macro_f1_mean": result.macro_f1_mean,
+        f"{CV_METRICS}macro_f1_std": result.macro_f1_std,
+    }
+    summary.update({f"{CV_METRICS}recall_mean/{c}": v for c, v in result.recall_mean.items()})
+    summary.update({f"{CV_METRICS}recall_std/{c}": v for c, v in result.recall_std.items()})
+    mlflow.log_metrics(summary)
+    estimate = describe_cv(summary, len(result.splits))
+    log.info("SVM %s", estimate)
+    console.note(f"{config.train.backbone} features + SVM, {estimate}")
+
+
+def _finetune_step(
+    task: Task,
+    dataset: Dataset,
+    config: PipelineConfig,
+    requested: TrainConfig,
+    run_id: str,
+    model_dir: Path,
+    trained: TrainResult | None,
+) -> None:
+    """Fine-tuning in the step (or the winner ``auto`` already trained): checkpoints, thresholds, model.
+
+    ``requested``: the train settings as given, whose ``auto`` values are logged as what they became.
+    """
+    import mlflow
+
+    from inspectflow.tracking import heartbeat, name_run
+
+    if trained is None:
         # Checkpoints go to MLflow after every epoch, not into the model artifact that evaluate and register
         # read: a run that was killed resumes from them (``inspectflow run --resume``).
         with tempfile.TemporaryDirectory() as tmp:
@@ -565,26 +787,29 @@ def train_step(dataset_dir: Path, raw_config: dict[str, object], run_id: str, mo
                 mlflow.log_metrics(metrics, step=epoch)
                 heartbeat()
 
-            result_nn = train(task, dataset, config.train, checkpoints, log_epoch, resume=resumed)
-        # What ``auto`` became: ingest logged every setting but these.
-        resolved = result_nn.config.model_dump() if result_nn.config else {}
-        used = config.used()
-        mlflow.log_params(
-            {
-                f"train.{k}": v
-                for k, v in resolved.items()
-                if getattr(config.train, k) == "auto" and f"train.{k}" in used
-            }
-        )
-        if result_nn.config and config.train.model == "auto":
-            name_run(run_id, config.title(result_nn.config.model))  # the name says which model it became
-        good = dataset.info.good_index
-        thresholds = task.thresholds(config.evaluate, result_nn.model, *result_nn.validation, good_class=good)
-        result_nn.spec.thresholds = thresholds
-        # What evaluation and prediction will apply, picked on the validation images.
-        mlflow.log_metrics({f"{VAL_METRICS}{name}": value for name, value in thresholds.items()})
-        save_trained_model(result_nn.model, result_nn.spec, model_dir)
-        mlflow.log_dict({"epochs": result_nn.history}, HISTORY_ARTIFACT)
+            trained = train(task, dataset, config.train, checkpoints, log_epoch, resume=resumed)
+    else:  # trained while candidates were compared: its epochs go to the run now
+        for epoch, metrics in enumerate(trained.history, 1):
+            mlflow.log_metrics(metrics, step=epoch)
+    # What ``auto`` became: ingest logged every setting but these.
+    resolved = trained.config.model_dump() if trained.config else {}
+    used = config.used()
+    mlflow.log_params(
+        {
+            f"train.{k}": v
+            for k, v in resolved.items()
+            if getattr(requested, k) == "auto" and k != "method" and f"train.{k}" in used
+        }
+    )
+    if trained.config and requested.model == "auto":
+        name_run(run_id, config.title(trained.config.model))  # the name says which model it became
+    good = dataset.info.good_index
+    thresholds = task.thresholds(config.evaluate, trained.model, *trained.validation, good_class=good)
+    trained.spec.thresholds = thresholds
+    # What evaluation and prediction will apply, picked on the validation images.
+    mlflow.log_metrics({f"{VAL_METRICS}{name}": value for name, value in thresholds.items()})
+    save_trained_model(trained.model, trained.spec, model_dir)
+    mlflow.log_dict({"epochs": trained.history}, HISTORY_ARTIFACT)
 
 
 def _download_checkpoints(run_id: str, into: Path) -> bool:

@@ -64,6 +64,15 @@ class Scores(Protocol):
         """``(actual, predicted) -> count``: classes, or defective/clean images for a segmenter."""
         ...
 
+    def resampled(self, metric: str, picks: np.ndarray) -> np.ndarray:
+        """``metric`` recomputed on each resample of the test images (NaN where one has nothing to count).
+
+        ``picks`` rows are resamples: indices into the test split, repeats allowed. Computed from the
+        per-image outcomes the scores keep; bootstrap intervals and the gate's paired comparison
+        (:mod:`inspectflow.metrics.intervals`) read it.
+        """
+        ...
+
     def confusion_matrix(self) -> tuple[list[str], list[list[int]]]:
         """Row and column labels and the counts (rows actual), as the KFP UI draws a confusion matrix."""
         ...
@@ -141,6 +150,9 @@ class Task(ABC):
     headline_metrics: ClassVar[tuple[str, ...]]
     #: The data-quality rule sets validation applies to its datasets (``manifest``, ``counts``, ``masks``).
     data_rules: ClassVar[tuple[str, ...]] = ("manifest", "counts")
+    #: Whether ``train.method=auto`` also compares frozen-feature classifiers (features+svm) and head-only
+    #: fine-tuning with full fine-tuning; without, ``auto`` fine-tunes.
+    compares_methods: ClassVar[bool] = False
 
     def check_config(self, config: RunSettings) -> None:
         """Refuses settings that do not fit this task (the model, loss and primary metric it names).
@@ -231,6 +243,15 @@ class Task(ABC):
             raise ValueError(
                 f"train.model={name} is not a registered network (the {self.name} task trains {known})"
             ) from None
+
+    def selection_score(
+        self, probabilities: np.ndarray, truth: np.ndarray, dataset: Dataset, metric: str
+    ) -> float:
+        """``metric`` of a candidate's class probabilities ``(n, classes)`` for held-out training images.
+
+        ``train.method=auto`` compares candidates by it (tasks that set ``compares_methods``).
+        """
+        raise NotImplementedError(f"the {self.name} task does not compare training methods")
 
     def auto_model(self, preprocess: Preprocess, pretrained_installed: bool) -> str:
         """The ``train.model`` that ``auto`` means for data of this working size: the registry's pick."""

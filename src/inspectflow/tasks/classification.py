@@ -1,15 +1,17 @@
 """Classification: one class per image (textile, inserts).
 
 Scored by accuracy, macro-F1 and per-class precision, recall and F1, with a confusion matrix (rows are true
-classes). With a good class (``data.good_class``) a classifier also decides per image whether the part is
-defective: its defect score is 1 - the probability of the good class, flagged above the threshold the model
-keeps (picked on validation for ``evaluate.target_recall``), or, with no threshold, when its most probable
-class is not the good one.
+classes). Graded levels (``data.ordinal``) are also scored by quadratic-weighted kappa and the mean absolute
+level error, which count confusing far levels as worse than confusing neighbours. With a good class
+(``data.good_class``) a classifier also decides per image whether the part is defective: its defect score
+is 1 - the probability of the good class, flagged above the threshold the model keeps (picked on validation
+for ``evaluate.target_recall``), or, with no threshold, when its most probable class is not the good one.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -48,6 +50,15 @@ class ClassificationScores(operating_point.DecisionRates):
         support: Per-class count of test images.
         confusion: Confusion matrix, rows true classes, columns predicted classes.
         decision_rates: With a good class, the escape and false-reject rates of the image-level decisions.
+        kappa: Graded levels only (``data.ordinal``): quadratic-weighted Cohen's kappa (1 perfect, 0 chance;
+            a confusion costs the square of the levels between); NaN for unordered classes.
+        mean_level_error: Graded levels only: mean absolute distance between true and predicted level
+            (in levels); NaN for unordered classes.
+        truth: Each test image's true class index, in test-split order (for bootstrap intervals and the
+            gate's paired comparison).
+        predicted: Each test image's predicted class index.
+        defective: With a good class, whether each test image is of a defect class.
+        flagged: With a good class, whether each test image was declared defective.
     """
 
     classes: list[str]
@@ -59,6 +70,12 @@ class ClassificationScores(operating_point.DecisionRates):
     support: dict[str, int]
     confusion: list[list[int]]
     decision_rates: dict[str, dict[str, float | int | None]] = field(default_factory=dict)
+    kappa: float = math.nan
+    mean_level_error: float = math.nan
+    truth: list[int] = field(default_factory=list)
+    predicted: list[int] = field(default_factory=list)
+    defective: list[bool] = field(default_factory=list)
+    flagged: list[bool] = field(default_factory=list)
     task: str = "classification"
 
     class_metric: ClassVar[str] = "F1"
@@ -79,10 +96,35 @@ class ClassificationScores(operating_point.DecisionRates):
         past in the MLflow UI.
         """
         flat = {f"{prefix}accuracy": self.accuracy, f"{prefix}macro_f1": self.macro_f1}
+        if not math.isnan(self.kappa):
+            flat |= {f"{prefix}kappa": self.kappa, f"{prefix}mean_level_error": self.mean_level_error}
         flat.update(self.rate_metrics(prefix))
         for name, values in (("recall", self.recall), ("f1", self.f1)):
             flat.update({f"{prefix}{name}/{cls}": value for cls, value in values.items()})
         return flat
+
+    def resampled(self, metric: str, picks: np.ndarray) -> np.ndarray:
+        """``metric`` on each resample of the test images (rows of ``picks``, indices into them)."""
+        if len(self.truth) != self.test_images:
+            raise ValueError("these scores keep no per-image outcomes to resample")
+        if metric in ("escape_rate", "false_reject_rate"):
+            defective, flagged = np.asarray(self.defective, bool), np.asarray(self.flagged, bool)
+            return operating_point.resampled_rate(metric, defective[picks], flagged[picks])
+        truth, predicted = np.asarray(self.truth)[picks], np.asarray(self.predicted)[picks]
+        if metric == "accuracy":
+            return np.mean(truth == predicted, axis=1)
+        if metric == "mean_level_error":
+            return np.mean(np.abs(truth - predicted), axis=1)
+        levels = len(self.classes)
+        cells = (np.arange(len(picks))[:, None] * levels + truth) * levels + predicted
+        confusion = np.bincount(cells.ravel(), minlength=len(picks) * levels**2).reshape(-1, levels, levels)
+        if metric == "macro_f1":
+            hits = np.diagonal(confusion, axis1=1, axis2=2)
+            either = confusion.sum(axis=2) + confusion.sum(axis=1)
+            return np.mean(np.divide(2 * hits, either, out=np.zeros(hits.shape), where=either > 0), axis=1)
+        if metric == "kappa":
+            return kappa_of_confusions(confusion)
+        raise ValueError(f"{metric} is not a classification metric")
 
     def confusion_matrix(self) -> tuple[list[str], list[list[int]]]:
         """The classes and the confusion matrix (rows true classes)."""
@@ -97,8 +139,14 @@ class ClassificationScores(operating_point.DecisionRates):
         }
 
 
-def score_predictions(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> ClassificationScores:
-    """Computes accuracy, macro-F1, per-class precision/recall/F1 and the confusion matrix."""
+def score_predictions(
+    y_true: np.ndarray, y_pred: np.ndarray, classes: list[str], ordinal: bool = False
+) -> ClassificationScores:
+    """Computes accuracy, macro-F1, per-class precision/recall/F1 and the confusion matrix.
+
+    ``ordinal``: the classes are levels in label-index order; also quadratic-weighted kappa and the mean
+    absolute level error.
+    """
     from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
     labels = list(range(len(classes)))
@@ -114,7 +162,33 @@ def score_predictions(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]
         f1=dict(zip(classes, map(float, f1), strict=True)),
         support=dict(zip(classes, map(int, support), strict=True)),
         confusion=confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+        kappa=quadratic_kappa(y_true, y_pred, len(classes)) if ordinal else math.nan,
+        mean_level_error=float(np.mean(np.abs(y_true - y_pred))) if ordinal and len(y_true) else math.nan,
+        truth=[int(label) for label in y_true],
+        predicted=[int(label) for label in y_pred],
     )
+
+
+def quadratic_kappa(y_true: np.ndarray, y_pred: np.ndarray, levels: int) -> float:
+    """Quadratic-weighted Cohen's kappa of level indices (as scikit-learn's ``cohen_kappa_score``).
+
+    0 (chance) where it is undefined: a single level on both sides agrees no better than chance.
+    """
+    cells = np.bincount(y_true * levels + y_pred, minlength=levels * levels).reshape(1, levels, levels)
+    return float(kappa_of_confusions(cells)[0])
+
+
+def kappa_of_confusions(confusion: np.ndarray) -> np.ndarray:
+    """Quadratic-weighted kappa of each confusion matrix ``(..., levels, levels)``, rows true levels."""
+    levels = confusion.shape[-1]
+    grid = np.arange(levels)
+    weights = (grid[:, None] - grid[None, :]) ** 2
+    total = confusion.sum(axis=(-2, -1), keepdims=True).clip(min=1)
+    expected = confusion.sum(axis=-1, keepdims=True) * confusion.sum(axis=-2, keepdims=True) / total
+    observed_cost = (weights * confusion).sum(axis=(-2, -1))
+    expected_cost = (weights * expected).sum(axis=(-2, -1))
+    ratio = np.divide(observed_cost, expected_cost, out=np.ones(observed_cost.shape), where=expected_cost > 0)
+    return 1.0 - ratio
 
 
 def predict_probabilities(
@@ -155,7 +229,8 @@ def plot_confusion(scores: ClassificationScores, path: Path) -> None:
         yticks=range(len(scores.classes)),
         xlabel="predicted",
         ylabel="true",
-        title=f"accuracy {scores.accuracy:.3f}, macro-F1 {scores.macro_f1:.3f}",
+        title=f"accuracy {scores.accuracy:.3f}, macro-F1 {scores.macro_f1:.3f}"
+        + ("" if math.isnan(scores.kappa) else f", kappa {scores.kappa:.3f}"),
     )
     ax.set_xticklabels(scores.classes, rotation=45, ha="right")
     ax.set_yticklabels(scores.classes)
@@ -217,14 +292,21 @@ class Classification(Task):
         "evaluate.mask_threshold",
         "evaluate.overlays",
     )
-    losses: ClassVar[tuple[str, ...]] = ("cross_entropy",)
-    primary_metrics: ClassVar[tuple[str, ...]] = ("macro_f1", "accuracy", "false_reject_rate")
+    losses: ClassVar[tuple[str, ...]] = ("cross_entropy", "cross_entropy+emd")
+    primary_metrics: ClassVar[tuple[str, ...]] = ("macro_f1", "accuracy", "kappa", "false_reject_rate")
     best_epoch_key: ClassVar[str] = f"{VAL_METRICS}macro_f1"
     # Few optimisation steps leave BatchNorm's running averages behind the weights: classifiers need the
     # recomputation (segmenters train on defect-biased crops, where it measurably hurt their IoU).
     recalibrate_batchnorm: ClassVar[bool] = True
     writes_files: ClassVar[bool] = False
-    headline_metrics: ClassVar[tuple[str, ...]] = ("accuracy", "macro_f1", "escape_rate", "false_reject_rate")
+    headline_metrics: ClassVar[tuple[str, ...]] = (
+        "accuracy",
+        "macro_f1",
+        "kappa",
+        "mean_level_error",
+        "escape_rate",
+        "false_reject_rate",
+    )
 
     def check_config(self, config: RunSettings) -> None:
         """Also refuses one class, and ``features+svm`` with a flavor other than pyfunc."""
@@ -247,11 +329,39 @@ class Classification(Task):
                 )
         if len(config.data.classes) == 1:
             raise ValueError("data.classes needs at least two classes (or none: one per folder found)")
+        graded = {"register.primary_metric": config.register_.primary_metric, "train.loss": config.train.loss}
+        for setting, value in graded.items():
+            if value in ("kappa", "cross_entropy+emd") and not config.data.ordinal:
+                raise ValueError(f"{setting}={value} is for graded levels: set data.ordinal=true")
+
+    compares_methods: ClassVar[bool] = True
+
+    def selection_score(
+        self, probabilities: np.ndarray, truth: np.ndarray, dataset: Dataset, metric: str
+    ) -> float:
+        """``metric`` of the most probable classes (``metric`` one of the scores' attributes)."""
+        info = dataset.info
+        return float(
+            getattr(score_predictions(truth, probabilities.argmax(1), info.classes, info.ordinal), metric)
+        )
 
     def working_size(self, shapes: np.ndarray, config: DataSettings, count: int) -> Preprocess:
-        """A square of the images' median longest side, rounded to 16 and at most ``data.max_side``."""
-        side = int(np.clip(round(float(np.median(shapes.max(axis=1))) / 16) * 16, 16, config.max_side))
-        return Preprocess("resize", side, side, config.channels)
+        """The images' median shape, with the pixels of a square of their median longest side.
+
+        That side is rounded to 16 and at most ``data.max_side``. Images of one aspect within 10% get that
+        square; wider or taller ones keep their median aspect at the same pixel count (a 330x125 tool
+        flank is read at 256x96, not squashed into 160x160), each side at most its median and rounded to
+        16, so that detail along the long side is not lost to a square.
+        """
+        side = float(np.clip(round(float(np.median(shapes.max(axis=1))) / 16) * 16, 16, config.max_side))
+        aspect = float(np.median(shapes[:, 1] / shapes[:, 0]))  # width / height
+        if abs(np.log(aspect)) <= np.log(1.1):
+            return Preprocess("resize", int(side), int(side), config.channels)
+        median_height, median_width = np.median(shapes, axis=0)
+        height = min(side / aspect**0.5, median_height)
+        width = min(side * aspect**0.5, median_width)
+        height, width = (max(16, round(size / 16) * 16) for size in (height, width))
+        return Preprocess("resize", int(height), int(width), config.channels)
 
     def table(
         self, logits: torch.Tensor, spec: ModelSpec, config: EvaluateSettings, sizes: list[tuple[int, int]]
@@ -287,15 +397,26 @@ class Classification(Task):
         """Cross-entropy; with ``class_balance=auto`` each class weighs inversely to its frequency.
 
         The majority class (a line's good parts) then cannot win by being predicted for everything.
+        ``cross_entropy+emd`` adds the squared earth mover's distance between the predicted and the true
+        level distributions (Hou et al., 2016), which grows with the square of the levels between.
         """
         import torch
         from torch import nn
 
-        if config.class_balance == "none":
-            return nn.CrossEntropyLoss()
-        counts = torch.bincount(targets, minlength=classes).float()
-        weights = torch.where(counts > 0, len(targets) / (len(counts) * counts.clamp(min=1)), torch.zeros(()))
-        return nn.CrossEntropyLoss(weight=weights)
+        weights = None
+        if config.class_balance != "none":
+            counts = torch.bincount(targets, minlength=classes).float()
+            weights = torch.where(
+                counts > 0, len(targets) / (len(counts) * counts.clamp(min=1)), torch.zeros(())
+            )
+        cross_entropy = nn.CrossEntropyLoss(weight=weights)
+        if config.loss != "cross_entropy+emd":
+            return cross_entropy
+        from inspectflow.models.losses import squared_emd_loss
+
+        return lambda logits, target: (
+            cross_entropy(logits, target) + squared_emd_loss(logits, target, weights)
+        )
 
     def thresholds(
         self,
@@ -328,11 +449,11 @@ class Classification(Task):
     def training_batch(
         self, images: torch.Tensor, targets: torch.Tensor, config: TrainSettings, generator: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Flips and rotates the images (labels do not change)."""
+        """Flips and turns the images as ``train.augment`` allows (labels do not change)."""
         from inspectflow.augment import augment
 
-        if config.augment:
-            (images,) = augment((images,), generator)
+        if config.augment != "none":
+            (images,) = augment((images,), generator, config.augment)
         return images, targets
 
     def meter(self) -> ClassMeter:
@@ -351,7 +472,7 @@ class Classification(Task):
         classes, good = dataset.info.classes, dataset.info.good_index
         probabilities = predict_probabilities(predictor, images, config.batch_size, len(classes))
         predicted = probabilities.argmax(1)
-        scores = score_predictions(labels, predicted, classes)
+        scores = score_predictions(labels, predicted, classes, dataset.info.ordinal)
         decisions: dict[str, Any] = {}
         if good is not None:
             decisions = {
@@ -360,6 +481,8 @@ class Classification(Task):
                 "detected": flagged(probabilities, good, config.detection_threshold),
             }
             scores.decision_rates = operating_point.rate_fields(decisions["defective"], decisions["detected"])
+            scores.defective = decisions["defective"].tolist()
+            scores.flagged = decisions["detected"].tolist()
         if out_dir is not None:
             names = np.asarray(classes)
             rows = {"image": dataset.file_names("test"), "true": names[labels], "predicted": names[predicted]}
@@ -377,10 +500,13 @@ class Classification(Task):
         _, train_labels = dataset.split("train")
         _, labels = dataset.split("test")
         majority = int(np.bincount(train_labels, minlength=len(dataset.info.classes)).argmax())
-        scores = score_predictions(labels, np.full_like(labels, majority), dataset.info.classes)
+        scores = score_predictions(
+            labels, np.full_like(labels, majority), dataset.info.classes, dataset.info.ordinal
+        )
         if (good := dataset.info.good_index) is not None:
             decided = np.full(len(labels), majority != good)  # every image gets the majority's decision
             scores.decision_rates = operating_point.rate_fields(labels != good, decided)
+            scores.defective, scores.flagged = (labels != good).tolist(), decided.tolist()
         return scores
 
     def scores_from_dict(self, data: dict[str, Any]) -> ClassificationScores:

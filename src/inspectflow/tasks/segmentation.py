@@ -54,6 +54,11 @@ class SegmentationScores(operating_point.DecisionRates):
         detection_fpr: Share of clean images declared defective.
         per_class: The same five figures for each group, plus its image counts.
         decision_rates: The escape and false-reject rates of the image-level decisions, with intervals.
+        intersection: Each test image's pixels both predicted and truly defective, in test-split order (for
+            bootstrap intervals and the gate's paired comparison).
+        predicted_area: Each test image's predicted defect pixels.
+        true_area: Each test image's true defect pixels.
+        flagged: Whether each test image was declared defective.
     """
 
     classes: list[str]
@@ -65,6 +70,10 @@ class SegmentationScores(operating_point.DecisionRates):
     per_class: dict[str, dict[str, float]] = field(default_factory=dict)
     defect_dice: float = 0.0
     decision_rates: dict[str, dict[str, float | int | None]] = field(default_factory=dict)
+    intersection: list[int] = field(default_factory=list)
+    predicted_area: list[int] = field(default_factory=list)
+    true_area: list[int] = field(default_factory=list)
+    flagged: list[bool] = field(default_factory=list)
     task: str = "segmentation"
 
     class_metric: ClassVar[str] = "IoU"
@@ -86,6 +95,36 @@ class SegmentationScores(operating_point.DecisionRates):
         for group, values in self.per_class.items():
             flat.update({f"{prefix}{name}/{group}": values[name] for name in names})
         return flat
+
+    def resampled(self, metric: str, picks: np.ndarray) -> np.ndarray:
+        """``metric`` on each resample of the test images (rows of ``picks``, indices into them)."""
+        if len(self.true_area) != self.test_images:
+            raise ValueError("these scores keep no per-image outcomes to resample")
+        both, predicted, truth = (np.asarray(values, float)[picks] for values in
+                                  (self.intersection, self.predicted_area, self.true_area))  # fmt: skip
+        defective, flagged = truth > 0, np.asarray(self.flagged, bool)[picks]
+        if metric in ("escape_rate", "false_reject_rate"):
+            return operating_point.resampled_rate(metric, defective, flagged)
+        if metric in ("detection_tpr", "detection_fpr"):
+            events = defective if metric == "detection_tpr" else ~defective
+            counts = events.sum(axis=1)
+            hits = (events & flagged).sum(axis=1)
+            return np.divide(hits, counts, out=np.full(len(counts), np.nan), where=counts > 0)
+        if metric == "mean_defect_iou":
+            union = predicted + truth - both
+            per_image = np.divide(both, union, out=np.ones(both.shape), where=union > 0)
+            return np.divide(
+                (per_image * defective).sum(axis=1), defective.sum(axis=1),
+                out=np.ones(len(picks)), where=defective.any(axis=1),
+            )  # fmt: skip
+        if metric == "defect_dice":
+            both, predicted, truth = both * defective, predicted * defective, truth * defective
+        elif metric not in ("dice", "iou"):
+            raise ValueError(f"{metric} is not a segmentation metric")
+        both, total = both.sum(axis=1), predicted.sum(axis=1) + truth.sum(axis=1)
+        if metric == "iou":
+            return np.divide(both, total - both, out=np.ones(len(picks)), where=total - both > 0)
+        return np.divide(2 * both, total, out=np.ones(len(picks)), where=total > 0)
 
     def confusion_matrix(self) -> tuple[list[str], list[list[int]]]:
         """Image-level detection as a two-class confusion matrix: ``clean``, ``defective``."""
@@ -177,6 +216,7 @@ def score_masks(
     names = sorted(set(groups.tolist()))
     overall = figures(pred, scores, truth)
     defective = truth.reshape(len(truth), -1).any(axis=1)
+    flat_pred, flat_truth = pred.reshape(len(pred), -1), truth.reshape(len(truth), -1)
     return SegmentationScores(
         classes=names,
         dice=overall["dice"],
@@ -186,6 +226,10 @@ def score_masks(
         detection_tpr=overall["detection_tpr"],
         detection_fpr=overall["detection_fpr"],
         decision_rates=operating_point.rate_fields(defective, scores > detection_cut(config)),
+        intersection=(flat_pred & flat_truth).sum(axis=1).tolist(),
+        predicted_area=flat_pred.sum(axis=1).tolist(),
+        true_area=flat_truth.sum(axis=1).tolist(),
+        flagged=(scores > detection_cut(config)).tolist(),
         per_class={
             name: figures(pred[groups == name], scores[groups == name], truth[groups == name])
             for name in names
@@ -316,7 +360,7 @@ class Segmentation(Task):
         },
         "register": {"primary_metric": "iou", "min_score": 0.2},
     }
-    unused_settings: ClassVar[tuple[str, ...]] = ("data.good_class",)
+    unused_settings: ClassVar[tuple[str, ...]] = ("data.good_class", "data.ordinal")
     losses: ClassVar[tuple[str, ...]] = ("dice", "bce", "bce+dice")
     primary_metrics: ClassVar[tuple[str, ...]] = ("iou", "dice", "false_reject_rate")
 
@@ -529,8 +573,8 @@ class Segmentation(Task):
             # class_balance=auto: crops of defective images nearly always show the defect.
             on_defect = 0.8 if config.class_balance == "auto" else 0.5
             images, targets = random_crops(images, targets, config.crop, generator, on_defect)
-        if config.augment:
-            images, targets = augment((images, targets), generator)
+        if config.augment != "none":
+            images, targets = augment((images, targets), generator, config.augment)
         return images, targets
 
     def meter(self) -> OverlapMeter:
