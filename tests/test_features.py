@@ -1,9 +1,11 @@
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from conftest import tiny_config
 from inspectflow.errors import ConfigError
 from inspectflow.models.backbones import build_extractor, extract_features, resolve_layer
 from inspectflow.models.efficientnet import build_efficientnet_lite0
@@ -12,10 +14,12 @@ from inspectflow.models.feature_svm import (
     cached_features,
     feature_cache_key,
     fit_svm,
+    images_digest,
     svm_repeated_splits,
     weights_identity,
 )
 from inspectflow.models.torchvision_compat import import_torchvision
+from inspectflow.steps.ingest import ingest
 
 
 def random_images(n: int, side: int, channels: int = 3, seed: int = 0) -> np.ndarray:
@@ -163,6 +167,17 @@ def test_cache_key_is_stable_short_hex_and_changes_with_each_input() -> None:
         feature_cache_key("mobilenet_v2", "pool", "none", "d2"),
     }
     assert len(variants) == 5 and base not in variants
+
+
+def test_features_of_the_same_images_at_another_size_or_order_are_other_features(npy_dir: Path) -> None:
+    # Issue 27: features extracted at 224 px were read back for a run at 304 px of the same source.
+    dataset = ingest(npy_dir, tiny_config())
+    larger = replace(
+        dataset, info=replace(dataset.info, preprocess=replace(dataset.info.preprocess, height=32))
+    )
+    reordered = replace(dataset, manifest=dataset.manifest.iloc[::-1].reset_index(drop=True))
+    digests = {images_digest(d) for d in (dataset, larger, reordered)}
+    assert len(digests) == 3 and images_digest(dataset) == images_digest(ingest(npy_dir, tiny_config()))
 
 
 def test_weights_identity_hashes_file_contents(tmp_path: Path) -> None:

@@ -50,7 +50,10 @@ def test_features_svm_logs_child_runs_caches_features_and_serves_paths(
     first, second = summaries
     assert second["alias"] == "challenger" and second["gate"]["new_score"] == first["gate"]["new_score"]
     assert second["gate"]["new_score"] == first["metrics"]["test/accuracy"]
-    assert "gain +0.0000 is not above the required 0.0000" in second["reason"]
+    assert (
+        "gain +0.0000 (95% interval +0.0000 to +0.0000), whose lower end is not above the required 0.0000"
+        in (second["reason"])
+    )
 
     client = MlflowClient()
     parent = client.get_run(summaries[0]["mlflow_run_id"])

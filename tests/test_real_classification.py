@@ -84,5 +84,7 @@ def test_features_svm_is_gated_on_its_test_macro_f1_against_the_baseline_on_real
     reason, judged, _, baseline = reasons["first"]
     assert reason == f"no champion yet; {judged} (trivial baseline: {baseline['macro_f1']:.4f})"
     reason, _, scores, _ = reasons["identical rerun"]
-    assert "gain +0.0000 is not above the required 0.0000" in reason
+    assert (
+        "gain +0.0000 (95% interval +0.0000 to +0.0000), whose lower end is not above the required" in reason
+    )
     assert f"vs champion {scores['macro_f1']:.4f} on the same" in reason

@@ -16,6 +16,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -29,6 +30,9 @@ from inspectflow.data.splits import stratified_holdout
 from inspectflow.errors import ConfigError
 from inspectflow.models.backbones import extract_features, resolve_layer
 from inspectflow.names import CV_METRICS
+
+if TYPE_CHECKING:
+    from inspectflow.data.dataset import Dataset
 
 #: Part of every cache key: bump it when extraction changes (preprocessing, cut points) to orphan old caches.
 _FEATURE_FORMAT = 1
@@ -60,6 +64,16 @@ def weights_identity(weights: str) -> str:
     return f"file:{digest.hexdigest()}"
 
 
+def images_digest(dataset: Dataset) -> str:
+    """What the features of a dataset depend on: its images in order, at the size and channels cached.
+
+    The same source at another working size (``data.max_side``) or channel count has other features, and a
+    cache file holds one row per image in order.
+    """
+    rows = "\n".join(map(str, dataset.manifest["sha256"]))
+    return hashlib.sha256(f"{rows}\n{dataset.info.preprocess!r}".encode()).hexdigest()
+
+
 def feature_cache_key(backbone: str, layer: str | None, weights_id: str, data_digest: str) -> str:
     """Names the cached features of one extractor over one dataset.
 
@@ -67,7 +81,7 @@ def feature_cache_key(backbone: str, layer: str | None, weights_id: str, data_di
         backbone: ``efficientnet_lite0``, ``vgg16`` or ``mobilenet_v2``.
         layer: Cut point; ``None`` and the backbone's explicit default give the same key.
         weights_id: Identity of the weights, such as :func:`weights_identity`'s.
-        data_digest: Digest of the images in order (the caller's; e.g. the manifest's sha256).
+        data_digest: Digest of the images in order at their cached size (:func:`images_digest`).
 
     Returns:
         The first 16 hex digits of a sha256 over the inputs and the feature format version.

@@ -63,7 +63,7 @@ def evaluate_step(
     rates at the model's threshold with confidence intervals, and the ROC and precision-recall curves
     (:func:`inspectflow.metrics.operating_point.report`). The primary metric and the task's headline
     metrics are logged with their 95% bootstrap intervals over the test images (``test_ci95/``,
-    ``intervals.json``).
+    ``intervals.json``; the decision rates' come with the operating point).
     """
     import mlflow
     import pandas as pd
@@ -83,7 +83,9 @@ def evaluate_step(
         save_scores(scores, out_dir / SCORES_FILE)
         save_scores(baseline, out_dir / BASELINE_FILE)
         primary = config.register_.primary_metric
-        intervals = score_intervals(scores, list(dict.fromkeys([primary, *task.headline_metrics])))
+        # The decision rates have their intervals from the operating point (exact at 0 of n): not twice.
+        reported = [m for m in dict.fromkeys([primary, *task.headline_metrics]) if m not in scores.rates()]
+        intervals = score_intervals(scores, reported)
         save_intervals(intervals, out_dir / INTERVALS_FILE)
         # The baseline's headline scores beside the model's (its per-class ones say nothing new).
         headline = {k: v for k, v in baseline.metrics(prefix=BASELINE_METRICS).items() if k.count("/") == 1}

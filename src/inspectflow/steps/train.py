@@ -58,6 +58,7 @@ class TrainResult:
     spec: ModelSpec
     history: list[dict[str, float]] = field(default_factory=list)
     config: TrainConfig | None = None  # the settings used, ``auto`` resolved
+    best_epoch: int = 0  # the epoch that validated best (0: no validation)
     #: The held-out validation images (float) and targets, to fix thresholds on (see ``Task.thresholds``).
     validation: tuple[torch.Tensor, torch.Tensor] = field(
         default_factory=lambda: (torch.zeros(0), torch.zeros(0))
@@ -235,7 +236,14 @@ def train(
         task=task.name,
         good_class=dataset.info.good_class,
     )
-    return TrainResult(model=model, spec=spec, history=history, config=config, validation=(x_val, y_val))
+    return TrainResult(
+        model=model,
+        spec=spec,
+        history=history,
+        config=config,
+        validation=(x_val, y_val),
+        best_epoch=best_epoch,
+    )
 
 
 _Split = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
@@ -490,9 +498,13 @@ def train_feature_svm(
 
 def backbone_features(dataset: Dataset, config: TrainConfig) -> tuple[nn.Module, np.ndarray, bool]:
     """The frozen backbone (on the CPU) and its features of every image, cached; whether they were."""
-    from inspectflow.data.dataset import dataset_digest
     from inspectflow.models.backbones import build_extractor, extract_features
-    from inspectflow.models.feature_svm import cached_features, feature_cache_key, weights_identity
+    from inspectflow.models.feature_svm import (
+        cached_features,
+        feature_cache_key,
+        images_digest,
+        weights_identity,
+    )
 
     seed_everything(config.seed)  # random weights (weights=random) must be the same in every run
     weights = {"auto": "imagenet", "random": "none"}.get(config.weights, config.weights)
@@ -500,7 +512,7 @@ def backbone_features(dataset: Dataset, config: TrainConfig) -> tuple[nn.Module,
     weights_id = weights_identity(weights)
     if weights == "none":  # features of random weights depend on the seed that drew them
         weights_id += f":seed={config.seed}"
-    key = feature_cache_key(config.backbone, config.layer, weights_id, dataset_digest(dataset.manifest))
+    key = feature_cache_key(config.backbone, config.layer, weights_id, images_digest(dataset))
     cache_dir = Path(config.feature_cache).expanduser()
     started = time.perf_counter()
     device = training_device()
@@ -547,9 +559,10 @@ def choose_method(
     it, the model is logged as pyfunc and no threshold needs a validation split), head-only fine-tuning
     (a pretrained ``model``) and full fine-tuning. All are scored on the same held-out parts of the
     training split (one validation split, or ``train.folds`` folds below ``train.small_set`` images) with
-    the primary metric. On one validation split a fine-tuned winner is the registered model; on folds the
-    winner is trained again on the whole training split, fine-tuning for the median of its folds' best
-    epochs.
+    the primary metric, within ``train.max_minutes``. On one validation split a fine-tuned winner is the
+    registered model; on folds the winner is trained again on the whole training split (in its own
+    ``train.max_minutes``), fine-tuning for the median of its folds' best epochs where early stopping ended
+    them, else for the epochs its budget allows.
     """
     train_config = resolve(task, config.train.model_copy(update={"method": "finetune"}), dataset)
     strata = task.strata(dataset, "train")
@@ -575,9 +588,13 @@ def choose_method(
         return MethodChoice(winner, choice)
     if not small:
         return MethodChoice(winner, choice, trained[0])
-    epochs = int(np.median([max(1, len(result.history)) for result in trained]))
-    # The folds chose the epochs: the final model trains on the whole training split (a validation split
-    # stays only where thresholds are picked on it).
+    # The folds choose the epochs where they stopped on their own (no better validation score for
+    # train.patience epochs); where the budget cut them short, the final training takes its own budget.
+    patience = winner.patience
+    settled = patience is not None and all(len(r.history) - r.best_epoch >= patience for r in trained)
+    epochs = int(np.median([r.best_epoch or len(r.history) for r in trained])) if settled else winner.epochs
+    # The final model trains on the whole training split (a validation split stays only where thresholds
+    # are picked on it).
     keep_validation = config.evaluate.target_recall is not None
     final: dict[str, Any] = {"epochs": epochs, "patience": None, "keep_best": keep_validation}
     if not keep_validation:
