@@ -126,9 +126,10 @@ def measure(
         "size": f"{preprocess.height}x{preprocess.width}",
     }
     if metric != "macro_f1" and task_name == "classification":
-        row["macro_f1"] = f"{scores.macro_f1:.4f}"
+        row["macro_f1"] = f"{scores.macro_f1:.4f}"  # type: ignore[attr-defined]
     if task_name == "segmentation":
-        row["detection"] = f"TPR {scores.detection_tpr:.3f} FPR {scores.detection_fpr:.3f}"
+        tpr, fpr = scores.detection_tpr, scores.detection_fpr  # type: ignore[attr-defined]
+        row["detection"] = f"TPR {tpr:.3f} FPR {fpr:.3f}"
     return row
 
 
