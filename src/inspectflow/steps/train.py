@@ -9,7 +9,7 @@ import random
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,7 +41,7 @@ from inspectflow.names import (
     VAL_METRICS,
 )
 from inspectflow.tasks import task_for
-from inspectflow.tasks.base import LossFn, Task
+from inspectflow.tasks.base import LossFn, Task, logits_in_batches
 
 log = logging.getLogger(__name__)
 
@@ -677,14 +677,8 @@ def _finetune_scorer(task: Task, dataset: Dataset, config: TrainConfig, metric: 
         with tempfile.TemporaryDirectory() as checkpoints:
             result = train(task, dataset, config, Path(checkpoints), held_out=held_out)
         images, targets = result.validation
-        with torch.no_grad():
-            logits = torch.cat(
-                [
-                    result.model(images[i : i + config.batch_size])
-                    for i in range(0, len(images), config.batch_size)
-                ]
-            )
-        probabilities = torch.softmax(logits.float(), dim=1).numpy()
+        logits = logits_in_batches(result.model, images, config.batch_size)
+        probabilities = torch.softmax(logits, dim=1).numpy()
         return task.selection_score(probabilities, targets.numpy(), dataset, metric), result
 
     return score
@@ -725,13 +719,22 @@ def train_step(dataset_dir: Path, raw_config: dict[str, object], run_id: str, mo
             _finetune_step(task, dataset, config, requested.train, run_id, model_dir, trained)
 
 
+@contextlib.contextmanager
+def _child_run(name: str) -> Iterator[None]:
+    """A run nested under the active one, in its experiment (else MLflow would pick its default one)."""
+    import mlflow
+
+    parent = mlflow.active_run()
+    experiment = parent.info.experiment_id if parent else None
+    with mlflow.start_run(run_name=name, nested=True, experiment_id=experiment):
+        yield
+
+
 def _log_candidate(estimate: Estimate) -> None:
     """One child run per candidate of ``train.method=auto``: its settings, scores and seconds."""
     import mlflow
 
-    parent = mlflow.active_run()
-    experiment = parent.info.experiment_id if parent else None  # else MLflow picks its default one
-    with mlflow.start_run(run_name=f"candidate {estimate.name}", nested=True, experiment_id=experiment):
+    with _child_run(f"candidate {estimate.name}"):
         mlflow.log_params({f"train.{key}": value for key, value in estimate.settings.items()})
         mlflow.log_metrics(
             {
@@ -749,9 +752,7 @@ def _train_feature_svm_step(dataset: Dataset, config: PipelineConfig, model_dir:
     import mlflow
 
     def log_split(split: SplitResult) -> None:
-        parent = mlflow.active_run()
-        experiment = parent.info.experiment_id if parent else None  # else MLflow picks its default one
-        with mlflow.start_run(run_name=f"split-{split.index}", nested=True, experiment_id=experiment):
+        with _child_run(f"split-{split.index}"):
             mlflow.log_params({"split.index": split.index, "split.seed": split.seed})
             recalls = {f"{CV_METRICS}recall/{c}": r for c, r in split.recall.items()}
             figures = {f"{CV_METRICS}accuracy": split.accuracy, f"{CV_METRICS}macro_f1": split.macro_f1}
