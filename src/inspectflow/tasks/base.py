@@ -367,6 +367,15 @@ def write_per_image(rows: dict[str, Any], out_dir: Path) -> Path:
     return path
 
 
+def logits_in_batches(predictor: Predictor, images: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Runs a model over float images already in tensors, in batches, without gradients: float logits."""
+    import torch
+
+    with torch.no_grad():
+        starts = range(0, len(images), batch_size)
+        return torch.cat([predictor(images[start : start + batch_size]).float() for start in starts])
+
+
 def batched(predictor: Predictor, images: np.ndarray, batch_size: int) -> list[torch.Tensor]:
     """Runs a model over uint8 images ``(N, H, W, C)`` in batches, without gradients."""
     import torch

@@ -21,7 +21,7 @@ import numpy as np
 from inspectflow.imaging import Preprocess
 from inspectflow.metrics import operating_point
 from inspectflow.names import TEST_METRICS, VAL_METRICS
-from inspectflow.tasks.base import PredictedImage, Task, batched, write_per_image
+from inspectflow.tasks.base import PredictedImage, Task, batched, logits_in_batches, write_per_image
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -310,7 +310,7 @@ class Classification(Task):
 
     def check_config(self, config: RunSettings) -> None:
         """Also refuses one class, and ``features+svm`` with a flavor other than pyfunc."""
-        if config.train.method == "features+svm" and config.register_.flavor != "pyfunc":
+        if config.train.method == "features+svm" and config.register_.flavor == "pytorch":
             raise ValueError(
                 f"train.method=features+svm is logged as register.flavor=pyfunc (or auto), "
                 f"not {config.register_.flavor}"
@@ -439,10 +439,8 @@ class Classification(Task):
             return {"detection_threshold": config.detection_threshold}
         if config.target_recall is None or not len(images):
             return {}
-        with torch.no_grad():
-            logits = [predictor(images[start : start + config.batch_size])
-                      for start in range(0, len(images), config.batch_size)]  # fmt: skip
-        scores = defect_scores(torch.softmax(torch.cat(logits), dim=1).numpy(), good_class)
+        logits = logits_in_batches(predictor, images, config.batch_size)
+        scores = defect_scores(torch.softmax(logits, dim=1).numpy(), good_class)
         picked = operating_point.pick_threshold(scores, targets.numpy() != good_class, config.target_recall)
         return {} if picked is None else {"detection_threshold": picked}
 
