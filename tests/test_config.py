@@ -61,9 +61,9 @@ def test_bad_overrides_fail_with_the_setting_named(override: str, message: str) 
 
 
 def test_the_flavor_follows_the_method_unless_set_and_an_impossible_pair_is_one_clear_error() -> None:
-    assert build_config("textile", ["train.method=features+svm"]).register_.flavor == "pyfunc"
-    assert build_config("textile", ["train.method=finetune"]).register_.flavor == "pytorch"
-    assert build_config("textile").register_.flavor == "auto"  # train.method=auto: the winner's, at register
+    # auto: the trained model's flavor, resolved at register (pyfunc for features+svm, else pytorch)
+    assert build_config("textile", ["train.method=features+svm"]).register_.flavor == "auto"
+    assert build_config("textile").register_.flavor == "auto"
     assert build_config("textile", ["register.flavor=pyfunc"]).register_.flavor == "pyfunc"
     with pytest.raises(ConfigError, match=r"features\+svm is logged as register.flavor=pyfunc .*not pytorch"):
         build_config("textile", ["train.method=features+svm", "register.flavor=pytorch"])

@@ -417,9 +417,6 @@ class PipelineConfig(_Section):
 
     @model_validator(mode="after")
     def _check_model_fits_data(self) -> PipelineConfig:
-        if self.register_.flavor == "auto" and self.train.method != "auto":  # auto: the trained model's
-            # The only flavor a features+svm model can be logged in.
-            self.register_.flavor = "pyfunc" if self.train.method == "features+svm" else "pytorch"
         task = get_task(self.task)
         task.check_config(self)
         _check_network_settings(self.train)

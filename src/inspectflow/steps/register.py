@@ -436,8 +436,9 @@ def register_step(
     name, gate_config = reg.name, config.register_
     with resume_run(run_id, "register", final=True) as run:
         flavor = gate_config.flavor
-        if flavor == "auto":  # train.method=auto: the method that won decides
+        if flavor == "auto":  # the method trained decides: a features+svm model is logged only as pyfunc
             flavor = "pyfunc" if spec.architecture == FEATURE_SVM else "pytorch"
+            mlflow.log_param("register.flavor_logged", flavor)
         model_info = log_model(model, spec, model_dir, dataset, flavor, gate_config.onnx)
         # What the drift watch compares new images with travels with every version (inspectflow monitor).
         log_reference(reference_profile(reg.task, dataset, model, spec, config))
