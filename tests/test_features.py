@@ -13,7 +13,7 @@ from inspectflow.models.feature_svm import (
     SplitResult,
     cached_features,
     feature_cache_key,
-    fit_svm,
+    fit_classifier,
     images_digest,
     svm_repeated_splits,
     weights_identity,
@@ -237,10 +237,11 @@ def test_svm_rejects_bad_inputs() -> None:
         svm_repeated_splits(features[:3], labels, ["a", "b"])
 
 
-def test_fit_svm_gives_a_scaled_probabilistic_pipeline() -> None:
+@pytest.mark.parametrize("classifier", ["svm", "logistic"])
+def test_fit_classifier_gives_a_scaled_probabilistic_pipeline(classifier: str) -> None:
     features, labels = blobs()
-    model = fit_svm(features, labels, "rbf", 1.0, seed=0)
-    assert [name for name, _ in model.steps] == ["scale", "svm"]
+    model = fit_classifier(features, labels, classifier, "rbf", 1.0, seed=0)
+    assert [name for name, _ in model.steps] == ["scale", classifier]
     probabilities = model.predict_proba(features[:3])
     assert probabilities.shape == (3, 2)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-6)

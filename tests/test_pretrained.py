@@ -19,6 +19,7 @@ from inspectflow.errors import ConfigError
 from inspectflow.models.backbones import build_extractor, extract_features
 from inspectflow.models.efficientnet import (
     FEATURE_DIM,
+    PYRAMID_DIM,
     ImageNetInput,
     build_efficientnet_lite0,
     build_unet_lite0,
@@ -160,6 +161,20 @@ def test_the_svm_extractor_gives_the_classifiers_pooled_features(classifier: nn.
         tensor = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
         expected = net.forward_head(net.forward_features(classifier.input(tensor)), pre_logits=True)
     np.testing.assert_allclose(features, expected.numpy(), atol=1e-4)
+
+
+def test_the_pyramid_features_hold_the_pooled_ones_and_a_half_scale() -> None:
+    extractor, dim = build_extractor("efficientnet_lite0", "imagenet", "pyramid")
+    pooled, _ = build_extractor("efficientnet_lite0", "imagenet", "pool")
+    images = np.random.default_rng(0).integers(0, 256, size=(2, 96, 96, 1), dtype=np.uint8)
+    features = extract_features(extractor, images, batch_size=2)
+    assert features.shape == (2, dim) == (2, PYRAMID_DIM)
+    scale = PYRAMID_DIM // 2  # each scale: three blocks' mean and max, then the head's mean
+    np.testing.assert_allclose(
+        features[:, scale - FEATURE_DIM : scale], extract_features(pooled, images, 2), atol=1e-4
+    )
+    half = extract_features(pooled, images[:, ::2, ::2], 2)  # the half scale, up to the resampling
+    assert np.corrcoef(features[:, -FEATURE_DIM:].ravel(), half.ravel())[0, 1] > 0.8
 
 
 def test_a_missing_package_names_the_pip_line(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -80,9 +80,10 @@ def test_auto_stops_at_a_perfect_cheap_candidate(tmp_path: Path) -> None:
     dataset = ingest(write_two_classes(tmp_path / "data", apart=160, noise=5), config)
     seen: list[Estimate] = []
     chosen = choose_method(get_task("classification"), dataset, config, seen.append)
-    assert chosen.choice is not None and [e.name for e in seen] == ["features+svm linear"]
+    assert chosen.choice is not None and [e.name for e in seen] == ["features+logistic"]
     assert "2 folds of the training split's 16 images" in chosen.choice.describe()
-    assert chosen.config.method == "features+svm" and chosen.config.svm_kernel == "linear"
+    winner = chosen.config
+    assert (winner.method, winner.classifier, winner.layer) == ("features+svm", "logistic", "pyramid")
 
 
 @pytest.mark.slow
@@ -92,7 +93,7 @@ def test_auto_compares_features_head_only_and_full_fine_tuning_on_the_same_folds
     seen: list[Estimate] = []
     chosen = choose_method(get_task("classification"), dataset, config, seen.append)
     assert [e.name for e in seen] == [
-        "features+svm linear",
+        "features+logistic",
         "features+svm rbf",
         "finetune head-only",
         "finetune",

@@ -113,15 +113,19 @@ def test_augment_changes_only_the_orientations_the_setting_allows() -> None:
         augment((wide,), torch.Generator(), "dihedral")
 
 
-def test_a_classifier_keeps_the_images_aspect_at_the_pixels_of_its_working_square() -> None:
-    def size(height: int, width: int) -> tuple[int, int]:
-        preprocess = CLASSIFICATION.working_size(np.array([[height, width]] * 3), tiny_config().data, 3)
+def test_a_classifier_keeps_the_images_detail_and_aspect_at_the_pixels_of_its_working_square() -> None:
+    def size(height: int, width: int, max_side: int = 320) -> tuple[int, int]:
+        data = tiny_config(f"data.max_side={max_side}").data
+        preprocess = CLASSIFICATION.working_size(np.array([[height, width]] * 3), data, 3)
         return preprocess.height, preprocess.width
 
     config = tiny_config("data.image_side=null", "validate.expected_side=null")
-    assert CLASSIFICATION.working_size(np.array([[300, 300]]), config.data, 1).height == 160
-    assert size(200, 190) == (160, 160)  # within 10% of square: the square
-    assert size(125, 330) == (96, 256)  # a tool flank: its aspect at 160x160's pixels
+    assert config.data.max_side == 320  # a 300 px solar cell's 3 px cracks are read at its own size
+    assert CLASSIFICATION.working_size(np.array([[300, 300]]), config.data, 1).height == 304
+    assert size(200, 190) == (192, 192)  # within 10% of square: the square
+    assert size(200, 190, max_side=160) == (160, 160)
+    assert size(125, 330, max_side=160) == (96, 256)  # a tool flank: its aspect at 160x160's pixels
+    assert size(125, 330) == (128, 336)  # at its own size
     assert size(60, 30) == (64, 32)  # never larger than the images
 
 

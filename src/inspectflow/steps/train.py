@@ -459,7 +459,9 @@ def _validate(task: Task, fit: _Fit, x: torch.Tensor, y: torch.Tensor) -> dict[s
 def train_feature_svm(
     dataset: Dataset, config: TrainConfig, on_split: Callable[[SplitResult], None] | None = None
 ) -> tuple[FeatureSvmClassifier, ModelSpec, SvmResult, bool]:
-    """The ``features+svm`` method: frozen CNN features, an SVM cross-validated over repeated 70/30 splits.
+    """The ``features+svm`` method: frozen CNN features, a classifier cross-validated over 70/30 splits.
+
+    The classifier is an SVM or a logistic regression (``classifier``).
 
     Features of every image are cached by backbone, layer, weights and data version, so a second run on the
     same data (another kernel or C, say) does not extract them again. The repeated splits, the method's own
@@ -469,7 +471,7 @@ def train_feature_svm(
     Returns:
         The classifier, its spec, the cross-validation result and whether the features came from the cache.
     """
-    from inspectflow.models.feature_svm import fit_svm, svm_repeated_splits
+    from inspectflow.models.feature_svm import fit_classifier, svm_repeated_splits
 
     extractor, features, cache_hit = backbone_features(dataset, config)
     train_rows = (dataset.manifest["split"] == "train").to_numpy()
@@ -478,13 +480,16 @@ def train_feature_svm(
         features[train_rows],
         labels,
         dataset.info.classes,
+        classifier=config.classifier,
         kernel=config.svm_kernel,
         c=config.svm_c,
         repeats=config.repeats,
         seed=config.seed,
         on_split=on_split,
     )
-    svm = fit_svm(features[train_rows], labels, config.svm_kernel, config.svm_c, config.seed)
+    svm = fit_classifier(
+        features[train_rows], labels, config.classifier, config.svm_kernel, config.svm_c, config.seed
+    )
     spec = ModelSpec(
         architecture=FEATURE_SVM,
         classes=list(dataset.info.classes),
@@ -554,9 +559,10 @@ def choose_method(
 ) -> MethodChoice:
     """Resolves ``train.method=auto``: compares the candidates that fit the task and the data.
 
-    The candidates, cheapest first: a linear and an RBF SVM on frozen ``train.backbone`` features (the
-    task compares methods, the backbone's ImageNet weights are installed, the images are large enough for
-    it, the model is logged as pyfunc and no threshold needs a validation split), head-only fine-tuning
+    The candidates, cheapest first: a logistic regression and an RBF SVM on frozen ``train.backbone``
+    features at ``train.layer`` (``pyramid`` unless set; where the task compares methods, the backbone's
+    ImageNet weights are installed, the images are large enough for it, the model is logged as pyfunc and
+    no threshold needs a validation split), head-only fine-tuning
     (a pretrained ``model``) and full fine-tuning. All are scored on the same held-out parts of the
     training split (one validation split, or ``train.folds`` folds below ``train.small_set`` images) with
     the primary metric, within ``train.max_minutes``. On one validation split a fine-tuned winner is the
@@ -629,14 +635,18 @@ def _candidates(
         and config.register_.flavor != "pytorch"
         and config.evaluate.target_recall is None
     )
-    candidates = []
+    candidates: list[Candidate] = []
     if features_fit:
         features: list[np.ndarray] = []  # extracted (or read from the cache) once, by the first candidate
-        for kernel in ("linear", "rbf"):
-            scorer = _svm_scorer(task, dataset, train_config, kernel, metric, features)
-            candidates.append(
-                Candidate(f"features+svm {kernel}", {"method": "features+svm", "svm_kernel": kernel}, scorer)
-            )
+        layer = train_config.layer or "pyramid"  # the pooled head alone misses fine detail (PyramidFeatures)
+        for name, learner in [
+            ("features+logistic", {"classifier": "logistic"}),
+            ("features+svm rbf", {"classifier": "svm", "svm_kernel": "rbf"}),
+        ]:
+            features_settings: dict[str, Any] = {"method": "features+svm", "layer": layer, **learner}
+            candidate = train_config.model_copy(update=features_settings)
+            scorer = _features_scorer(task, dataset, candidate, metric, features)
+            candidates.append(Candidate(name, features_settings, scorer))
     tunings = [("finetune", False)]
     if task.compares_methods and get_network(train_config.model).pretrained:
         tunings.insert(0, ("finetune head-only", True))
@@ -652,19 +662,22 @@ def _candidates(
     return candidates
 
 
-def _svm_scorer(
-    task: Task, dataset: Dataset, config: TrainConfig, kernel: str, metric: str, features: list[np.ndarray]
+def _features_scorer(
+    task: Task, dataset: Dataset, config: TrainConfig, metric: str, features: list[np.ndarray]
 ) -> FoldScorer:
-    """Fits the SVM on the training split less a held-out part and scores that part."""
-    from inspectflow.models.feature_svm import fit_svm
+    """Fits the features' classifier on the training split less a held-out part and scores that part."""
+    from inspectflow.models.feature_svm import fit_classifier
 
     def score(held_out: np.ndarray) -> tuple[float, None]:
         if not features:
             _, extracted, _ = backbone_features(dataset, config)
             features.append(extracted[(dataset.manifest["split"] == "train").to_numpy()])
         labels = dataset.split("train")[1]
-        svm = fit_svm(features[0][~held_out], labels[~held_out], kernel, config.svm_c, config.seed)
-        probabilities = svm.predict_proba(features[0][held_out])
+        fitted = fit_classifier(
+            features[0][~held_out], labels[~held_out], config.classifier, config.svm_kernel, config.svm_c,
+            config.seed,
+        )  # fmt: skip
+        probabilities = fitted.predict_proba(features[0][held_out])
         return task.selection_score(probabilities, labels[held_out], dataset, metric), None
 
     return score
@@ -771,8 +784,9 @@ def _train_feature_svm_step(dataset: Dataset, config: PipelineConfig, model_dir:
     summary.update({f"{CV_METRICS}recall_std/{c}": v for c, v in result.recall_std.items()})
     mlflow.log_metrics(summary)
     estimate = describe_cv(summary, len(result.splits))
-    log.info("SVM %s", estimate)
-    console.note(f"{config.train.backbone} features + SVM, {estimate}")
+    learner = "logistic regression" if config.train.classifier == "logistic" else "SVM"
+    log.info("%s %s", learner, estimate)
+    console.note(f"{config.train.backbone} {config.train.layer or 'pool'} features + {learner}, {estimate}")
 
 
 def _finetune_step(

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from torch import nn
 
-from inspectflow.models.efficientnet import FEATURE_DIM, build_efficientnet_lite0, build_lite0_extractor
+from inspectflow.models.efficientnet import (
+    FEATURE_DIM,
+    PYRAMID_DIM,
+    build_efficientnet_lite0,
+    build_lite0_extractor,
+)
 from inspectflow.models.networks.base import BuildRequest, Network
 
 
@@ -15,9 +20,20 @@ def build(request: BuildRequest) -> nn.Module:
     )
 
 
+def resolve_layer(layer: str | None) -> str:
+    """``pool`` (the default) or ``pyramid``."""
+    if layer not in (None, "pool", "pyramid"):
+        raise ValueError(f"layer must be pool (or None) or pyramid, got {layer!r}")
+    return layer or "pool"
+
+
 def extractor(weights: str, layer: str) -> tuple[nn.Module, int]:
-    """The globally average-pooled features before the classifier (1280-d)."""
-    return build_lite0_extractor(weights), FEATURE_DIM
+    """The features at a cut point.
+
+    ``pool``: the globally average-pooled features before the classifier (1280-d); ``pyramid``: pooled
+    features of three blocks and the head at two scales (4096-d, :class:`PyramidFeatures`).
+    """
+    return build_lite0_extractor(weights, layer), PYRAMID_DIM if layer == "pyramid" else FEATURE_DIM
 
 
 NETWORK = Network(
@@ -26,6 +42,7 @@ NETWORK = Network(
     weights="package",
     build=build,
     extractor=extractor,
+    resolve_layer=resolve_layer,
     auto_rank=1,
     # Below ~96 px the ImageNet features fit poorly and the small CNN learns as well from scratch.
     auto_min_side=96,
