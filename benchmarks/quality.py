@@ -10,6 +10,10 @@ as the pipeline picks it. Usage::
 
     .venv/bin/python benchmarks/quality.py [--sets neu-cls casting] [--max-minutes 10] [--set key=value]
     .venv/bin/python benchmarks/quality.py --sets elpv-mono --subset 250   # a stratified subset
+    .venv/bin/python benchmarks/quality.py --sets casting --subset 100 --candidates
+
+``--candidates`` also trains each candidate of ``train.method=auto`` by hand (its settings forced, trained
+as that method trains alone) and prints a row for each: what the default is measured against.
 
 Without ``--max-minutes`` each set trains for its task's default budget (10 minutes for classification,
 15 for segmentation).
@@ -43,6 +47,14 @@ SETS: dict[str, tuple[str, str, list[str]]] = {
     "elpv-mono": ("classification", "kappa", ["data.ordinal=true", "register.primary_metric=kappa"]),
     "kolektorsdd-seg": ("segmentation", "defect_dice", []),
     "crackforest-seg": ("segmentation", "defect_dice", []),
+}
+
+#: ``train.method=auto``'s candidates, each as the settings that train it by hand.
+CANDIDATES: dict[str, list[str]] = {
+    "features+logistic": ["train.method=features+svm", "train.classifier=logistic", "train.layer=pyramid"],
+    "features+svm rbf": ["train.method=features+svm", "train.svm_kernel=rbf", "train.layer=pyramid"],
+    "finetune head-only": ["train.method=finetune", "train.freeze_backbone=true"],
+    "finetune": ["train.method=finetune"],
 }
 
 
@@ -84,7 +96,8 @@ def fit(task: Task, dataset: Dataset, config: PipelineConfig) -> tuple[Predictor
     settings = chosen.config if chosen else config.train
     if settings.method == "features+svm":
         classifier, _, _, _ = train_feature_svm(dataset, settings)
-        return classifier, f"features+svm {settings.svm_kernel}", {}, 0
+        learner = "logistic" if settings.classifier == "logistic" else f"svm {settings.svm_kernel}"
+        return classifier, f"features+{learner} ({settings.layer or 'pool'})", {}, 0
     with tempfile.TemporaryDirectory() as checkpoints:
         result = (
             chosen.trained if chosen and chosen.trained else train(task, dataset, settings, Path(checkpoints))
@@ -139,11 +152,16 @@ def main() -> None:
     parser.add_argument("--max-minutes", type=float, default=None)
     parser.add_argument("--set", action="append", default=[], help="a setting for every set, as in --set")
     parser.add_argument("--subset", type=int, default=None, help="a stratified subset of this many images")
+    parser.add_argument("--candidates", action="store_true", help="also each auto candidate by hand")
+    parser.add_argument("--only-candidates", action="store_true", help="the candidates, not the default")
     args = parser.parse_args()
     rows = []
     for name in args.sets:
-        rows.append(measure(name, args.max_minutes, args.set, args.subset))
-        print(rows[-1], flush=True)  # a set can take 15 minutes: show each as it ends
+        by_hand = (args.candidates or args.only_candidates) and SETS[name][0] == "classification"
+        hand = list(CANDIDATES.values()) if by_hand else []
+        for settings in hand if args.only_candidates else [[], *hand]:
+            rows.append(measure(name, args.max_minutes, [*args.set, *settings], args.subset))
+            print(rows[-1], flush=True)  # a set can take 15 minutes: show each as it ends
     columns = list(dict.fromkeys(key for row in rows for key in row))
     widths = {c: max(len(c), *(len(row.get(c, "")) for row in rows)) for c in columns}
     print("  ".join(c.ljust(widths[c]) for c in columns))
