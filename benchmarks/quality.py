@@ -11,6 +11,7 @@ as the pipeline picks it. Usage::
     .venv/bin/python benchmarks/quality.py [--sets neu-cls casting] [--max-minutes 10] [--set key=value]
     .venv/bin/python benchmarks/quality.py --sets elpv-mono --subset 250   # a stratified subset
     .venv/bin/python benchmarks/quality.py --sets casting --subset 100 --candidates
+    .venv/bin/python benchmarks/quality.py --sets crackforest-seg --root /tmp/varied  # see varied_sizes.py
 
 ``--candidates`` also trains each candidate of ``train.method=auto`` by hand (its settings forced, trained
 as that method trains alone) and prints a row for each: what the default is measured against.
@@ -34,7 +35,7 @@ from inspectflow.data.dataset import Dataset
 from inspectflow.metrics.intervals import score_intervals
 from inspectflow.models.artifact import Predictor
 from inspectflow.steps.ingest import ingest
-from inspectflow.steps.train import choose_method, train, train_feature_svm
+from inspectflow.steps.train import CANDIDATE_SETTINGS, choose_method, train, train_feature_svm
 from inspectflow.tasks import get_task
 from inspectflow.tasks.base import Task
 
@@ -51,10 +52,11 @@ SETS: dict[str, tuple[str, str, list[str]]] = {
 
 #: ``train.method=auto``'s candidates, each as the settings that train it by hand.
 CANDIDATES: dict[str, list[str]] = {
-    "features+logistic": ["train.method=features+svm", "train.classifier=logistic", "train.layer=pyramid"],
-    "features+svm rbf": ["train.method=features+svm", "train.svm_kernel=rbf", "train.layer=pyramid"],
-    "finetune head-only": ["train.method=finetune", "train.freeze_backbone=true"],
-    "finetune": ["train.method=finetune"],
+    name: [
+        f"train.{key}={str(value).lower() if isinstance(value, bool) else value}"
+        for key, value in settings.items()
+    ]
+    for name, settings in CANDIDATE_SETTINGS.items()
 }
 
 
@@ -108,14 +110,18 @@ def fit(task: Task, dataset: Dataset, config: PipelineConfig) -> tuple[Predictor
 
 
 def measure(
-    name: str, max_minutes: float | None, extra: list[str] | None = None, subset: int | None = None
+    name: str,
+    max_minutes: float | None,
+    extra: list[str] | None = None,
+    subset: int | None = None,
+    root: Path = REAL,
 ) -> dict[str, str]:
     task_name, metric, settings = SETS[name]
     budget = [] if max_minutes is None else [f"train.max_minutes={max_minutes}"]
     config = build_config(name.split("-")[0], [*settings, *budget, *(extra or [])], task=task_name)
     with tempfile.TemporaryDirectory() as folder:
         source = (
-            REAL / name if subset is None else stratified_subset(REAL / name, subset, Path(folder) / name)
+            root / name if subset is None else stratified_subset(root / name, subset, Path(folder) / name)
         )
         dataset = ingest(source, config)
     task = get_task(task_name)
@@ -143,24 +149,27 @@ def measure(
     if task_name == "segmentation":
         tpr, fpr = scores.detection_tpr, scores.detection_fpr  # type: ignore[attr-defined]
         row["detection"] = f"TPR {tpr:.3f} FPR {fpr:.3f}"
+        row["iou"] = f"{scores.iou:.4f}"  # type: ignore[attr-defined]
+        row["dice"] = f"{scores.dice:.4f}"  # type: ignore[attr-defined]
     return row
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sets", nargs="+", default=[s for s in SETS if (REAL / s).is_dir()], choices=SETS)
+    parser.add_argument("--sets", nargs="+", default=None, choices=SETS, help="default: those under --root")
     parser.add_argument("--max-minutes", type=float, default=None)
     parser.add_argument("--set", action="append", default=[], help="a setting for every set, as in --set")
     parser.add_argument("--subset", type=int, default=None, help="a stratified subset of this many images")
+    parser.add_argument("--root", type=Path, default=REAL, help="where the sets are (varied_sizes.py copies)")
     parser.add_argument("--candidates", action="store_true", help="also each auto candidate by hand")
     parser.add_argument("--only-candidates", action="store_true", help="the candidates, not the default")
     args = parser.parse_args()
     rows = []
-    for name in args.sets:
+    for name in args.sets or [s for s in SETS if (args.root / s).is_dir()]:
         by_hand = (args.candidates or args.only_candidates) and SETS[name][0] == "classification"
         hand = list(CANDIDATES.values()) if by_hand else []
         for settings in hand if args.only_candidates else [[], *hand]:
-            rows.append(measure(name, args.max_minutes, [*args.set, *settings], args.subset))
+            rows.append(measure(name, args.max_minutes, [*args.set, *settings], args.subset, args.root))
             print(rows[-1], flush=True)  # a set can take 15 minutes: show each as it ends
     columns = list(dict.fromkeys(key for row in rows for key in row))
     widths = {c: max(len(c), *(len(row.get(c, "")) for row in rows)) for c in columns}

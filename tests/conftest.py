@@ -150,7 +150,8 @@ def tiny_dagm_config(*overrides: str) -> PipelineConfig:
         "register.min_score=0",
         "register.onnx=false",
     ]
-    return build_config("dagm", [*base, "register.baseline_margin=null", *overrides])
+    floors_off = ["register.baseline_margin=null", "register.max_escape_rate=null"]
+    return build_config("dagm", [*base, *floors_off, *overrides])
 
 
 @pytest.fixture(scope="session")

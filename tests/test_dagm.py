@@ -16,6 +16,7 @@ from inspectflow.data.layouts import detect_layout
 from inspectflow.data.layouts.dagm import parse_labels_txt
 from inspectflow.errors import DataError
 from inspectflow.imaging import Preprocess
+from inspectflow.models.networks import build_model
 from inspectflow.steps.evaluate import evaluate
 from inspectflow.steps.ingest import ingest
 from inspectflow.steps.register import decide
@@ -45,7 +46,7 @@ def test_the_real_dagm_samples_ingest_and_validate_cleanly() -> None:
     assert len(dataset.manifest) == 15
     assert int((dataset.manifest["defect_fraction"] > 0).sum()) == 9
     assert int(dataset.manifest["defect_flag"].sum()) == 9
-    assert dataset.info.preprocess == Preprocess("scale", 512, 512, 1) and dataset.masks is not None
+    assert dataset.info.preprocess == Preprocess("resize", 512, 512, 1) and dataset.masks is not None
     assert dataset.info.split_origin == "seeded"  # the samples ship Train only
     assert set(dataset.manifest["split"]) == {"train", "test"}
     report = validate(dataset, config)
@@ -138,6 +139,32 @@ def test_dataset_with_masks_round_trips(dagm_dir: Path, tmp_path: Path) -> None:
     assert set(MASK_COLUMNS) <= set(loaded.manifest.columns)
 
 
+def test_images_of_many_sizes_are_each_scaled_to_one_working_shape_with_their_masks(tmp_path: Path) -> None:
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    sizes = [(40, 60), (80, 120), (120, 180), (60, 90), (100, 100)]  # (height, width)
+    for number, (height, width) in enumerate(sizes):
+        image = np.full((height, width), 90, dtype=np.uint8)
+        mask = np.zeros((height, width), dtype=np.uint8)
+        # A defect at the same place relative to each image: scaled alike, image and mask must still meet.
+        rows, cols = slice(height // 4, height // 2), slice(width // 2, 3 * width // 4)
+        image[rows, cols], mask[rows, cols] = 250, 255
+        Image.fromarray(image).save(tmp_path / "images" / f"{number}.png")
+        Image.fromarray(mask).save(tmp_path / "masks" / f"{number}.png")
+    dataset = ingest(tmp_path, tiny_dagm_config())
+    # The median aspect (1.5) at the 90th percentile's pixels (16960), sides rounded to 32: nothing padded.
+    assert dataset.info.preprocess == Preprocess("resize", 96, 160, 1)
+    assert dataset.images.shape == (5, 96, 160, 1) and dataset.masks.shape == (5, 96, 160)
+    assert (dataset.images > 0).all()  # no canvas: every pixel is the image's
+    for image, mask in zip(dataset.images[..., 0], dataset.masks, strict=True):
+        bright = image > 170
+        assert (bright & (mask > 0)).sum() / (bright | (mask > 0)).sum() > 0.9
+        assert 0.05 < mask.mean() < 0.1  # a sixteenth of each image, wherever its size
+    # A mask predicted at the working size goes back onto each image at its own size.
+    back = dataset.info.preprocess.restore(dataset.masks[0], *sizes[0])
+    assert back.shape == sizes[0] and back[11:19, 31:44].all() and not back[22:, :].any()
+
+
 def test_joint_augmentation_and_crops_keep_image_and_mask_aligned() -> None:
     generator = torch.Generator().manual_seed(0)
     image = torch.rand(6, 1, 32, 32)
@@ -166,6 +193,25 @@ def test_segmentation_training_evaluation_and_overlays(dagm_dir: Path, tmp_path:
     paths = draw_overlays(dataset, pred, 2, tmp_path / "overlays")
     # Two panels of at least 256 px (the 32 px images enlarged) under a caption.
     assert len(paths) == 4 and all(Image.open(p).size == (2 * 256 + 8, 256 + 34) for p in paths)
+
+
+def test_the_pretrained_encoder_stays_frozen_for_its_share_of_the_epochs_then_trains(
+    dagm_dir: Path, tmp_path: Path
+) -> None:
+    settings = ["train.model=unet_lite0", "train.crop=32", "train.epochs=2", "train.max_minutes=null"]
+    config = tiny_dagm_config(*settings, "train.frozen_share=0.5")  # one of two epochs
+    dataset = ingest(dagm_dir, config)
+    states = []
+    last = tmp_path / "ckpt" / "last.pt"
+    keep = lambda *_: states.append(torch.load(last)["model"])  # noqa: E731
+    train(SEGMENTATION, dataset, config.train, last.parent, keep)
+    initial = build_model("unet_lite0", 2, 1, "imagenet", task="segmentation")
+    encoder = [n for n, _ in initial.named_parameters() if n.startswith("net.encoder.")]
+    decoder = [n for n, _ in initial.named_parameters() if n.startswith("net.decoder.")]
+    weights = initial.state_dict()
+    assert all(torch.equal(states[0][name], weights[name]) for name in encoder)  # epoch 1: frozen
+    assert not all(torch.equal(states[0][name], weights[name]) for name in decoder)
+    assert not all(torch.equal(states[1][name], states[0][name]) for name in encoder)  # epoch 2: trained
 
 
 def test_segmentation_scores_by_hand() -> None:

@@ -176,3 +176,20 @@ def test_a_champion_without_false_reject_rate_is_not_replaced_automatically() ->
     decision = decide(rated(2, 1), scores(0.9, 0.9, 0.9), FRR_GATE, target_recall=0.95)
 
     assert not decision.promote and "champion has no false_reject_rate" in decision.reason
+
+
+def test_a_version_that_passes_too_many_defective_parts_is_refused_whatever_its_score() -> None:
+    # 19 of 40 defective parts pass: a fair macro-F1, and half the defects shipped.
+    halfway = rated(0, 19)
+    floored = RegisterConfig(max_escape_rate=0.2)
+    assert decide(halfway, None, RegisterConfig()).promote  # without the floor
+    decision = decide(halfway, None, floored)
+    assert not decision.promote
+    assert decision.reason.startswith("test escape rate 47.5% (19 of 40;")
+    assert decision.reason.endswith(
+        "at the operating point is above register.max_escape_rate 20.0%: too many defective parts pass "
+        "for use on a line; not promoted"
+    )
+    assert decide(rated(0, 8), None, floored).promote  # 20.0% is not above 20%
+    no_decisions = decide(scores(0.9, 0.9, 0.9), None, floored)
+    assert not no_decisions.promote and no_decisions.reason.startswith("no escape rate on this test split")

@@ -28,7 +28,7 @@ from inspectflow.tracking import create_store_once
 pytestmark = pytest.mark.slow
 TINY = [f"data.image_side={TINY_SIDE}", f"validate.expected_side={TINY_SIDE}", "train.epochs=1"]
 # Random pixels teach nothing: these tests are about the pipeline's mechanics, not the gate's floors.
-NO_FLOORS = ["register.min_score=0", "register.baseline_margin=null"]
+NO_FLOORS = ["register.min_score=0", "register.baseline_margin=null", "register.max_escape_rate=null"]
 TINY += NO_FLOORS
 STEPS = ["ingest", "validate", "train", "evaluate", "register"]
 
@@ -160,6 +160,16 @@ def test_dagm_pipeline_registers_a_segmenter_and_refuses_a_bad_mask(dagm_dir: Pa
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "dagm-segmenter version 1 -> @champion" in result.stdout
+    # What the run's outputs weigh beside the images and masks decoded at the working size (24 of 32x32).
+    outputs = re.search(
+        r"outputs: +([0-9.e-]+) MB of kfp outputs for ([0-9.e-]+) MB .* at 32x32 \(([0-9.]+)x\)",
+        result.stdout,
+    )
+    assert outputs, result.stdout
+    written, decoded, ratio = map(float, outputs.groups())
+    assert decoded == pytest.approx(24 * 32 * 32 * 2 / 2**20, rel=1e-3) and written == pytest.approx(
+        ratio * decoded, rel=0.01
+    )
     version = registry(tmp_path / "work").get_model_version_by_alias("dagm-segmenter", "champion")
     assert version.tags["gate.primary_metric"] == "iou"
 

@@ -148,6 +148,27 @@ def test_the_unet_outputs_one_logit_map_from_the_packaged_encoder(imagenet: dict
     assert trainable == {"decoder", "segmentation_head"}
 
 
+def test_under_bf16_autocast_only_the_unets_decoder_computes_in_bf16() -> None:
+    model = build_unet_lite0(3, "imagenet").eval()
+    dtypes: dict[str, torch.dtype] = {}
+    for name in ("encoder", "decoder"):
+        module = model.net.get_submodule(name)
+        module.register_forward_hook(lambda _m, _i, out, name=name: dtypes.update({name: _first(out).dtype}))
+    images = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        plain = model(images)
+        assert dtypes == {"encoder": torch.float32, "decoder": torch.float32}
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = model(images)
+    # The depthwise encoder stays in float32 (slower in bf16 on a CPU); the plain convolutions do not.
+    assert dtypes == {"encoder": torch.float32, "decoder": torch.bfloat16}
+    assert (mixed.float() - plain).abs().max() < 0.05 * plain.abs().max()
+
+
+def _first(output: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
+    return output[0] if isinstance(output, list | tuple) else output
+
+
 def test_the_svm_extractor_gives_the_classifiers_pooled_features(classifier: nn.Module) -> None:
     extractor, dim = build_extractor("efficientnet_lite0", "imagenet")
     assert dim == FEATURE_DIM == 1280

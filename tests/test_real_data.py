@@ -63,6 +63,7 @@ def kolektor_quick(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[d
             "train.max_minutes=15",
             "register.min_score=0",
             "register.baseline_margin=null",
+            "register.max_escape_rate=null",
             "register.onnx=false",
         ],
     )

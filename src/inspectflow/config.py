@@ -181,6 +181,10 @@ class TrainConfig(_Section):
         repeats: Repeated 70/30 splits of ``features+svm``, each an MLflow child run.
         feature_cache: Folder of cached features, keyed by backbone, layer, weights and data version.
         freeze_backbone: Train only the classification head (pretrained models).
+        frozen_share: Share of the time budget (``max_minutes``; of ``epochs`` if fewer) at the start
+            of fine-tuning in which a pretrained backbone (``weights=imagenet`` of a network that declares
+            one: ``unet_lite0``'s encoder) stays frozen while the rest learns, at a third of a step's cost
+            for the U-Net; then everything trains. ``0`` trains everything from the first step.
         epochs: The most passes over the training split; early stopping and ``max_minutes`` may end sooner.
         patience: Stop when the validation score has not improved for this many epochs; ``None`` never.
         max_minutes: Time budget of training: the schedule is fitted to the epochs that fit it.
@@ -221,6 +225,7 @@ class TrainConfig(_Section):
     repeats: int = Field(5, ge=1)
     feature_cache: str = "~/.cache/inspectflow/features"
     freeze_backbone: bool = False
+    frozen_share: float = Field(0.0, ge=0.0, lt=1.0)
     epochs: int = Field(30, ge=1)
     patience: int | None = Field(5, ge=1)
     max_minutes: float | None = Field(10.0, gt=0.0)
@@ -301,6 +306,10 @@ class RegisterConfig(_Section):
             lower end of its 95% interval above it; passing every part is refused so), nor when it does not
             beat flagging every part (false-reject rate 1) by more than ``baseline_margin``.
         min_score: The primary score a version needs to be promoted at all (higher-is-better metrics).
+        max_escape_rate: The highest test escape rate at the operating point (share of defective test
+            images passed as good, at the model's detection threshold) a version may show to be promoted
+            at all, whatever its primary score; ``None``: no such floor. Segmentation's default refuses a
+            segmenter that passes more than a fifth of the defective parts.
         baseline_margin: How far the primary score must beat the trivial baseline's; ``None`` skips
             that floor (tests of the gate's mechanics on random data).
         min_improvement: The challenger must beat the champion's primary metric by more than this, with
@@ -319,6 +328,7 @@ class RegisterConfig(_Section):
     model_name: str = ""
     primary_metric: str = "macro_f1"
     min_score: float = Field(0.0, ge=0.0, le=1.0)
+    max_escape_rate: float | None = Field(None, ge=0.0, le=1.0)
     baseline_margin: float | None = Field(0.05, ge=0.0, le=1.0)
     min_improvement: float = Field(0.0, ge=0.0)
     max_class_drop: float = Field(0.05, ge=0.0)
@@ -375,6 +385,7 @@ _FINETUNE_ONLY = [
         "loss",
         "crop",
         "freeze_backbone",
+        "frozen_share",
         "epochs",
         "patience",
         "max_minutes",

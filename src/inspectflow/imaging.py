@@ -20,8 +20,6 @@ if TYPE_CHECKING:
 
 #: File endings read as images by every source layout and by prediction.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
-#: Working sizes are multiples of this, so that networks that downsample five times divide them.
-SIZE_MULTIPLE = 32
 
 
 @dataclass(frozen=True)
@@ -31,7 +29,8 @@ class Preprocess:
     Attributes:
         mode: ``resize`` stretches to ``height`` x ``width``; ``pad`` centres on a zero canvas of that size
             (cropping what is larger); ``scale`` multiplies both sides by ``scale`` (keeping the aspect; by
-            less for an image that would not fit the canvas) and pads right and bottom to the canvas.
+            less for an image that would not fit the canvas) and pads right and bottom to the canvas (how
+            segmenters registered before the working shape was chosen from the data still read images).
         height: Canvas height.
         width: Canvas width.
         channels: 1 (grayscale) or 3 (RGB).

@@ -14,11 +14,12 @@ import click
 from inspectflow.cli.common import container_image, local_data, open_client, pipeline_config
 from inspectflow.cli.options import WORKLOAD, run_options
 from inspectflow.errors import InspectflowError
-from inspectflow.names import TEST_METRICS
+from inspectflow.names import DATA_DECODED_BYTES_TAG, DATA_WORKING_SIZE_TAG, TEST_METRICS
 from inspectflow.tasks import task_for
 
 if TYPE_CHECKING:
     from inspectflow.config import PipelineConfig
+    from inspectflow.runner.local import PipelineResult
 
 
 @click.command("run")
@@ -144,16 +145,27 @@ def _run_locally(
         click.echo(f"{'log:':<24}{log_path}", err=True)
         raise
     summary = result.summary
-    _print_summary(config, summary, result.tracking_uri, log_path)
+    run = MlflowClient().get_run(summary["mlflow_run_id"])
+    _print_summary(config, summary, result.tracking_uri, log_path, _outputs_line(result, run.data.tags))
     if metrics_file is not None:
-        run_metrics = MlflowClient().get_run(summary["mlflow_run_id"]).data.metrics
-        write_metrics(summary, run_metrics, metrics_file)
+        write_metrics(summary, run.data.metrics, metrics_file)
     if plots_dir is not None:
         write_plots(summary["mlflow_run_id"], plots_dir)
 
 
+def _outputs_line(result: PipelineResult, tags: dict[str, str]) -> str | None:
+    """What the run's kfp outputs weigh, beside the images and masks decoded at the working size."""
+    decoded = int(tags.get(DATA_DECODED_BYTES_TAG, 0))
+    if not (result.outputs_bytes and decoded):
+        return None
+    return (
+        f"{result.outputs_bytes / 2**20:.3g} MB of kfp outputs for {decoded / 2**20:.3g} MB of images and "
+        f"masks decoded at {tags.get(DATA_WORKING_SIZE_TAG, '')} ({result.outputs_bytes / decoded:.2f}x)"
+    )
+
+
 def _print_summary(
-    config: PipelineConfig, summary: dict[str, Any], tracking_uri: str, log_path: Path
+    config: PipelineConfig, summary: dict[str, Any], tracking_uri: str, log_path: Path, outputs: str | None
 ) -> None:
     """The lines after a local run: its MLflow run, headline metrics, the baseline, the model, the gate."""
     from inspectflow.steps.register import LOWER_IS_BETTER
@@ -162,8 +174,8 @@ def _print_summary(
     click.echo(f"{'MLflow run:':<24}{summary['mlflow_run_id']}  ({tracking_uri})")
     headline = [f"{TEST_METRICS}{name}" for name in task_for(config).headline_metrics]
     intervals = summary.get("intervals", {})
-    for name, value in summary["metrics"].items():
-        if name in headline:
+    for name in headline:  # in the task's order: a segmenter's escape rate beside its IoU
+        if (value := summary["metrics"].get(name)) is not None:
             low_high = intervals.get(name.removeprefix(TEST_METRICS))
             beside = "" if low_high is None else f"  (95% interval {low_high[0]:.4f} to {low_high[1]:.4f})"
             click.echo(f"{name + ':':<24}{value:.4f}{beside}")
@@ -175,6 +187,8 @@ def _print_summary(
     click.echo(f"{'baseline:':<24}{floor} ({baseline['description']})")
     click.echo(f"{'model:':<24}{summary['model_name']} version {summary['version']} -> @{summary['alias']}")
     click.echo(f"{'gate:':<24}{summary['decision']}: {summary['reason']}")
+    if outputs:
+        click.echo(f"{'outputs:':<24}{outputs}")
     click.echo(f"{'log:':<24}{log_path}")
 
 

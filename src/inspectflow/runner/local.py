@@ -35,6 +35,8 @@ class PipelineResult:
 
     tracking_uri: str
     summary: dict[str, Any]
+    #: What the run's kfp outputs (dataset, model, evaluation) weigh on disk, in bytes.
+    outputs_bytes: int = 0
 
 
 class PipelineFailed(InspectflowError):
@@ -85,6 +87,8 @@ def run_local(
         warnings.catch_warnings(),
     ):
         tracking_uri = configure_tracking(workdir)
+        outputs = workdir / LOCAL_OUTPUTS
+        earlier = set(outputs.iterdir()) if outputs.is_dir() else set()
         local.init(runner=runner, pipeline_root=str(workdir / LOCAL_OUTPUTS), raise_on_error=True)
         # The GPU and memory requests are for a cluster; running without them here is what the local runner
         # is for, so kfp's warnings about them (and about images, under the subprocess runner) are noise.
@@ -96,7 +100,9 @@ def run_local(
         except RuntimeError as exc:
             step_errors = errors.read().strip()
             raise PipelineFailed(step_errors or str(exc)) from None
-    return PipelineResult(tracking_uri=tracking_uri, summary=json.loads(task.output))
+    this_run = [path for path in outputs.iterdir() if path not in earlier and path.is_dir()]
+    written = sum(file.stat().st_size for path in this_run for file in path.rglob("*") if file.is_file())
+    return PipelineResult(tracking_uri=tracking_uri, summary=json.loads(task.output), outputs_bytes=written)
 
 
 @contextmanager

@@ -16,6 +16,7 @@ from inspectflow.data.dataset import (
     Dataset,
     DatasetInfo,
     dataset_digest,
+    decoded_bytes,
     pixel_sha256,
     save_dataset,
 )
@@ -26,11 +27,13 @@ from inspectflow.imaging import Preprocess
 from inspectflow.names import (
     DATA_ARTIFACTS,
     DATA_COUNTS_ARTIFACT,
+    DATA_DECODED_BYTES_TAG,
     DATA_DIGEST_TAG,
     DATA_FORMAT_TAG,
     DATA_SOURCE_TAG,
     DATA_SPLIT_ORIGIN_TAG,
     DATA_VERSION_TAG,
+    DATA_WORKING_SIZE_TAG,
     GIT_COMMIT_TAG,
     WORKLOAD_TAG,
 )
@@ -223,6 +226,19 @@ def ingest_step(
         return run_id, tags[DATA_VERSION_TAG]
 
 
+def _working_size_note(dataset: Dataset) -> str:
+    """The working size, what the images and masks weigh decoded at it, and the most any aspect changed."""
+    preprocess = dataset.info.preprocess
+    megabytes = decoded_bytes(dataset) / 2**20
+    note = f"working size {preprocess.height}x{preprocess.width}, {megabytes:.1f} MB decoded"
+    sizes = dataset.manifest[["height", "width"]].dropna().to_numpy(dtype=float)
+    if preprocess.mode == "resize" and len(sizes):
+        change = np.exp(np.abs(np.log(sizes[:, 1] / sizes[:, 0] * preprocess.height / preprocess.width)))
+        if change.max() > 1.01:  # images of other shapes are stretched to the working one
+            note += f", aspect changed by up to {change.max() - 1:.0%} (median {np.median(change) - 1:.0%})"
+    return note
+
+
 def _log_dataset(dataset: Dataset, source: str, workload: str, data_version: str, out_dir: Path) -> None:
     """Logs the ingested dataset to the open run: its tags, counts, MLflow dataset input and manifest."""
     import mlflow
@@ -233,13 +249,15 @@ def _log_dataset(dataset: Dataset, source: str, workload: str, data_version: str
     version = data_version[:12]  # DVC's hash names the data everywhere, MLflow included
     console.note(
         f"{len(dataset.manifest)} images ({', '.join(f'{n} {s}' for s, n in splits.items())}), "
-        f"{dataset.info.format} layout, data version {version}"
+        f"{dataset.info.format} layout, data version {version}; {_working_size_note(dataset)}"
     )
     mlflow.set_tags(
         {
             DATA_DIGEST_TAG: dataset_digest(dataset.manifest),
             DATA_FORMAT_TAG: dataset.info.format,
             DATA_SPLIT_ORIGIN_TAG: dataset.info.split_origin,
+            DATA_WORKING_SIZE_TAG: f"{dataset.info.preprocess.height}x{dataset.info.preprocess.width}",
+            DATA_DECODED_BYTES_TAG: str(decoded_bytes(dataset)),
         }
     )
     # A table, not metrics: counts are the data's description, not scores to chart.

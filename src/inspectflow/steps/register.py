@@ -108,6 +108,9 @@ def decide(
     significantly above ``1 - target_recall``), and flagging every part (false-reject rate 1), which it must
     beat by more than ``config.baseline_margin``.
 
+    A third floor, ``config.max_escape_rate``, refuses a version whose test escape rate at its operating
+    point is above it, whatever the primary score (a segmenter of fair IoU can still miss half the parts).
+
     Args:
         new: The new model's test scores.
         champion: The champion's scores on the same test images, or ``None`` when there is no champion.
@@ -128,7 +131,7 @@ def decide(
         _rate_floors(new, judged, config, target_recall)
         if lower
         else _score_floors(new_score, judged, config, baseline, baseline_description)
-    )
+    ) or _escape_floor(new, config)
     if refusal:
         return GateDecision(False, refusal, new_score)
     floor = "" if baseline is None else f" (trivial baseline: {float(getattr(baseline, metric)):.4f})"
@@ -181,6 +184,24 @@ def _score_floors(
             f"{judged} does not beat the trivial baseline ({baseline_description}: test {metric} "
             f"{floor:.4f} on the same images) by more than register.baseline_margin {margin:.4f}; "
             "not promoted"
+        )
+    return None
+
+
+def _escape_floor(new: Scores, config: RegisterConfig) -> str | None:
+    """Why a version that passes too many defective test parts is not promoted at all (None: it may be)."""
+    if config.max_escape_rate is None:
+        return None
+    escape = new.rates().get("escape_rate")
+    if escape is None or math.isnan(escape.value):
+        return (
+            f"no escape rate on this test split (it needs defective images and decisions), which "
+            f"register.max_escape_rate {config.max_escape_rate:.1%} judges; not promoted"
+        )
+    if escape.value > config.max_escape_rate + _FLOAT_TOLERANCE:
+        return (
+            f"test escape rate {escape} at the operating point is above register.max_escape_rate "
+            f"{config.max_escape_rate:.1%}: too many defective parts pass for use on a line; not promoted"
         )
     return None
 

@@ -27,7 +27,7 @@ from inspectflow.errors import pipeline_step
 from inspectflow.imaging import to_tensor
 from inspectflow.models.artifact import FEATURE_SVM, ModelSpec, save_trained_model
 from inspectflow.models.feature_svm import FeatureSvmClassifier, SplitResult, SvmResult, describe_cv
-from inspectflow.models.networks import build_model
+from inspectflow.models.networks import build_model, get_network
 from inspectflow.models.selection import Candidate, Choice, Estimate, FoldScorer, choose
 from inspectflow.names import (
     CHECKPOINTS_ARTIFACTS,
@@ -87,7 +87,6 @@ def resolve(task: Task, config: TrainConfig, dataset: Dataset) -> TrainConfig:
     (``Network.bf16_faster``) when the CPU computes it natively, else float32.
     """
     from inspectflow.models.efficientnet import weights_installed
-    from inspectflow.models.networks import get_network
 
     model = (
         task.auto_model(dataset.info.preprocess, weights_installed())
@@ -128,11 +127,20 @@ class _Fit:
     device: torch.device
     memory_format: torch.memory_format
     generator: torch.Generator
+    #: The pretrained backbone's parameters, which ``train.frozen_share`` freezes first (empty: none).
+    backbone: list[torch.nn.Parameter] = field(default_factory=list)
+    #: Epochs, from the first, that train with the backbone frozen (set once the first epoch is timed).
+    frozen_epochs: int = 0
     #: Loss scaling, which float16's narrow range needs (its state restarts with a resumed run).
     scaler: torch.amp.GradScaler = field(init=False)
 
     def __post_init__(self) -> None:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.config.precision == "fp16")
+
+    def freeze_backbone(self, frozen: bool) -> None:
+        """Freezes or thaws the backbone (frozen: no gradients for it, and backward stops before it)."""
+        for parameter in self.backbone:
+            parameter.requires_grad_(not frozen)
 
     def autocast(self) -> contextlib.AbstractContextManager[None]:
         """bfloat16 or float16 autocast when the run asks for it, else nothing."""
@@ -284,7 +292,11 @@ def _epochs(
         history, best_epoch = _restore(fit, state)
         started -= state["elapsed"]
         log.info("resumed after epoch %d of %d", len(history), config.epochs)
+    if not resume or not history:
+        fit.frozen_epochs = _frozen_epochs(config, None) if fit.backbone else 0
+    epoch_started = time.perf_counter()
     for epoch in range(len(history) + 1, config.epochs + 1):
+        fit.freeze_backbone(epoch <= fit.frozen_epochs)
         metrics = _train_epoch(task, fit, x_train, y_train, epoch)
         # Pretrained statistics drift slowly; from scratch, the running averages trail the weights.
         if task.recalibrate_batchnorm and config.weights == "none":
@@ -292,6 +304,7 @@ def _epochs(
         if len(x_val):
             metrics.update(_validate(task, fit, x_val, y_val))
         elapsed = time.perf_counter() - started
+        epoch_seconds, epoch_started = time.perf_counter() - epoch_started, time.perf_counter()
         metrics[f"{TRAIN_METRICS}epoch_seconds"] = elapsed / epoch
         history.append(metrics)
         # The best epoch so far, the latest on ties.
@@ -303,15 +316,35 @@ def _epochs(
         log.info("epoch %d/%d %s", epoch, config.epochs, " ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
         if on_epoch is not None:
             on_epoch(epoch, metrics)
-        stop = _stop_reason(config, epoch, best_epoch, elapsed)
+        stop = _stop_reason(config, epoch, best_epoch, elapsed, epoch_seconds)
         if stop:
             log.info("stopped after epoch %d: %s", epoch, stop)
             console.note(f"stopped: {stop}")
             break
-        if epoch == 1 and config.max_minutes is not None and not resume:
-            fitting = max(1, int(config.max_minutes * 60 // elapsed))
+        if epoch == 1 and fit.backbone and config.max_minutes is not None and not resume:
+            fit.frozen_epochs = _frozen_epochs(config, epoch_seconds)
+        # The budget's epochs, once timed: after the first epoch, and again after the first with the backbone
+        # trained (a step through it costs more than one that stops before it).
+        if config.max_minutes is not None and epoch in (1, fit.frozen_epochs + 1):
+            fitting = epoch + int((config.max_minutes * 60 - elapsed) // epoch_seconds)
             fit.schedule.plan(min(config.epochs, fitting) * _steps_per_epoch(len(x_train), config.batch_size))
     return history, best_epoch
+
+
+def _frozen_epochs(config: TrainConfig, epoch_seconds: float | None) -> int:
+    """How many epochs train with the backbone frozen: ``frozen_share`` of the budget or of the epochs.
+
+    Of the epochs when those end training first. The budget's share is known once the first (frozen)
+    epoch is timed; until then (``epoch_seconds=None``) the first epoch is frozen.
+    """
+    if not config.frozen_share or config.weights != "imagenet":
+        return 0
+    of_epochs = round(config.frozen_share * config.epochs)
+    if config.max_minutes is None or not of_epochs:
+        return of_epochs
+    if epoch_seconds is None:
+        return 1
+    return max(1, min(of_epochs, int(config.frozen_share * config.max_minutes * 60 // epoch_seconds)))
 
 
 def _state(fit: _Fit, epoch: int, history: list[dict[str, float]], best_epoch: int, elapsed: float) -> dict:
@@ -324,6 +357,7 @@ def _state(fit: _Fit, epoch: int, history: list[dict[str, float]], best_epoch: i
         "history": history,
         "best_epoch": best_epoch,
         "elapsed": elapsed,
+        "frozen_epochs": fit.frozen_epochs,
         "schedule": (fit.schedule.done, fit.schedule.total),
         "generator": fit.generator.get_state(),
         "torch_rng": torch.get_rng_state(),
@@ -343,6 +377,7 @@ def _restore(fit: _Fit, state: dict) -> tuple[list[dict[str, float]], int]:
     fit.model.load_state_dict(state["model"])
     fit.optimizer.load_state_dict(state["optimizer"])
     fit.schedule.done, fit.schedule.total = state["schedule"]
+    fit.frozen_epochs = int(state.get("frozen_epochs", 0))
     fit.schedule.step_to_current()
     fit.generator.set_state(state["generator"])
     torch.set_rng_state(state["torch_rng"])
@@ -352,11 +387,16 @@ def _restore(fit: _Fit, state: dict) -> tuple[list[dict[str, float]], int]:
     return list(state["history"]), int(state["best_epoch"])
 
 
-def _stop_reason(config: TrainConfig, epoch: int, best_epoch: int, elapsed: float) -> str | None:
-    """Why training should end after ``epoch``, if it should: no improvement, or no time for another."""
+def _stop_reason(
+    config: TrainConfig, epoch: int, best_epoch: int, elapsed: float, epoch_seconds: float
+) -> str | None:
+    """Why training should end after ``epoch``, if it should: no improvement, or no time for another.
+
+    Another epoch is taken to last as long as the last one (not the mean: frozen epochs are shorter).
+    """
     if config.patience is not None and best_epoch and epoch - best_epoch >= config.patience:
         return f"no better validation score for {config.patience} epochs"
-    if config.max_minutes is not None and elapsed * (epoch + 1) / epoch > config.max_minutes * 60:
+    if config.max_minutes is not None and elapsed + epoch_seconds > config.max_minutes * 60:
         return f"another epoch would overrun train.max_minutes={config.max_minutes:g}"
     return None
 
@@ -380,6 +420,8 @@ def _setup(task: Task, config: TrainConfig, y_train: torch.Tensor, dataset: Data
     log.info("training %s (%s weights, %s) on %s", config.model, config.weights, config.precision, device)
     model = model.to(device, memory_format=memory_format)  # type: ignore[call-overload]
     trainable = [p for p in model.parameters() if p.requires_grad]
+    prefix = None if config.freeze_backbone else get_network(config.model).backbone
+    backbone = [] if prefix is None else [p for n, p in model.named_parameters() if n.startswith(prefix)]
     # The fused kernel updates all parameters in one pass: 40 -> 25 ms a step for ResNet18 on this CPU.
     optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay, fused=True)
     schedule = WarmupCosine(
@@ -387,7 +429,7 @@ def _setup(task: Task, config: TrainConfig, y_train: torch.Tensor, dataset: Data
     )
     generator = torch.Generator().manual_seed(config.seed)
     loss_fn = task.loss(config, y_train, len(dataset.info.classes))
-    return _Fit(config, model, loss_fn, optimizer, schedule, device, memory_format, generator)
+    return _Fit(config, model, loss_fn, optimizer, schedule, device, memory_format, generator, backbone)
 
 
 def _train_epoch(
@@ -614,6 +656,21 @@ def _selection_metric(config: PipelineConfig) -> str:
     return _SELECTION_FALLBACK if metric == "false_reject_rate" else metric
 
 
+#: ``train.method=auto``'s candidates, each as the settings that train it alone (a features candidate reads
+#: ``train.layer`` where set: the pooled head alone misses fine detail, see ``PyramidFeatures``).
+CANDIDATE_SETTINGS: dict[str, dict[str, Any]] = {
+    "features+logistic": {"method": "features+svm", "layer": "pyramid", "classifier": "logistic"},
+    "features+svm rbf": {
+        "method": "features+svm",
+        "layer": "pyramid",
+        "classifier": "svm",
+        "svm_kernel": "rbf",
+    },
+    "finetune head-only": {"method": "finetune", "freeze_backbone": True},
+    "finetune": {"method": "finetune", "freeze_backbone": False},
+}
+
+
 def _candidates(
     task: Task, dataset: Dataset, config: PipelineConfig, train_config: TrainConfig, folds: int
 ) -> list[Candidate]:
@@ -622,7 +679,6 @@ def _candidates(
     Each of the ``folds`` trainings of a fine-tuning candidate gets its share of ``train.max_minutes``.
     """
     from inspectflow.models.efficientnet import weights_installed
-    from inspectflow.models.networks import get_network
 
     metric = _selection_metric(config)
     backbone = get_network(train_config.backbone)
@@ -638,12 +694,9 @@ def _candidates(
     candidates: list[Candidate] = []
     if features_fit:
         features: list[np.ndarray] = []  # extracted (or read from the cache) once, by the first candidate
-        layer = train_config.layer or "pyramid"  # the pooled head alone misses fine detail (PyramidFeatures)
-        for name, learner in [
-            ("features+logistic", {"classifier": "logistic"}),
-            ("features+svm rbf", {"classifier": "svm", "svm_kernel": "rbf"}),
-        ]:
-            features_settings: dict[str, Any] = {"method": "features+svm", "layer": layer, **learner}
+        for name in ("features+logistic", "features+svm rbf"):
+            features_settings = dict(CANDIDATE_SETTINGS[name])
+            features_settings["layer"] = train_config.layer or features_settings["layer"]
             candidate = train_config.model_copy(update=features_settings)
             scorer = _features_scorer(task, dataset, candidate, metric, features)
             candidates.append(Candidate(name, features_settings, scorer))
@@ -651,7 +704,7 @@ def _candidates(
     if task.compares_methods and get_network(train_config.model).pretrained:
         tunings.insert(0, ("finetune head-only", True))
     for name, frozen in tunings:
-        settings: dict[str, Any] = {"method": "finetune", "freeze_backbone": frozen}
+        settings = CANDIDATE_SETTINGS[name]
         budget = train_config.max_minutes
         if budget is not None and len(candidates) + len(tunings) > 1:  # other candidates share the budget
             budget *= (HEAD_ONLY_SHARE if frozen else 1 - HEAD_ONLY_SHARE) / folds

@@ -368,12 +368,16 @@ def write_per_image(rows: dict[str, Any], out_dir: Path) -> Path:
 
 
 def logits_in_batches(predictor: Predictor, images: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """Runs a model over float images already in tensors, in batches, without gradients: float logits."""
+    """Runs a model over float images already in tensors, in batches, without gradients: float logits.
+
+    No images give no logits (an empty tensor).
+    """
     import torch
 
     with torch.no_grad():
         starts = range(0, len(images), batch_size)
-        return torch.cat([predictor(images[start : start + batch_size]).float() for start in starts])
+        logits = [predictor(images[start : start + batch_size]).float() for start in starts]
+    return torch.cat(logits) if logits else torch.zeros(0)
 
 
 def batched(predictor: Predictor, images: np.ndarray, batch_size: int) -> list[torch.Tensor]:

@@ -77,6 +77,8 @@ class Network:
         auto_min_side: ``auto`` picks it only for working images at least this large.
         bf16_faster: Whether a training step in bfloat16 autocast is faster than in float32 on a CPU with
             native bfloat16 (``train.precision=auto`` uses it there); measured, not assumed.
+        backbone: Where its pretrained part's parameters are named (a prefix of the built module's
+            parameter names), which ``train.frozen_share`` freezes first; ``None``: none to freeze.
         description: One line for listings and error messages.
     """
 
@@ -91,6 +93,7 @@ class Network:
     auto_rank: int | None = None
     auto_min_side: int = 0
     bf16_faster: bool = False
+    backbone: str | None = None
     description: str = ""
 
     @property

@@ -20,6 +20,8 @@ NETWORK = Network(
     build=build,
     side_multiple=32,  # the encoder's stride
     auto_rank=1,
-    # Not bf16: measured no faster than float32 (the encoder's depthwise convolutions).
+    # The decoder only: Lite0Unet keeps the depthwise encoder in float32 (measured 1.3x a step).
+    bf16_faster=True,
+    backbone="net.encoder.",
     description="U-Net on the ImageNet EfficientNet-Lite0 encoder (smp), encoder weights from pip",
 )
