@@ -98,8 +98,7 @@ def fit(task: Task, dataset: Dataset, config: PipelineConfig) -> tuple[Predictor
     settings = chosen.config if chosen else config.train
     if settings.method == "features+svm":
         classifier, _, _, _ = train_feature_svm(dataset, settings)
-        learner = "logistic" if settings.classifier == "logistic" else f"svm {settings.svm_kernel}"
-        return classifier, f"features+{learner} ({settings.layer or 'pool'})", {}, 0
+        return classifier, f"features + {settings.learner()} ({settings.layer or 'pool'})", {}, 0
     with tempfile.TemporaryDirectory() as checkpoints:
         result = (
             chosen.trained if chosen and chosen.trained else train(task, dataset, settings, Path(checkpoints))

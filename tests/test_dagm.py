@@ -25,6 +25,7 @@ from inspectflow.tasks import get_task, task_for
 from inspectflow.tasks.segmentation import (
     SegmentationScores,
     draw_overlays,
+    native_pixels,
     predict_masks,
     score_masks,
     score_segmentation,
@@ -160,6 +161,10 @@ def test_images_of_many_sizes_are_each_scaled_to_one_working_shape_with_their_ma
         bright = image > 170
         assert (bright & (mask > 0)).sum() / (bright | (mask > 0)).sum() > 0.9
         assert 0.05 < mask.mean() < 0.1  # a sixteenth of each image, wherever its size
+    # Scores count each image's own pixels: a 40x60 image is 2400 of the 96x160 it was scaled to.
+    test = dataset.manifest["split"] == "test"
+    own = (dataset.manifest.loc[test, "height"] * dataset.manifest.loc[test, "width"] / (96 * 160)).tolist()
+    assert native_pixels(dataset, "test") == pytest.approx(own)
     # A mask predicted at the working size goes back onto each image at its own size.
     back = dataset.info.preprocess.restore(dataset.masks[0], *sizes[0])
     assert back.shape == sizes[0] and back[11:19, 31:44].all() and not back[22:, :].any()
@@ -212,6 +217,20 @@ def test_the_pretrained_encoder_stays_frozen_for_its_share_of_the_epochs_then_tr
     assert all(torch.equal(states[0][name], weights[name]) for name in encoder)  # epoch 1: frozen
     assert not all(torch.equal(states[0][name], weights[name]) for name in decoder)
     assert not all(torch.equal(states[1][name], states[0][name]) for name in encoder)  # epoch 2: trained
+
+
+def test_pooled_scores_count_each_image_at_its_own_size() -> None:
+    truth = np.zeros((2, 4, 4), dtype=bool)
+    truth[:, :2, :2] = True
+    pred = truth.copy()
+    pred[1] = False  # the second image's defect missed
+    groups, scores = np.array(["a", "a"]), np.array([0.9, 0.1])
+    assert score_masks(pred, scores, truth, groups, EvaluateConfig()).iou == pytest.approx(4 / 8)
+    # The second image was enlarged 2x2 to the working size: its 4 mask pixels are 1 of its own.
+    weighted = score_masks(pred, scores, truth, groups, EvaluateConfig(), np.array([1.0, 0.25]))
+    assert weighted.iou == pytest.approx(4 / 5) and weighted.dice == pytest.approx(8 / 9)
+    assert weighted.mean_defect_iou == pytest.approx(0.5)  # per image: sizes do not matter
+    assert weighted.true_area == [4.0, 1.0] and weighted.test_images == 2
 
 
 def test_segmentation_scores_by_hand() -> None:

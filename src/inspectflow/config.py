@@ -240,6 +240,10 @@ class TrainConfig(_Section):
     channels_last: bool = True
     seed: int = 0
 
+    def learner(self) -> str:
+        """What ``features+svm`` fits on the features, as runs, steps and benchmarks name it."""
+        return "logistic regression" if self.classifier == "logistic" else f"{self.svm_kernel} SVM"
+
     @field_validator("augment", mode="before")
     @classmethod
     def _augment_switch(cls, value: object) -> object:
@@ -479,7 +483,7 @@ class PipelineConfig(_Section):
             model: The model that ``train.model=auto`` became, once known.
         """
         if self.train.method == "features+svm":
-            learner = f"{self.train.classifier} on {self.train.backbone}"
+            learner = f"{self.train.learner()} on {self.train.backbone}"
         else:
             learner = model or self.train.model
         changed = {k: v for k, v in self.differences().items() if k not in ("train.model", "train.method")}

@@ -837,7 +837,7 @@ def _train_feature_svm_step(dataset: Dataset, config: PipelineConfig, model_dir:
     summary.update({f"{CV_METRICS}recall_std/{c}": v for c, v in result.recall_std.items()})
     mlflow.log_metrics(summary)
     estimate = describe_cv(summary, len(result.splits))
-    learner = "logistic regression" if config.train.classifier == "logistic" else "SVM"
+    learner = config.train.learner()
     log.info("%s %s", learner, estimate)
     console.note(f"{config.train.backbone} {config.train.layer or 'pool'} features + {learner}, {estimate}")
 

@@ -44,8 +44,9 @@ class SegmentationScores(operating_point.DecisionRates):
 
     Attributes:
         classes: Image groups (DAGM classes) the scores are broken down by.
-        dice: Foreground Dice pooled over all test pixels.
-        iou: Foreground IoU pooled over all test pixels.
+        dice: Foreground Dice pooled over all test pixels (each image's own pixels: a small image enlarged
+            to the working size weighs what it holds).
+        iou: Foreground IoU pooled over all test pixels, the same way.
         mean_defect_iou: Mean per-image IoU over the defective test images.
         defect_dice: Foreground Dice pooled over the defective test images only (how well defects are
             outlined, apart from false alarms on clean images).
@@ -55,9 +56,9 @@ class SegmentationScores(operating_point.DecisionRates):
         per_class: The same five figures for each group, plus its image counts.
         decision_rates: The escape and false-reject rates of the image-level decisions, with intervals.
         intersection: Each test image's pixels both predicted and truly defective, in test-split order (for
-            bootstrap intervals and the gate's paired comparison).
-        predicted_area: Each test image's predicted defect pixels.
-        true_area: Each test image's true defect pixels.
+            bootstrap intervals and the gate's paired comparison), counted at the image's own size.
+        predicted_area: Each test image's predicted defect pixels (at its own size).
+        true_area: Each test image's true defect pixels (at its own size).
         flagged: Whether each test image was declared defective.
     """
 
@@ -70,9 +71,9 @@ class SegmentationScores(operating_point.DecisionRates):
     per_class: dict[str, dict[str, float]] = field(default_factory=dict)
     defect_dice: float = 0.0
     decision_rates: dict[str, dict[str, float | int | None]] = field(default_factory=dict)
-    intersection: list[int] = field(default_factory=list)
-    predicted_area: list[int] = field(default_factory=list)
-    true_area: list[int] = field(default_factory=list)
+    intersection: list[float] = field(default_factory=list)
+    predicted_area: list[float] = field(default_factory=list)
+    true_area: list[float] = field(default_factory=list)
     flagged: list[bool] = field(default_factory=list)
     task: str = "segmentation"
 
@@ -194,29 +195,43 @@ def predict_masks(
 
 
 def score_masks(
-    pred: np.ndarray, scores: np.ndarray, truth: np.ndarray, groups: np.ndarray, config: EvaluateSettings
+    pred: np.ndarray,
+    scores: np.ndarray,
+    truth: np.ndarray,
+    groups: np.ndarray,
+    config: EvaluateSettings,
+    native_pixels: np.ndarray | None = None,
 ) -> SegmentationScores:
-    """Computes the segmentation scores, overall and per group, from predicted masks and image scores."""
+    """Computes the segmentation scores, overall and per group, from predicted masks and image scores.
 
-    def figures(p: np.ndarray, s: np.ndarray, t: np.ndarray) -> dict[str, float]:
-        defective = t.reshape(len(t), -1).any(axis=1)
-        per_image = seg.per_image_iou(p, t)
-        rates = seg.detection_rates(s, defective, detection_cut(config))
+    ``native_pixels`` is, per image, how many of its own pixels one pixel of the masks stands for (``None``:
+    one): pooled Dice and IoU count each image at its own size, as its masks go back onto it, so that a
+    small image enlarged to the working size weighs what it holds.
+    """
+    weights = np.ones(len(truth)) if native_pixels is None else np.asarray(native_pixels, float)
+    flat_pred, flat_truth = pred.reshape(len(pred), -1), truth.reshape(len(truth), -1)
+    both = (flat_pred & flat_truth).sum(axis=1) * weights
+    predicted = flat_pred.sum(axis=1) * weights
+    true = flat_truth.sum(axis=1) * weights
+    defective = np.asarray(flat_truth.any(axis=1), dtype=bool)
+
+    def figures(rows: np.ndarray) -> dict[str, float]:
+        on_defects = np.asarray(rows & defective, dtype=bool)
+        rates = seg.detection_rates(scores[rows], defective[rows], detection_cut(config))
+        per_image = seg.per_image_iou(pred[on_defects], truth[on_defects])
         return {
-            "dice": seg.foreground_dice(p, t),
-            "iou": seg.foreground_iou(p, t),
-            "mean_defect_iou": float(per_image[defective].mean()) if defective.any() else 1.0,
-            "defect_dice": seg.foreground_dice(p[defective], t[defective]) if defective.any() else 1.0,
+            "dice": _pooled_dice(both[rows], predicted[rows], true[rows]),
+            "iou": _pooled_iou(both[rows], predicted[rows], true[rows]),
+            "mean_defect_iou": float(per_image.mean()) if on_defects.any() else 1.0,
+            "defect_dice": _pooled_dice(both[on_defects], predicted[on_defects], true[on_defects]),
             "detection_tpr": float(rates["true_positive_rate"]),
             "detection_fpr": float(rates["false_positive_rate"]),
-            "images": float(len(t)),
-            "defective_images": float(defective.sum()),
+            "images": float(rows.sum()),
+            "defective_images": float(on_defects.sum()),
         }
 
     names = sorted(set(groups.tolist()))
-    overall = figures(pred, scores, truth)
-    defective = truth.reshape(len(truth), -1).any(axis=1)
-    flat_pred, flat_truth = pred.reshape(len(pred), -1), truth.reshape(len(truth), -1)
+    overall = figures(np.ones(len(truth), dtype=bool))
     return SegmentationScores(
         classes=names,
         dice=overall["dice"],
@@ -226,23 +241,52 @@ def score_masks(
         detection_tpr=overall["detection_tpr"],
         detection_fpr=overall["detection_fpr"],
         decision_rates=operating_point.rate_fields(defective, scores > detection_cut(config)),
-        intersection=(flat_pred & flat_truth).sum(axis=1).tolist(),
-        predicted_area=flat_pred.sum(axis=1).tolist(),
-        true_area=flat_truth.sum(axis=1).tolist(),
+        intersection=both.tolist(),
+        predicted_area=predicted.tolist(),
+        true_area=true.tolist(),
         flagged=(scores > detection_cut(config)).tolist(),
-        per_class={
-            name: figures(pred[groups == name], scores[groups == name], truth[groups == name])
-            for name in names
-        },
+        per_class={name: figures(groups == name) for name in names},
     )
+
+
+def _pooled_dice(both: np.ndarray, predicted: np.ndarray, truth: np.ndarray) -> float:
+    """Foreground Dice pooled over images: ``2 * sum |P & T| / sum (|P| + |T|)``; 1 when all are empty."""
+    total = float(predicted.sum() + truth.sum())
+    return 2 * float(both.sum()) / total if total else 1.0
+
+
+def _pooled_iou(both: np.ndarray, predicted: np.ndarray, truth: np.ndarray) -> float:
+    """Foreground IoU pooled over images: sum of intersections over sum of unions; 1 when all are empty."""
+    union = float(predicted.sum() + truth.sum() - both.sum())
+    return float(both.sum()) / union if union else 1.0
+
+
+def native_pixels(dataset: Dataset, split: str) -> np.ndarray | None:
+    """Per image of ``split``, its own pixels per pixel of the working size (``None``: not resized).
+
+    Only ``resize`` changes how many pixels an image has; ``pad`` keeps them and ``scale`` (segmenters
+    registered before) kept one factor for all.
+    """
+    preprocess = dataset.info.preprocess
+    if preprocess.mode != "resize":
+        return None
+    rows = dataset.manifest[dataset.manifest["split"] == split]
+    sizes = (rows["height"].fillna(preprocess.height) * rows["width"].fillna(preprocess.width)).to_numpy(
+        float
+    )
+    return sizes / (preprocess.height * preprocess.width)
 
 
 def score_segmentation(
     dataset: Dataset, pred: np.ndarray, scores: np.ndarray, config: EvaluateSettings
 ) -> SegmentationScores:
-    """Scores predicted test masks ``(n, H, W)`` and image scores ``(n,)``, overall and per image group."""
+    """Scores predicted test masks ``(n, H, W)`` and image scores ``(n,)``, overall and per image group.
+
+    Pooled figures count each image at its own size (:func:`native_pixels`).
+    """
     groups = dataset.manifest.loc[dataset.manifest["split"] == "test", "label"].astype(str).to_numpy()
-    return score_masks(pred, scores, dataset.split_masks("test") > 0, groups, config)
+    truth = dataset.split_masks("test") > 0
+    return score_masks(pred, scores, truth, groups, config, native_pixels(dataset, "test"))
 
 
 #: The smallest side of an overlay panel: small images are enlarged (nearest neighbour) to be read.

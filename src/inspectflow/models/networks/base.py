@@ -41,19 +41,20 @@ Builder = Callable[[BuildRequest], "nn.Module"]
 ExtractorBuilder = Callable[[str, str], tuple["nn.Module", int]]
 
 
-def default_layer_only(default: str) -> Callable[[str | None], str]:
-    """A cut-point check for backbones with one feature layer: ``None`` or ``default``."""
+def layers_only(default: str, *others: str) -> Callable[[str | None], str]:
+    """A cut-point check for backbones with a few named feature layers: ``None`` is ``default``."""
 
     def resolve(layer: str | None) -> str:
-        if layer not in (None, default):
-            raise ValueError(f"layer must be {default} (or None), got {layer!r}")
-        return default
+        if layer not in (None, default, *others):
+            alternatives = "".join(f" or {other}" for other in others)
+            raise ValueError(f"layer must be {default} (or None){alternatives}, got {layer!r}")
+        return layer or default
 
     return resolve
 
 
 #: The cut point of a backbone whose one feature layer is its globally pooled output.
-POOLED_ONLY = default_layer_only("pool")
+POOLED_ONLY = layers_only("pool")
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from inspectflow.models.efficientnet import (
     build_efficientnet_lite0,
     build_lite0_extractor,
 )
-from inspectflow.models.networks.base import BuildRequest, Network
+from inspectflow.models.networks.base import BuildRequest, Network, layers_only
 
 
 def build(request: BuildRequest) -> nn.Module:
@@ -18,13 +18,6 @@ def build(request: BuildRequest) -> nn.Module:
     return build_efficientnet_lite0(
         request.classes, request.channels, request.weights, request.freeze_backbone
     )
-
-
-def resolve_layer(layer: str | None) -> str:
-    """``pool`` (the default) or ``pyramid``."""
-    if layer not in (None, "pool", "pyramid"):
-        raise ValueError(f"layer must be pool (or None) or pyramid, got {layer!r}")
-    return layer or "pool"
 
 
 def extractor(weights: str, layer: str) -> tuple[nn.Module, int]:
@@ -42,7 +35,7 @@ NETWORK = Network(
     weights="package",
     build=build,
     extractor=extractor,
-    resolve_layer=resolve_layer,
+    resolve_layer=layers_only("pool", "pyramid"),
     auto_rank=1,
     # Below ~96 px the ImageNet features fit poorly and the small CNN learns as well from scratch.
     auto_min_side=96,

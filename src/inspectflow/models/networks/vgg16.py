@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from inspectflow.models.networks.base import Network, default_layer_only
+from inspectflow.models.networks.base import Network, layers_only
 from inspectflow.models.torchvision_compat import import_torchvision
 from inspectflow.models.weights import load_backbone_weights
 
@@ -24,6 +24,6 @@ NETWORK = Network(
     weights="torchvision",
     torchvision_weights="VGG16_Weights.IMAGENET1K_V1",
     extractor=extractor,
-    resolve_layer=default_layer_only("fc1"),
+    resolve_layer=layers_only("fc1"),
     description="torchvision VGG16, fc1 features (ImageNet weights from TORCH_HOME)",
 )
