@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from inspectflow.config import PipelineConfig, build_config
+from inspectflow.config import EvaluateConfig, PipelineConfig, build_config
 from inspectflow.data.dataset import Dataset
 from inspectflow.metrics.intervals import score_intervals
 from inspectflow.models.artifact import Predictor
@@ -38,6 +38,7 @@ from inspectflow.steps.ingest import ingest
 from inspectflow.steps.train import CANDIDATE_SETTINGS, choose_method, train, train_feature_svm
 from inspectflow.tasks import get_task
 from inspectflow.tasks.base import Task
+from inspectflow.tasks.segmentation import predict_masks
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 #: Each real set: its task, the figure a quality engineer reads first, and what its user says of the data.
@@ -150,7 +151,37 @@ def measure(
         row["detection"] = f"TPR {tpr:.3f} FPR {fpr:.3f}"
         row["iou"] = f"{scores.iou:.4f}"  # type: ignore[attr-defined]
         row["dice"] = f"{scores.dice:.4f}"  # type: ignore[attr-defined]
+        if root != REAL and (REAL / name / "masks").is_dir():
+            row["iou vs original masks"] = (
+                f"{iou_on_originals(model, dataset, evaluate_config, REAL / name):.4f}"
+            )
     return row
+
+
+def iou_on_originals(model: Predictor, dataset: Dataset, config: EvaluateConfig, original: Path) -> float:
+    """Pooled IoU of a rescaled copy's test predictions against the original set's masks.
+
+    Each prediction is restored onto its image and enlarged to the original's size: the copy's score with
+    the truth it was made from, not with the copy's resampled masks (which themselves differ from it).
+    """
+    from PIL import Image
+
+    images, _ = dataset.split("test")
+    predicted, _ = predict_masks(model, images, config.batch_size, config.mask_threshold)
+    rows = dataset.manifest[dataset.manifest["split"] == "test"]
+    masks = {path.stem: path for path in (original / "masks").iterdir()}
+    both = union = 0
+    for mask, source, height, width in zip(
+        predicted, rows["source"], rows["height"], rows["width"], strict=True
+    ):
+        truth = np.asarray(Image.open(masks[Path(source).stem]).convert("L")) > 127
+        on_image = dataset.info.preprocess.restore(mask, int(height), int(width)).astype(np.uint8)
+        enlarged = (
+            np.asarray(Image.fromarray(on_image).resize(truth.shape[::-1], Image.Resampling.NEAREST)) > 0
+        )
+        both += int((enlarged & truth).sum())
+        union += int((enlarged | truth).sum())
+    return both / union if union else 1.0
 
 
 def main() -> None:
