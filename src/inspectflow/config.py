@@ -66,8 +66,9 @@ class DataConfig(_Section):
         image_side: Side of the square images models see (pixels). ``None`` derives the size from the
             data: for classification the median longest side, rounded to 16 and at most ``max_side``, as a
             square for images of one aspect, else the images' median aspect with the same pixels; for
-            segmentation every image keeps its aspect, scaled so that the longest is at most ``max_side``
-            and padded to a multiple of 32.
+            segmentation one shape of the images' median aspect at their 90th-percentile pixel count,
+            the longest side at most ``max_side``, sides a multiple of 32, each image scaled to it by its
+            own factor (nothing padded).
         max_side: The largest working side ``image_side=None`` picks (for a classifier of wide or tall
             images: the side of the square whose pixels they get).
         resize: How ``image_side`` is reached: ``resize`` scales images (and masks) to the side; ``pad``
