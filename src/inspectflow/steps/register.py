@@ -98,18 +98,15 @@ def decide(
     One number judges: the primary metric, as named, on the test split, for the new model, the champion and
     the trivial baseline alike, whatever the method (a method's own estimate, such as features+svm's
     cross-validation on the training split, is shown beside it, never judged in its place). Each reason
-    names the metric, the test images it was computed on and the baseline's value, so that a reader can
-    check it against the scores files.
+    names the metric, its test images and the baseline's value, to be checked against the scores files.
 
     Two floors come first, so that not even a first version is promoted when it learned nothing: the primary
     score must reach ``config.min_score`` and beat the trivial ``baseline`` by more than
     ``config.baseline_margin``. For ``false_reject_rate`` (lower is better) the two trivial models are
     passing every part, whose escape rate the first floor refuses (the test escape rate must not be
     significantly above ``1 - target_recall``), and flagging every part (false-reject rate 1), which it must
-    beat by more than ``config.baseline_margin``.
-
-    A third floor, ``config.max_escape_rate``, refuses a version whose test escape rate at its operating
-    point is above it, whatever the primary score (a segmenter of fair IoU can still miss half the parts).
+    beat by more than ``config.baseline_margin``. ``config.max_escape_rate`` refuses any test escape rate
+    above it, whatever the primary score (a segmenter of fair IoU can still pass half the parts).
 
     Args:
         new: The new model's test scores.
