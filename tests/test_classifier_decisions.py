@@ -99,7 +99,7 @@ def test_predict_and_the_pyfunc_decide_with_the_stored_threshold(parts: tuple[Pa
     paths = [source / "good" / "000.png", source / "defect" / "000.png"]
     uri = f"models:/{MODEL}/{summary['version']}"
 
-    records = list(predict_files(uri, paths, "classification", batch_size=2))
+    records = list(predict_files(uri, paths, batch_size=2))
     frame = mlflow.pyfunc.load_model(uri).predict([str(p) for p in paths])
 
     assert [record["threshold"] for record in records] == [pytest.approx(threshold, abs=1e-6)] * 2

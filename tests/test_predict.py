@@ -109,7 +109,7 @@ def test_classifier_gives_one_record_per_image_with_probabilities_summing_to_one
 ) -> None:
     paths = textile_pngs(uses_store, tmp_path / "in")
 
-    records = list(predict_files(CLASSIFIER, paths, "classification", batch_size=3))
+    records = list(predict_files(CLASSIFIER, paths, batch_size=3))
 
     assert [r["path"] for r in records] == [str(p) for p in paths]  # in order, across batches
     for record in records:
@@ -125,8 +125,8 @@ def test_classifier_gives_one_record_per_image_with_probabilities_summing_to_one
 def test_classifier_records_do_not_depend_on_the_batch_size(uses_store: Store, tmp_path: Path) -> None:
     paths = textile_pngs(uses_store, tmp_path / "in")
 
-    one = list(predict_files(CLASSIFIER, paths, "classification", batch_size=1))
-    many = list(predict_files(CLASSIFIER, paths, "classification", batch_size=8))
+    one = list(predict_files(CLASSIFIER, paths, batch_size=1))
+    many = list(predict_files(CLASSIFIER, paths, batch_size=8))
 
     assert [r["label"] for r in one] == [r["label"] for r in many]
     for a, b in zip(one, many, strict=True):
@@ -140,13 +140,13 @@ def test_an_undecodable_image_gets_an_error_record_and_the_rest_are_predicted(
     [good, other, *_] = textile_pngs(uses_store, tmp_path / "in")
     bad = bad_png(tmp_path / "in")
 
-    records = list(predict_files(CLASSIFIER, [good, bad, other], "classification", batch_size=4))
+    records = list(predict_files(CLASSIFIER, [good, bad, other], batch_size=4))
 
     assert [r["path"] for r in records] == [str(good), str(bad), str(other)]
     assert "label" in records[0] and "label" in records[2]
     assert records[1]["error"].startswith(f"{bad}: cannot be decoded")
     with pytest.raises(DataError, match=r"broken\.png: cannot be decoded"):
-        list(predict_files(CLASSIFIER, [good, bad], "classification", batch_size=4, fail_fast=True))
+        list(predict_files(CLASSIFIER, [good, bad], batch_size=4, fail_fast=True))
 
 
 def test_palette_and_sixteen_bit_images_are_predicted_as_their_faithful_copies(
@@ -161,7 +161,7 @@ def test_palette_and_sixteen_bit_images_are_predicted_as_their_faithful_copies(
     Image.fromarray(np.round(wide / 257).astype(np.uint8)).save(tmp_path / "eight.png")
 
     names = ("palette", "gray", "wide", "eight")
-    records = list(predict_files(CLASSIFIER, [tmp_path / f"{n}.png" for n in names], "classification", 4))
+    records = list(predict_files(CLASSIFIER, [tmp_path / f"{n}.png" for n in names], 4))
 
     palette, gray, sixteen, eight = records
     assert palette["probabilities"] == gray["probabilities"]
@@ -177,7 +177,7 @@ def test_segmenter_writes_a_mask_at_each_images_own_size(
     paths = dagm_pngs(dagm_dir, tmp_path / "in")
     masks = tmp_path / "masks"
 
-    records = list(predict_files(SEGMENTER, paths, "segmentation", batch_size=2, mask_dir=masks))
+    records = list(predict_files(SEGMENTER, paths, batch_size=2, mask_dir=masks))
 
     assert [r["path"] for r in records] == [str(p) for p in paths]
     for path, record in zip(paths, records, strict=True):
@@ -227,7 +227,7 @@ def test_the_segmenter_decides_with_the_threshold_it_was_registered_with(
     assert point["threshold"] == pytest.approx(threshold) and point["target_recall"] == 0.95
     defective = sorted((dagm_dir / "Class1" / "Test").glob("*.PNG"))  # defective and clean test images
 
-    records = list(predict_files(SEGMENTER, defective, "segmentation", batch_size=4, mask_dir=None))
+    records = list(predict_files(SEGMENTER, defective, batch_size=4, mask_dir=None))
 
     assert all(record["threshold"] == pytest.approx(threshold, abs=1e-6) for record in records)
     assert all(record["defective"] == (record["defect_score"] > record["threshold"]) for record in records)
@@ -238,7 +238,7 @@ def test_images_with_the_same_name_in_different_folders_get_their_own_masks(
 ) -> None:
     paths = [dagm_dir / "Class1" / "Test" / "0000.PNG", dagm_dir / "Class2" / "Test" / "0000.PNG"]
 
-    records = list(predict_files(SEGMENTER, paths, "segmentation", batch_size=2, mask_dir=tmp_path / "m"))
+    records = list(predict_files(SEGMENTER, paths, batch_size=2, mask_dir=tmp_path / "m"))
 
     assert records[0]["mask"] != records[1]["mask"]
     assert len(list((tmp_path / "m").iterdir())) == 2
@@ -248,9 +248,7 @@ def test_segmenter_skips_an_undecodable_image(uses_store: Store, dagm_dir: Path,
     [good, *_] = dagm_pngs(dagm_dir, tmp_path / "in")
     bad = bad_png(tmp_path / "in")
 
-    records = list(
-        predict_files(SEGMENTER, [bad, good], "segmentation", batch_size=2, mask_dir=tmp_path / "m")
-    )
+    records = list(predict_files(SEGMENTER, [bad, good], batch_size=2, mask_dir=tmp_path / "m"))
 
     assert "error" in records[0] and Path(records[1]["mask"]).is_file()
     assert len(list((tmp_path / "m").iterdir())) == 1
@@ -346,15 +344,15 @@ def test_cli_predict_fail_fast_stops_and_leaves_no_file(uses_store: Store, tmp_p
 
 def test_the_onnx_engine_predicts_as_pytorch_does(uses_store: Store, dagm_dir: Path, tmp_path: Path) -> None:
     textile = textile_pngs(uses_store, tmp_path / "textile")
-    eager = list(predict_files(CLASSIFIER, textile, "classification", batch_size=3))
-    onnx = list(predict_files(CLASSIFIER, textile, "classification", batch_size=3, engine="onnx"))
+    eager = list(predict_files(CLASSIFIER, textile, batch_size=3))
+    onnx = list(predict_files(CLASSIFIER, textile, batch_size=3, engine="onnx"))
     assert [r["label"] for r in onnx] == [r["label"] for r in eager]
     for ours, theirs in zip(onnx, eager, strict=True):
         assert all(abs(ours[k] - theirs[k]) <= 1e-4 for k in theirs if k.startswith("p_"))
 
     surfaces = dagm_pngs(dagm_dir, tmp_path / "dagm")  # one of another size: ONNX takes any height and width
-    eager = list(predict_files(SEGMENTER, surfaces, "segmentation", 2, tmp_path / "m1"))
-    onnx = list(predict_files(SEGMENTER, surfaces, "segmentation", 2, tmp_path / "m2", engine="onnx"))
+    eager = list(predict_files(SEGMENTER, surfaces, 2, tmp_path / "m1"))
+    onnx = list(predict_files(SEGMENTER, surfaces, 2, tmp_path / "m2", engine="onnx"))
     for ours, theirs in zip(onnx, eager, strict=True):
         assert abs(ours["defect_score"] - theirs["defect_score"]) <= 1e-4
 

@@ -361,6 +361,47 @@ class MonitorConfig(_Section):
     experiment: str = ""
 
 
+class ServeConfig(_Section):
+    """The inference service (``inspectflow serve``): which model it serves and the bounds it keeps.
+
+    Attributes:
+        model: The registered model's name.
+        alias: The alias served and followed (``champion``).
+        uri: A fixed model URI to serve instead (``models:/name/3``, ``runs:/...``): nothing is followed.
+        engine: ``auto`` (the version's ONNX export in ONNX Runtime where it has one, else PyTorch),
+            ``torch`` or ``onnx``.
+        host: The address to listen on.
+        port: The HTTP port.
+        poll_seconds: How often the registry is asked where the alias points.
+        max_request_mb: The largest request body.
+        max_images: The most images in one request.
+        max_pixels: The most pixels in one image (width x height, read from its header before decoding).
+        sample_to: A folder or ``s3://bucket/prefix`` that a sample of served images is written to, by date,
+            for ``inspectflow monitor`` to read; empty: none are kept.
+        sample_rate: The share of served images written to ``sample_to``.
+        grace_seconds: How long a shutdown waits for the requests in flight.
+    """
+
+    model: str
+    alias: str = "champion"
+    uri: str = ""
+    engine: Literal["auto", "torch", "onnx"] = "auto"
+    host: str = "0.0.0.0"
+    port: int = Field(8080, ge=1, le=65535)
+    poll_seconds: float = Field(5.0, gt=0.0)
+    max_request_mb: float = Field(32.0, gt=0.0)
+    max_images: int = Field(64, ge=1)
+    max_pixels: int = Field(40_000_000, ge=1)
+    sample_to: str = ""
+    sample_rate: float = Field(0.05, ge=0.0, le=1.0)
+    grace_seconds: int = Field(30, ge=0)
+
+    @property
+    def served_uri(self) -> str:
+        """The URI loaded: the fixed one, else the alias's."""
+        return self.uri or f"models:/{self.model}@{self.alias}"
+
+
 class TrackingConfig(_Section):
     """MLflow tracking.
 

@@ -6,6 +6,7 @@ float tensors: a model sees the same pixels in training, in the gate's re-scorin
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
     import torch
 
 #: File endings read as images by every source layout and by prediction.
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
 @dataclass(frozen=True)
@@ -128,16 +129,19 @@ _KEPT_MODES = ("L", "RGB")
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
 
-def decode(path: Path) -> tuple[np.ndarray | None, str | None]:
-    """Decodes an image file: ``(uint8 pixels, None)``, or ``(None, why)`` when it cannot.
+def decode(source: Path | bytes, max_pixels: int | None = None) -> tuple[np.ndarray | None, str | None]:
+    """Decodes an image file, or its bytes: ``(uint8 pixels, None)``, or ``(None, why)`` when it cannot.
 
     The one decoder of ingest, prediction and serving. EXIF orientation is applied (a phone or camera
     photo is seen upright, as a viewer shows it); palette, CMYK and other colour modes are converted
     through RGB; grayscale with alpha loses its alpha; 16-bit samples are scaled to 8 bits (see
-    :func:`to_uint8`). An image larger than Pillow's decompression-bomb limit is refused unread.
+    :func:`to_uint8`). An image larger than Pillow's decompression-bomb limit, or than ``max_pixels``, is
+    refused unread (from its header).
     """
     try:
-        with Image.open(path) as opened:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as opened:
+            if max_pixels is not None and opened.width * opened.height > max_pixels:
+                return None, f"{opened.width}x{opened.height} pixels, more than the {max_pixels} allowed"
             image = ImageOps.exif_transpose(opened)
             if image.mode in _SIXTEEN_BIT_MODES:  # Pillow may hold 16-bit PNG samples as 32-bit ints
                 return to_uint8(np.clip(np.asarray(image), 0, 65535).astype(np.uint16)), None

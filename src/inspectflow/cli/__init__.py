@@ -9,6 +9,7 @@ The root group is here; each command group lives in its own module and is added 
 - :mod:`~inspectflow.cli.data`: ``data`` (demo sets, imports) and ``lineage``.
 - :mod:`~inspectflow.cli.models`: ``models`` (the registry), ``compare`` and ``runs``.
 - :mod:`~inspectflow.cli.predict`: ``predict``.
+- :mod:`~inspectflow.cli.serve`: ``serve`` (the inference service).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import warnings
 
 import click
 
-from inspectflow.cli import cluster, data, models, monitor, predict, run, synth
+from inspectflow.cli import cluster, data, models, monitor, predict, run, serve, synth
 from inspectflow.errors import VERBOSE_ENV, InspectflowError
 
 
@@ -49,7 +50,7 @@ def cli(verbosity: int) -> None:
         warnings.filterwarnings("ignore")
 
 
-for _module in (synth, run, monitor, cluster, data, models, predict):
+for _module in (synth, run, monitor, cluster, data, models, predict, serve):
     for _command in _module.COMMANDS:
         cli.add_command(_command)
 del _module, _command

@@ -76,9 +76,7 @@ def predict(
                 errors.append(record["error"])
             yield {**record, "model": answering or uri}
 
-    records = noting_errors(
-        predict_files(uri, list(paths), task_name, batch_size, mask_dir, fail_fast, engine)
-    )
+    records = noting_errors(predict_files(uri, list(paths), batch_size, mask_dir, fail_fast, engine))
     if output is None:
         for record in records:
             click.echo(json.dumps(record))

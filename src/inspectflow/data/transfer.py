@@ -89,3 +89,22 @@ def _download_prefix(uri: str, dest: Path, endpoint_url: str | None) -> int:
     if not count:
         raise DataError(f"{uri}: no objects under this prefix")
     return count
+
+
+def put_file(destination: str, relative: str, content: bytes) -> None:
+    """Writes ``content`` as ``relative`` under a folder or an S3 prefix (the endpoint as :func:`fetch`'s).
+
+    A file is written under a temporary name and renamed: a reader listing the folder never sees half of it.
+    """
+    if is_s3_uri(destination):
+        import boto3
+
+        bucket, _, prefix = destination.removeprefix(S3_SCHEME).partition("/")
+        key = f"{prefix.strip('/')}/{relative}" if prefix.strip("/") else relative
+        boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=content)
+        return
+    target = Path(destination) / relative
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.partial")
+    partial.write_bytes(content)
+    partial.replace(target)

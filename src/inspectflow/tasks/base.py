@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
@@ -120,6 +120,18 @@ class PredictedImage:
     height: int
     width: int
     number: int  # position in the whole prediction request, to name output files uniquely
+
+
+@dataclass
+class Prediction:
+    """One image's prediction: its JSON-able record, and the images that go with it (PNG bytes by name).
+
+    Batch prediction writes each file beside its output and puts its path in the record under its name;
+    the inference service sends it base64-encoded.
+    """
+
+    record: dict[str, Any]
+    files: dict[str, bytes] = field(default_factory=dict)
 
 
 class Task(ABC):
@@ -341,9 +353,8 @@ class Task(ABC):
         images: list[PredictedImage],
         spec: ModelSpec,
         config: EvaluateSettings,
-        out_dir: Path | None,
-    ) -> list[dict[str, Any]]:
-        """Turns one batch of model outputs into one JSON-able prediction record per image.
+    ) -> list[Prediction]:
+        """Turns one batch of model outputs into one prediction per image.
 
         ``spec`` is the model's: its classes, its good class, and how the images were brought to its input
         (to map outputs back onto them); ``config`` holds the thresholds it keeps.

@@ -21,7 +21,14 @@ import numpy as np
 from inspectflow.imaging import Preprocess
 from inspectflow.metrics import operating_point
 from inspectflow.names import TEST_METRICS, VAL_METRICS
-from inspectflow.tasks.base import PredictedImage, Task, batched, logits_in_batches, write_per_image
+from inspectflow.tasks.base import (
+    PredictedImage,
+    Prediction,
+    Task,
+    batched,
+    logits_in_batches,
+    write_per_image,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -525,8 +532,7 @@ class Classification(Task):
         images: list[PredictedImage],
         spec: ModelSpec,
         config: EvaluateSettings,
-        out_dir: Path | None,
-    ) -> list[dict[str, Any]]:
+    ) -> list[Prediction]:
         """The label, its probability and every class's probability.
 
         A model with a good class adds the decision it was evaluated with: ``defect_score`` (1 - the good
@@ -555,7 +561,7 @@ class Classification(Task):
                     "defective": bool(decided[number]),
                     "threshold": None if threshold is None else round(threshold, 6),
                 }
-            records.append(record)
+            records.append(Prediction(record))
         return records
 
     def outcomes(self, logits: torch.Tensor, spec: ModelSpec, config: EvaluateSettings) -> list[str]:

@@ -17,7 +17,14 @@ from inspectflow.imaging import Preprocess
 from inspectflow.metrics import operating_point
 from inspectflow.metrics import segmentation as seg
 from inspectflow.names import TEST_METRICS, VAL_METRICS
-from inspectflow.tasks.base import PredictedImage, Task, batched, logits_in_batches, write_per_image
+from inspectflow.tasks.base import (
+    PredictedImage,
+    Prediction,
+    Task,
+    batched,
+    logits_in_batches,
+    write_per_image,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -670,13 +677,14 @@ class Segmentation(Task):
         images: list[PredictedImage],
         spec: ModelSpec,
         config: EvaluateSettings,
-        out_dir: Path | None,
-    ) -> list[dict[str, Any]]:
-        """Each image's defect score and area, whether it is defective, and a mask PNG in ``out_dir``.
+    ) -> list[Prediction]:
+        """Each image's defect score and area, whether it is defective, and its ``mask`` PNG.
 
         ``defective`` is the score above the model's threshold, which the record gives too. The mask is
         mapped back onto the image as it was stored (255 = defect).
         """
+        import io
+
         import torch
         from PIL import Image
 
@@ -695,12 +703,9 @@ class Segmentation(Task):
                 "defective": score > detection_cut(config),
                 "threshold": round(detection_cut(config), 6),  # the model's: it decided "defective"
             }
-            if out_dir is not None:
-                # Numbered: DAGM classes reuse file names (Class1/Test/0000.PNG, Class2/Test/0000.PNG).
-                mask_path = out_dir / f"{image.number:05d}_{image.path.stem}_mask.png"
-                full.save(mask_path)
-                record["mask"] = str(mask_path)
-            records.append(record)
+            png = io.BytesIO()
+            full.save(png, format="PNG")
+            records.append(Prediction(record, {"mask": png.getvalue()}))
         return records
 
     def outcomes(self, logits: torch.Tensor, spec: ModelSpec, config: EvaluateSettings) -> list[str]:

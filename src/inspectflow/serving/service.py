@@ -1,0 +1,410 @@
+"""The inference service: a registered model at an alias, served by KServe's Python model server.
+
+It speaks the Open Inference Protocol (KServe v2) and follows the registry.
+
+``inspectflow serve`` runs it on a line PC; on a cluster the same image runs it as a KServe custom predictor
+(``infra/k8s/serving``). Routes (KServe's, and two of ours):
+
+- ``POST /v2/models/<name>/infer``: one ``BYTES`` input, one encoded image (PNG, JPEG, BMP, TIFF) per
+  element, base64 in JSON; the answer's ``predictions`` output holds one JSON record per image, what
+  ``inspectflow predict`` writes (without the file path), and ``model_version`` names the version that
+  answered.
+- ``POST /v2/models/<name>/images``: the same images as ``multipart/form-data`` files; the records as JSON.
+- ``GET /v2/health/live``, ``/v2/health/ready``, ``/v2/models/<name>/ready``: the probes;
+  ``GET /v2/models/<name>/status``: the version served, since when, the last load that failed and why.
+- ``GET /metrics``: Prometheus (``inspectflow_*``: requests by version and outcome, latency, images by
+  decision, model loads; KServe's own latency histograms).
+
+Every request is answered by one version, read once: a swap (the alias moved, the new version loaded beside
+the old) replaces one reference, so a request in flight finishes on the version it started with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+import logging
+import random
+import sys
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from fastapi import Request  # at module level: FastAPI resolves the routes' annotations here
+from prometheus_client import Counter, Gauge, Histogram
+
+from inspectflow.serving.requests import (
+    BadRequest,
+    BodyLimit,
+    RequestImage,
+    images_from_form,
+    images_from_infer_request,
+)
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from inspectflow.config import ServeConfig
+    from inspectflow.serving.predict import LoadedModel
+
+log = logging.getLogger("inspectflow.serve")
+
+REQUESTS = Counter(
+    "inspectflow_requests",
+    "Requests, by the version that answered and outcome",
+    ["model", "version", "outcome"],
+)
+LATENCY = Histogram(
+    "inspectflow_request_seconds",
+    "Time from a request's images to its records (decoding, preprocessing, the model, records)",
+    ["model", "version"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+IMAGES = Counter(
+    "inspectflow_images",
+    "Images predicted, by decision (defective, clean; undecided for a classifier without a good class)",
+    ["model", "version", "decision"],
+)
+LOADS = Counter("inspectflow_model_loads", "Versions loaded, by outcome", ["model", "version", "outcome"])
+SERVED_VERSION = Gauge("inspectflow_served_version", "The registered version answering", ["model"])
+
+
+@dataclass(frozen=True)
+class Served:
+    """One loaded version: what answers, and since when."""
+
+    version: str
+    model: LoadedModel
+    loaded_at: str
+
+
+class RegistryModel:
+    """The KServe model of one registered model: it loads the version the alias names and follows it.
+
+    Built by :func:`serve` as a subclass of ``kserve.Model`` (KServe is imported only there).
+    """
+
+    name: str  # kserve.Model's
+    ready: bool
+
+    def __init__(self, config: ServeConfig) -> None:
+        super().__init__(config.model)  # type: ignore[call-arg]  # kserve.Model(name)
+        self.config = config
+        self.served: Served | None = None
+        self.last_error: str | None = None
+        self._failed_version: str | None = None
+        self._sampler = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sample")
+
+    def load(self) -> bool:
+        """Loads the version to serve; raises whatever stops it (the service does not start)."""
+        version = self._target_version()
+        self.served = self._load(version)
+        self.ready = True
+        return True
+
+    def refresh(self) -> None:
+        """Loads and swaps to the version the alias names now, if it moved; a failure keeps the old one."""
+        served = self.served
+        try:
+            version = self._target_version()
+        except Exception as exc:  # the registry unreachable: keep serving what we have
+            log.warning("registry not reachable", extra={"fields": {"error": _one_line(exc)}})
+            return
+        if served is None or version in (served.version, self._failed_version):
+            return
+        try:
+            candidate = self._load(version)
+        except Exception as exc:
+            self._failed_version = version
+            self.last_error = f"version {version} failed to load: {_one_line(exc)}"
+            LOADS.labels(self.name, version, "failed").inc()
+            log.error(
+                "load failed",
+                extra={"fields": {"version": version, "serving": served.version, "error": self.last_error}},
+            )
+            return
+        self.served = candidate  # the swap: one reference; requests in flight keep the one they read
+        self._failed_version, self.last_error = None, None
+        log.info(
+            "swapped", extra={"fields": {"from": served.version, "to": version, "alias": self.config.alias}}
+        )
+
+    def _target_version(self) -> str:
+        if self.config.uri:
+            return self.config.uri.rstrip("/").rsplit("/", 1)[-1]
+        from mlflow import MlflowClient
+
+        return str(MlflowClient().get_model_version_by_alias(self.config.model, self.config.alias).version)
+
+    def _load(self, version: str) -> Served:
+        from inspectflow.serving.predict import load_model
+
+        uri = self.config.uri or f"models:/{self.config.model}/{version}"
+        loaded = load_model(uri, self.config.engine)
+        LOADS.labels(self.name, version, "loaded").inc()
+        if version.isdigit():
+            SERVED_VERSION.labels(self.name).set(int(version))
+        log.info("loaded", extra={"fields": {"version": version, "uri": uri, "engine": loaded.engine}})
+        return Served(version, loaded, datetime.now(UTC).isoformat(timespec="seconds"))
+
+    async def predict(self, payload: Any, headers: dict[str, str] | None = None) -> Any:
+        """Answers an Open Inference Protocol request (KServe calls this)."""
+        from kserve import InferOutput, InferResponse
+
+        images = images_from_infer_request(payload.inputs, self.config.max_images)
+        served, records = await self.answer(images)
+        output = InferOutput("predictions", [len(records)], "BYTES", [json.dumps(r) for r in records])
+        request_id = payload.id or str(uuid.uuid4())
+        return InferResponse(request_id, self.name, [output], model_version=served.version)
+
+    async def answer(self, images: list[RequestImage]) -> tuple[Served, list[dict[str, Any]]]:
+        """The records of a request's images, off the event loop (the model runs in a worker thread)."""
+        return await asyncio.get_running_loop().run_in_executor(None, self._answer, images)
+
+    def _answer(self, images: list[RequestImage]) -> tuple[Served, list[dict[str, Any]]]:
+        from inspectflow.serving.predict import predict_pixels
+        from inspectflow.tasks.base import PredictedImage
+
+        served = self.served  # one read: the whole request is answered by one version
+        assert served is not None  # KServe routes no request before load() made the model ready
+        started = time.perf_counter()
+        try:
+            pixels = [self._decode(image) for image in images]
+        except BadRequest as exc:
+            REQUESTS.labels(self.name, served.version, "refused").inc()
+            log.info(
+                "refused",
+                extra={"fields": {"version": served.version, "status": exc.status, "error": exc.message}},
+            )
+            raise
+        described = [
+            PredictedImage(Path(image.name), array.shape[0], array.shape[1], number)
+            for number, (image, array) in enumerate(zip(images, pixels, strict=True))
+        ]
+        try:
+            predictions = predict_pixels(served.model, pixels, described)
+        except Exception:
+            REQUESTS.labels(self.name, served.version, "failed").inc()
+            log.exception("predict failed", extra={"fields": {"version": served.version}})
+            raise
+        records = [
+            _served_record(image.name, p.record, p.files)
+            for image, p in zip(images, predictions, strict=True)
+        ]
+        self._count(served, records, time.perf_counter() - started)
+        if self.config.sample_to:
+            self._sample(served, images)
+        return served, records
+
+    def _decode(self, image: RequestImage) -> np.ndarray:
+        from inspectflow.imaging import decode
+
+        pixels, error = decode(image.content, self.config.max_pixels)
+        if pixels is None:
+            raise BadRequest(400, f"{image.name}: cannot be decoded ({error})")
+        return pixels[..., np.newaxis] if pixels.ndim == 2 else pixels
+
+    def _count(self, served: Served, records: list[dict[str, Any]], seconds: float) -> None:
+        REQUESTS.labels(self.name, served.version, "ok").inc()
+        LATENCY.labels(self.name, served.version).observe(seconds)
+        decisions = [_decision(record.get("defective")) for record in records]
+        for decision in set(decisions):
+            IMAGES.labels(self.name, served.version, decision).inc(decisions.count(decision))
+        fields = {
+            "version": served.version,
+            "images": len(records),
+            "defective": decisions.count("defective"),
+        }
+        log.info("predicted", extra={"fields": {**fields, "ms": round(seconds * 1000, 1)}})
+
+    def _sample(self, served: Served, images: list[RequestImage]) -> None:
+        """Hands a random share of the images to a writer thread: the answer does not wait for storage."""
+        chosen = [image for image in images if random.random() < self.config.sample_rate]
+        if chosen:
+            self._sampler.submit(_write_samples, self.config.sample_to, self.name, served.version, chosen)
+
+    def status(self) -> dict[str, Any]:
+        """What the status route shows: the version served and the last failed load."""
+        served = self.served
+        return {
+            "model": self.name,
+            "alias": None if self.config.uri else self.config.alias,
+            "uri": served.model.uri if served else None,
+            "version": served.version if served else None,
+            "engine": served.model.engine if served else None,
+            "loaded_at": served.loaded_at if served else None,
+            "ready": bool(self.ready),
+            "last_error": self.last_error,
+        }
+
+
+def _decision(defective: object) -> str:
+    """``defective`` or ``clean``; ``undecided`` for a classifier without a good class (no decision)."""
+    return "undecided" if defective is None else "defective" if defective else "clean"
+
+
+def _served_record(name: str, record: dict[str, Any], files: dict[str, bytes]) -> dict[str, Any]:
+    """The record ``predict`` writes, named by the request's image, with its files base64-encoded."""
+    served = {"image": name, **{key: value for key, value in record.items() if key != "path"}}
+    for file_name, content in files.items():
+        served[f"{file_name}_png"] = base64.b64encode(content).decode("ascii")
+    return served
+
+
+def _write_samples(destination: str, model: str, version: str, images: list[RequestImage]) -> None:
+    """Writes served images under ``<destination>/<date>/`` (a folder or an S3 prefix) for the drift watch."""
+    from PIL import Image
+
+    from inspectflow.data.transfer import put_file
+
+    day = datetime.now(UTC).strftime("%Y-%m-%d")
+    for image in images:
+        try:
+            with Image.open(io.BytesIO(image.content)) as opened:
+                suffix = {"JPEG": ".jpg", "TIFF": ".tif"}.get(
+                    str(opened.format), f".{str(opened.format).lower()}"
+                )
+            put_file(destination, f"{day}/{model}-v{version}-{uuid.uuid4().hex[:12]}{suffix}", image.content)
+        except Exception as exc:  # a sample lost must not take the service down
+            log.warning("sample not written", extra={"fields": {"error": _one_line(exc)}})
+
+
+def _invalid(exc: Exception) -> BadRequest:
+    """A request body FastAPI could not read as an inference request: its first problem, where it is."""
+    errors = getattr(exc, "errors", lambda: [])()
+    if not errors:
+        return BadRequest(400, f"not a valid inference request: {exc}")
+    first = errors[0]
+    where = ".".join(str(part) for part in first.get("loc", ()))
+    return BadRequest(400, f"not a valid inference request: {first.get('msg', 'invalid')} at {where}")
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(f"{type(exc).__name__}: {exc}".split())
+
+
+class JsonLines(logging.Formatter):
+    """One JSON object per log line: time, level, event and its fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The record as one JSON line."""
+        line = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "event": record.getMessage(),
+            **getattr(record, "fields", {}),
+        }
+        if record.exc_info:
+            line["error"] = _one_line(record.exc_info[1]) if record.exc_info[1] else ""
+        return json.dumps(line)
+
+
+def serve(config: ServeConfig) -> None:
+    """Loads the model and serves it until SIGTERM or SIGINT, following the alias unless a URI is fixed.
+
+    Raises:
+        Exception: Whatever stops the first load (a missing alias, an unreadable model): nothing is served.
+    """
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonLines())
+    log.handlers, log.propagate = [handler], False
+    log.setLevel(logging.INFO)
+    kserve = _import_kserve()
+    model_class = type("InspectionModel", (RegistryModel, kserve.Model), {})
+    model = model_class(config)
+    model.load()
+    _extend_app(kserve.model_server.app, model, config)
+    stop = threading.Event()
+    if not config.uri:
+        threading.Thread(
+            target=_follow, args=(model, stop, config.poll_seconds), name="follow", daemon=True
+        ).start()
+    try:
+        _server(kserve, config).start([model])
+    finally:
+        stop.set()
+        log.info("stopped", extra={"fields": {"version": model.served.version if model.served else None}})
+
+
+def _follow(model: RegistryModel, stop: threading.Event, seconds: float) -> None:
+    while not stop.wait(seconds):
+        model.refresh()
+
+
+def _import_kserve() -> Any:
+    """KServe, imported with no command line: its module reads ``sys.argv`` as its own flags on import."""
+    argv = sys.argv
+    sys.argv = argv[:1]
+    try:
+        import kserve
+        import kserve.model_server
+    finally:
+        sys.argv = argv
+    return kserve
+
+
+def _server(kserve: Any, config: ServeConfig) -> Any:
+    """KServe's model server on ``config.host`` (it listens on every address otherwise), REST only."""
+    from kserve.model_server import FASTAPI_APP_IMPORT_STRING, RESTServer
+
+    class HostModelServer(kserve.ModelServer):
+        def start(self, models: list[Any]) -> None:
+            self._register_and_check_atleast_one_model_is_ready(models)
+            self._rest_server = RESTServer(
+                FASTAPI_APP_IMPORT_STRING,
+                self.dataplane,
+                self.model_repository_extension,
+                self.http_port,
+                grace_period=self.grace_period,
+            )
+            self._rest_server.config.host = config.host
+            self.servers.append(self._rest_server.start())
+            self.setup_event_loop()
+            self.register_signal_handler()
+            asyncio.run(self._serve())
+
+    return HostModelServer(
+        http_port=config.port,
+        enable_grpc=False,
+        grace_period=config.grace_seconds,
+        enable_latency_logging=False,
+    )
+
+
+def _extend_app(app: FastAPI, model: RegistryModel, config: ServeConfig) -> None:
+    """Our routes, the body limit and the one-line JSON errors, added to KServe's application."""
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+
+    async def refused(request: Request, exc: Exception) -> JSONResponse:
+        error = exc if isinstance(exc, BadRequest) else _invalid(exc)
+        return JSONResponse({"error": error.message}, status_code=error.status)
+
+    async def images(request: Request) -> dict[str, Any]:
+        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+            raise BadRequest(415, "send the images as multipart/form-data files (or JSON to /infer)")
+        try:
+            form = await request.form(max_files=config.max_images + 1, max_fields=config.max_images + 1)
+        except BadRequest:
+            raise
+        except Exception as exc:
+            raise BadRequest(400, f"malformed multipart body: {_one_line(exc)}") from None
+        served, records = await model.answer(await images_from_form(form, config.max_images))
+        return {"model_name": model.name, "model_version": served.version, "predictions": records}
+
+    async def status() -> dict[str, Any]:
+        return model.status()
+
+    app.add_api_route(f"/v2/models/{model.name}/images", images, methods=["POST"])
+    app.add_api_route(f"/v2/models/{model.name}/status", status, methods=["GET"])
+    app.add_exception_handler(BadRequest, refused)
+    app.add_exception_handler(RequestValidationError, refused)
+    app.add_middleware(BodyLimit, max_bytes=int(config.max_request_mb * 1024 * 1024))
