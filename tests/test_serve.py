@@ -314,3 +314,133 @@ def _wait_for_version(service: Service, version: str) -> None:
             return
         time.sleep(0.1)
     raise AssertionError(f"version {version} not served in 30 s: {service.log.read_text()[-2000:]}")
+
+
+def _png(side: int = 16, mode: str = "L") -> bytes:
+    buffer = io.BytesIO()
+    Image.new(mode, (side, side), 128 if mode == "L" else (10, 20, 30)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _huge_png(width: int, height: int) -> bytes:
+    """A small file whose header claims ``width`` x ``height`` pixels (one colour: it compresses well)."""
+    buffer = io.BytesIO()
+    Image.frombytes("1", (width, height), bytes((width + 7) // 8 * height)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _float_tiff() -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros((8, 8), dtype=np.float32), mode="F").save(buffer, format="TIFF")
+    return buffer.getvalue()
+
+
+def _json(*items: Any, shape: list[int] | None = None, datatype: str = "BYTES") -> bytes:
+    data = [base64.b64encode(item).decode() if isinstance(item, bytes) else item for item in items]
+    tensor = {"name": "images", "shape": [len(data)] if shape is None else shape, "datatype": datatype}
+    return json.dumps({"inputs": [{**tensor, "data": data}]}).encode()
+
+
+def bad_requests(name: str) -> dict[str, tuple[str, str, bytes, dict[str, str]]]:
+    """Each kind of bad request: (method, path, body, headers)."""
+    infer, images = f"/v2/models/{name}/infer", f"/v2/models/{name}/images"
+    as_json = {"Content-Type": "application/json"}
+    png = _png()
+    form_text = (
+        b'--b\r\nContent-Disposition: form-data; name="images"\r\n\r\nnot a file\r\n--b--\r\n',
+        "multipart/form-data; boundary=b",
+    )
+    kinds: dict[str, tuple[bytes, str] | tuple[str, bytes, dict[str, str]]] = {
+        "empty body": (b"", "application/json"),
+        "malformed JSON": (b'{"inputs": [', "application/json"),
+        "JSON that is not an object": (b"[1, 2, 3]", "application/json"),
+        "invalid UTF-8 in JSON": (b'{"inputs": "\xff\xfe"}', "application/json"),
+        "no inputs": (b"{}", "application/json"),
+        "inputs not a list": (b'{"inputs": "images"}', "application/json"),
+        "an empty list of inputs": (b'{"inputs": []}', "application/json"),
+        "two inputs": (
+            json.dumps({"inputs": [json.loads(_json(png))["inputs"][0]] * 2}).encode(),
+            "application/json",
+        ),
+        "a numeric tensor instead of images": (_json(1.0, 2.0, datatype="FP32"), "application/json"),
+        "a shape that is not the element count": (_json(png, shape=[3]), "application/json"),
+        "a nested shape": (_json(png, shape=[1, 1]), "application/json"),
+        "malformed base64": (_json("!!not base64!!"), "application/json"),
+        "an element that is not a string": (_json(12345), "application/json"),
+        "an empty image": (_json(b""), "application/json"),
+        "not an image": (_json(b"hello, this is text"), "application/json"),
+        "a PDF": (_json(b"%PDF-1.4\n1 0 obj << >> endobj\ntrailer << >>\n%%EOF"), "application/json"),
+        "a truncated PNG": (_json(_png(64)[:60]), "application/json"),
+        "a decompression bomb": (_json(_huge_png(20000, 20000)), "application/json"),
+        "too many pixels": (_json(_huge_png(8000, 6000)), "application/json"),
+        "32-bit float samples": (_json(_float_tiff()), "application/json"),
+        "one bad image among good ones": (_json(png, b"garbage", png), "application/json"),
+        "too many images": (_json(*[png] * 65), "application/json"),
+        "no images": (_json(), "application/json"),
+        "a wrong content type": (b"just some text", "text/plain"),
+        "binary extension with a wrong header length": (
+            "POST",
+            b'{"inputs": []}\x00\x00\x00\x00',
+            {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": "99999"},
+        ),
+        "an unknown model": ("POST:/v2/models/no-such-model/infer", _json(png), as_json),
+        "a GET on infer": ("GET", b"", {}),
+        "a request too large": ("POST", _json(b"x" * (33 * 1024 * 1024)), as_json),
+        "multipart to the JSON route's content type": ("POST:" + images, _json(png), as_json),
+        "a form field that is not a file": ("POST:" + images, *form_text[:1], {"Content-Type": form_text[1]}),
+        "a form without files": (
+            "POST:" + images,
+            b"--b--\r\n",
+            {"Content-Type": "multipart/form-data; boundary=b"},
+        ),
+        "a form without a boundary": ("POST:" + images, b"garbage", {"Content-Type": "multipart/form-data"}),
+        "a form of too many files": ("POST:" + images, *_form([png] * 65)),
+        "a form with a broken image": ("POST:" + images, *_form([png, b"\x89PNG\r\n\x1a\nbroken"])),
+    }
+    requests = {}
+    for kind, spec in kinds.items():
+        if len(spec) == 2:
+            body, content_type = spec  # type: ignore[misc]
+            requests[kind] = ("POST", infer, body, {"Content-Type": content_type})
+        else:
+            target, body, headers = spec  # type: ignore[misc]
+            method, _, path = str(target).partition(":")
+            requests[kind] = (method, path or infer, body, headers)
+    return requests
+
+
+def _form(contents: list[bytes]) -> tuple[bytes, dict[str, str]]:
+    body, content_type = _multipart([(f"{n}.png", content) for n, content in enumerate(contents)])
+    return body, {"Content-Type": content_type}
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_every_bad_request_gets_a_4xx_with_a_one_line_json_error(store: Store, textile: Service) -> None:
+    kinds = bad_requests(CLASSIFIER)
+    assert len(kinds) >= 25
+    refused = {}
+    for round_number in range(3):  # memory stays flat over rounds of the corpus
+        if round_number == 1:
+            memory = _rss_mb(textile.process.pid)
+        for kind, (method, path, body, headers) in kinds.items():
+            request = urllib.request.Request(
+                textile.url + path, data=body or None, headers=headers, method=method
+            )
+            status, answer = _call(request)
+            refused[kind] = (status, answer)
+        assert textile.infer(store.textile[:1])[0] == 200, "good requests are still answered"
+    grown = _rss_mb(textile.process.pid) - memory
+    problems = {
+        kind: (status, answer)
+        for kind, (status, answer) in refused.items()
+        if not (400 <= status < 500 and isinstance(answer, dict) and list(answer) == ["error"])
+        or "\n" in answer["error"]
+    }
+    assert not problems, problems
+    assert grown < 40, f"the service grew by {grown:.0f} MB over two rounds of bad requests"

@@ -121,6 +121,7 @@ class BodyLimit:
             return
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await _drain(receive)
             await error_response(send, BadRequest(413, self._too_large(int(declared))))
             return
         received = 0
@@ -130,6 +131,7 @@ class BodyLimit:
             message = await receive()
             received += len(message.get("body", b""))
             if received > self.max_bytes:
+                await _drain(receive)
                 raise BadRequest(413, self._too_large(received))
             return message
 
@@ -137,6 +139,13 @@ class BodyLimit:
 
     def _too_large(self, size: int) -> str:
         return f"request body of {size} bytes or more, larger than the {self.max_bytes} allowed"
+
+
+async def _drain(receive: Receive) -> None:
+    """Reads the rest of a refused body, dropping it: a client still sending would see a reset, not a 413."""
+    message: Message = {"more_body": True}
+    while message.get("more_body", False) and message.get("type") != "http.disconnect":
+        message = await receive()
 
 
 async def error_response(send: Send, error: BadRequest) -> None:

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from fastapi import Request  # at module level: FastAPI resolves the routes' annotations here
 from prometheus_client import Counter, Gauge, Histogram
+from starlette.exceptions import HTTPException
 
 from inspectflow.serving.requests import (
     BadRequest,
@@ -278,7 +279,9 @@ def _write_samples(destination: str, model: str, version: str, images: list[Requ
 
 
 def _invalid(exc: Exception) -> BadRequest:
-    """A request body FastAPI could not read as an inference request: its first problem, where it is."""
+    """A request FastAPI refused: its status, and for a body it could not read its first problem and where."""
+    if isinstance(exc, HTTPException):
+        return BadRequest(exc.status_code, str(exc.detail))
     errors = getattr(exc, "errors", lambda: [])()
     if not errors:
         return BadRequest(400, f"not a valid inference request: {exc}")
@@ -407,4 +410,5 @@ def _extend_app(app: FastAPI, model: RegistryModel, config: ServeConfig) -> None
     app.add_api_route(f"/v2/models/{model.name}/status", status, methods=["GET"])
     app.add_exception_handler(BadRequest, refused)
     app.add_exception_handler(RequestValidationError, refused)
+    app.add_exception_handler(HTTPException, refused)  # FastAPI's own refusals: 404, 405, unreadable body
     app.add_middleware(BodyLimit, max_bytes=int(config.max_request_mb * 1024 * 1024))
