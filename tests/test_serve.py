@@ -444,3 +444,87 @@ def test_every_bad_request_gets_a_4xx_with_a_one_line_json_error(store: Store, t
     }
     assert not problems, problems
     assert grown < 40, f"the service grew by {grown:.0f} MB over two rounds of bad requests"
+
+
+def test_metrics_count_requests_latency_and_decisions_per_version(store: Store, textile: Service) -> None:
+    assert textile.infer(store.textile)[0] == 200
+    with urllib.request.urlopen(textile.url + "/metrics", timeout=30) as response:
+        metrics = response.read().decode()
+    labels = f'model="{CLASSIFIER}",outcome="ok",version="2"'
+    assert f"inspectflow_requests_total{{{labels}}}" in metrics
+    assert f'inspectflow_request_seconds_count{{model="{CLASSIFIER}",version="2"}}' in metrics
+    assert f'inspectflow_images_total{{decision="undecided",model="{CLASSIFIER}",version="2"}}' in metrics
+    assert f'inspectflow_served_version{{model="{CLASSIFIER}"}} 2.0' in metrics
+
+
+def test_a_version_that_fails_to_load_leaves_the_old_one_serving(
+    store: Store, textile: Service, tmp_path: Path
+) -> None:
+    client = MlflowClient(store.uri)
+    (tmp_path / "broken").mkdir()
+    broken = client.create_model_version(CLASSIFIER, str(tmp_path / "broken")).version
+    client.set_registered_model_alias(CLASSIFIER, "champion", broken)
+    try:
+        deadline = time.monotonic() + 30
+        while (detail := textile.get(f"/v2/models/{CLASSIFIER}/status")[1])["last_error"] is None:
+            assert time.monotonic() < deadline, "the failed load was never reported"
+            time.sleep(0.2)
+        assert detail["version"] == "2" and detail["ready"]
+        assert detail["last_error"].startswith(f"version {broken} failed to load: ")
+        status, answer = textile.infer(store.textile[:1])
+        assert status == 200 and answer["model_version"] == "2"
+        assert textile.get(f"/v2/models/{CLASSIFIER}/ready")[0] == 200
+        with urllib.request.urlopen(textile.url + "/metrics", timeout=30) as response:
+            metrics = response.read().decode()
+        assert (
+            f'inspectflow_model_loads_total{{model="{CLASSIFIER}",outcome="failed",version="{broken}"}}'
+            in metrics
+        )
+        assert '"event": "load failed"' in textile.log.read_text()
+    finally:
+        client.set_registered_model_alias(CLASSIFIER, "champion", "2")
+
+
+def test_shutdown_finishes_the_requests_in_flight(store: Store) -> None:
+    answers: list[tuple[float, int | None]] = []
+    with serving(store, "dagm", SEGMENTER, "--engine", "torch") as service:
+
+        def post() -> None:
+            try:
+                status, _ = service.infer(store.dagm * 16)  # 64 images: long enough to be in flight
+            except OSError:
+                status = None  # sent after the service closed: never accepted, never half-answered
+            answers.append((time.monotonic(), status))
+
+        posters = [threading.Thread(target=post) for _ in range(4)]
+        for poster in posters:
+            poster.start()
+        time.sleep(0.3)
+        signalled = time.monotonic()
+        service.process.send_signal(signal.SIGTERM)
+        for poster in posters:
+            poster.join()
+        assert service.process.wait(timeout=60) == 0
+    assert all(status in (200, None) for _, status in answers), answers
+    assert any(at > signalled and status == 200 for at, status in answers), "no request was in flight"
+
+
+def test_served_images_are_sampled_for_the_drift_watch(store: Store, tmp_path: Path) -> None:
+    samples = tmp_path / "served"
+    with serving(store, "textile", CLASSIFIER, "--sample-to", str(samples), "--sample-rate", "1") as service:
+        assert service.infer(store.textile)[0] == 200
+        deadline = time.monotonic() + 30
+        while len(written := [p for p in samples.rglob("*") if p.is_file()]) < len(store.textile):
+            assert time.monotonic() < deadline, written
+            time.sleep(0.2)
+    assert {p.suffix for p in written} == {".png", ".jpg"}
+    assert all(p.name.startswith(f"{CLASSIFIER}-v2-") for p in written)
+    result = subprocess.run(
+        [sys.executable, "-m", "inspectflow", "monitor", "textile", str(samples)],
+        env={**os.environ, "MLFLOW_TRACKING_URI": store.uri},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode in (0, 3), result.stderr
+    assert f"{len(written)} images against {CLASSIFIER} version 2" in result.stdout
