@@ -8,6 +8,8 @@ kfp's ``DockerRunner``.
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import os
 import re
@@ -22,9 +24,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import mlflow
+import numpy as np
 import pytest
 import yaml
 from mlflow import MlflowClient
+from PIL import Image as PILImage
 
 from inspectflow.components import COMPONENT_IMAGE
 from inspectflow.config import build_config
@@ -39,6 +44,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.container]
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "infra" / "k8s" / "base"
+SERVING = ROOT / "infra" / "k8s" / "serving"
 COMPILED = ROOT / "infra" / "pipelines" / "inspectflow-textile.yaml"
 #: The image's user, as the Kubernetes manifests run it.
 IMAGE_USER = "10001:10001"
@@ -148,6 +154,69 @@ def test_the_k8s_mlflow_server_starts_from_the_image_and_answers_its_probe(k8s_m
         assert answer.status == 200
     experiments = MlflowClient(k8s_mlflow).search_experiments()
     assert [e.name for e in experiments] == ["Default"]
+
+
+def test_the_image_serves_as_its_manifest_runs_it(
+    docker: Any, engine: tuple[str, Image], k8s_mlflow: str, tmp_path: Path
+) -> None:
+    """``inspectflow serve`` from the image with the manifest's command: UID 10001, read-only root, probes."""
+    from conftest import run_steps, tiny_config
+
+    npy = tmp_path / "npy"
+    npy.mkdir()
+    rng = np.random.default_rng(0)
+    np.save(npy / "X.npy", rng.integers(0, 256, size=(48, 16, 16, 1), dtype=np.uint8))
+    np.save(npy / "Y.npy", np.repeat(np.arange(6), 8))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", k8s_mlflow)
+        mlflow.set_tracking_uri(k8s_mlflow)
+        try:
+            assert run_steps(npy, tmp_path / "run", tiny_config().to_dict())["alias"] == CHAMPION
+        finally:
+            mlflow.set_tracking_uri(None)
+    deployment = yaml.safe_load((SERVING / "serve-deployment.yaml").read_text())
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    port = free_port()
+    arguments = list(container["args"])
+    arguments[arguments.index("--host") + 1] = "127.0.0.1"
+    arguments[arguments.index("--port") + 1] = str(port)
+    environment = {"MLFLOW_TRACKING_URI": k8s_mlflow, "HOME": "/tmp"}
+    server = hardened(docker, engine[1], [*container["command"], *arguments], environment=environment)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+            _wait_for(server, url + container[probe]["httpGet"]["path"])
+        image = io.BytesIO()
+        PILImage.fromarray(np.full((16, 16), 128, dtype=np.uint8)).save(image, format="PNG")
+        tensor = {"name": "images", "shape": [1], "datatype": "BYTES"}
+        body = {"inputs": [{**tensor, "data": [base64.b64encode(image.getvalue()).decode()]}]}
+        request = urllib.request.Request(
+            f"{url}/v2/models/textile-classifier/infer",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            assert answer.status == 200
+            assert json.loads(answer.read())["model_version"] == "1"
+        server.stop(timeout=30)  # SIGTERM: a clean shutdown
+        assert server.wait(timeout=60)["StatusCode"] == 0, server.logs().decode()[-3000:]
+    finally:
+        server.remove(force=True)
+
+
+def _wait_for(server: Any, url: str) -> None:
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as answer:
+                if answer.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        server.reload()
+        if server.status == "exited" or time.monotonic() > deadline:
+            pytest.fail(f"the image's service did not answer {url}:\n{server.logs().decode()[-3000:]}")
+        time.sleep(1)
 
 
 def step_command(step: str, executor_input: dict[str, Any]) -> list[str]:
