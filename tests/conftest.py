@@ -101,6 +101,7 @@ def tiny_config(*overrides: str) -> PipelineConfig:
         "register.min_score=0",
         "register.baseline_margin=null",
         "register.onnx=false",  # the ONNX export (seconds) is tested on its own
+        "register.int8=false",  # and so is its int8 engine
     ]
     return build_config("textile", [*base, *overrides])
 
@@ -149,6 +150,7 @@ def tiny_dagm_config(*overrides: str) -> PipelineConfig:
         "train.batch_size=4",
         "register.min_score=0",
         "register.onnx=false",
+        "register.int8=false",
     ]
     floors_off = ["register.baseline_margin=null", "register.max_escape_rate=null"]
     return build_config("dagm", [*base, *floors_off, *overrides])
@@ -167,7 +169,12 @@ def inserts_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_inserts_config(*overrides: str) -> PipelineConfig:
     """Inserts config at 64 px with random weights; MobileNet features for the SVM (VGG16 is slow on CPU)."""
     base = ["data.image_side=64", "weights=random", "backbone=mobilenet_v2", "epochs=1", "repeats=3"]
-    base += ["register.min_score=0", "register.baseline_margin=null", "register.onnx=false"]
+    base += [
+        "register.min_score=0",
+        "register.baseline_margin=null",
+        "register.onnx=false",
+        "register.int8=false",
+    ]
     return build_config("inserts", [*base, *overrides])
 
 

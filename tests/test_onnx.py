@@ -61,8 +61,8 @@ def test_a_pyfunc_model_serves_its_onnx_export(npy_dir: Path, tracking: str, tmp
     spec = ModelSpec("residual_cnn", config.data.classes, Preprocess("resize", 16, 16, 1))
     save_trained_model(model, spec, tmp_path / "model")
     with mlflow.start_run():
-        uri = log_model(model, spec, tmp_path / "model", dataset, "pyfunc", onnx=True).model_uri
-        plain = log_model(model, spec, tmp_path / "model", dataset, "pyfunc", onnx=False).model_uri
+        uri = log_model(model, spec, tmp_path / "model", dataset, "pyfunc", onnx=True)[0].model_uri
+        plain = log_model(model, spec, tmp_path / "model", dataset, "pyfunc", onnx=False)[0].model_uri
 
     images = to_tensor(dataset.split("test")[0])
     eager, _ = load_registered(uri)

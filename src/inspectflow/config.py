@@ -328,6 +328,9 @@ class RegisterConfig(_Section):
             for ``inspectflow predict --engine onnx`` and the pyfunc's ``engine`` (not ``features+svm``).
         max_class_drop: Largest drop of any class's score (F1 for classification, IoU for segmentation) the
             challenger may show against the champion.
+        int8: Also quantize the ONNX export to int8 (ONNX Runtime, static, calibrated on training images)
+            and keep it with the version where it decides as fp32 does on the test split.
+        int8_min_agreement: The share of test images the int8 engine must decide as fp32 does to be kept.
     """
 
     model_name: str = ""
@@ -339,6 +342,8 @@ class RegisterConfig(_Section):
     max_class_drop: float = Field(0.05, ge=0.0)
     flavor: Literal["auto", "pytorch", "pyfunc"] = "auto"
     onnx: bool = True
+    int8: bool = True
+    int8_min_agreement: float = Field(0.995, gt=0.0, le=1.0)
 
 
 class MonitorConfig(_Section):
@@ -368,8 +373,8 @@ class ServeConfig(_Section):
         model: The registered model's name.
         alias: The alias served and followed (``champion``).
         uri: A fixed model URI to serve instead (``models:/name/3``, ``runs:/...``): nothing is followed.
-        engine: ``auto`` (the version's ONNX export in ONNX Runtime where it has one, else PyTorch),
-            ``torch`` or ``onnx``.
+        engine: ``auto`` (the version's int8 engine where it kept one, else its ONNX export in ONNX Runtime,
+            else PyTorch), ``torch``, ``onnx`` or ``int8``.
         host: The address to listen on.
         port: The HTTP port.
         poll_seconds: How often the registry is asked where the alias points.
@@ -385,7 +390,7 @@ class ServeConfig(_Section):
     model: str
     alias: str = "champion"
     uri: str = ""
-    engine: Literal["auto", "torch", "onnx"] = "auto"
+    engine: Literal["auto", "torch", "onnx", "int8"] = "auto"
     host: str = "0.0.0.0"
     port: int = Field(8080, ge=1, le=65535)
     poll_seconds: float = Field(5.0, gt=0.0)

@@ -104,6 +104,13 @@ AUDIT_TAG_PREFIX = "audit."
 MODEL_ARTIFACT = "model"
 #: The ONNX export among a pyfunc model's artifacts (a pytorch-flavor model keeps it in ``extra_files/``).
 ONNX_ARTIFACT = "onnx"
+#: The int8 engine quantized from it, where the version keeps one (``serving/quantize.py``).
+ONNX_INT8_ARTIFACT = "onnx_int8"
+#: Version tags of the int8 check: accepted or refused; agreement with fp32, metric change, speed ratio.
+INT8_TAG = "serving.int8"
+INT8_AGREEMENT_TAG = "serving.int8_agreement"
+INT8_METRIC_DELTA_TAG = "serving.int8_metric_delta"
+INT8_SPEEDUP_TAG = "serving.int8_speedup"
 DATA_ARTIFACTS = "data"
 #: Images per split and label, logged by ingest as an MLflow table.
 DATA_COUNTS_ARTIFACT = f"{DATA_ARTIFACTS}/counts.json"

@@ -32,10 +32,10 @@ if TYPE_CHECKING:
 @click.option("--fail-fast", is_flag=True, help="Stop at the first image that cannot be read.")
 @click.option(
     "--engine",
-    type=click.Choice(["torch", "onnx"]),
+    type=click.Choice(["torch", "onnx", "int8"]),
     default="torch",
     show_default=True,
-    help="Run the model in PyTorch, or its ONNX export in ONNX Runtime.",
+    help="Run the model in PyTorch, its ONNX export in ONNX Runtime, or the int8 engine it kept.",
 )
 @WORKDIR
 def predict(

@@ -18,10 +18,10 @@ from inspectflow.cli.options import WORKDIR, WORKLOAD
 @click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
 @click.option(
     "--engine",
-    type=click.Choice(["auto", "torch", "onnx"]),
+    type=click.Choice(["auto", "torch", "onnx", "int8"]),
     default="auto",
     show_default=True,
-    help="auto: the version's ONNX export in ONNX Runtime where it has one, else PyTorch.",
+    help="auto: the version's int8 engine where it kept one, else its ONNX export, else PyTorch.",
 )
 @click.option(
     "--poll-seconds", type=float, default=5.0, show_default=True, help="How often the alias is read."
@@ -57,9 +57,10 @@ def serve_command(
     from inspectflow.serving.service import serve
 
     client = open_client(workdir)
-    name = registered_name(workload, client)
     if model_uri and model_uri.startswith("models:/"):
         name = model_uri.removeprefix("models:/").split("/")[0].split("@")[0]
+    else:
+        name = registered_name(workload, client)
     config = ServeConfig(model=name, alias=alias, uri=model_uri or "", **bounds)
     try:
         serve(config)

@@ -24,8 +24,11 @@ if TYPE_CHECKING:
     from inspectflow.serving.registered import Engine
     from inspectflow.tasks.base import Task
 
-#: What runs a model: ``auto`` is its ONNX export in ONNX Runtime where the version has one, else PyTorch.
-EngineChoice = Literal["auto", "torch", "onnx"]
+#: What runs a model: ``auto`` is the best engine the version keeps: its int8 engine, else its ONNX export
+#: in ONNX Runtime, else PyTorch.
+EngineChoice = Literal["auto", "torch", "onnx", "int8"]
+#: ``auto``'s order of preference.
+AUTO_ENGINES: tuple[Engine, ...] = ("int8", "onnx", "torch")
 
 
 @dataclass(frozen=True)
@@ -51,16 +54,16 @@ def load_model(uri: str, engine: EngineChoice = "torch") -> LoadedModel:
     from inspectflow.serving.registered import load_registered
     from inspectflow.tasks import get_task
 
-    chosen: Engine = "torch" if engine == "torch" else "onnx"
-    try:
-        predictor, spec = load_registered(uri, chosen)
-    except InspectflowError:
-        if engine != "auto":
-            raise
-        chosen = "torch"  # a features+svm model, or a version logged without its ONNX export
-        predictor, spec = load_registered(uri, chosen)
-    thresholds = EvaluateConfig.model_validate(spec.thresholds)
-    return LoadedModel(uri, chosen, predictor, spec, get_task(spec.task), thresholds)
+    for chosen in AUTO_ENGINES if engine == "auto" else (engine,):
+        try:
+            predictor, spec = load_registered(uri, chosen)
+        except InspectflowError:
+            if chosen == "torch" or engine != "auto":
+                raise
+            continue  # a features+svm model, a version logged without its ONNX export or int8 engine
+        thresholds = EvaluateConfig.model_validate(spec.thresholds)
+        return LoadedModel(uri, chosen, predictor, spec, get_task(spec.task), thresholds)
+    raise AssertionError("unreachable: auto ends with torch, which loads or raises")
 
 
 def predict_pixels(

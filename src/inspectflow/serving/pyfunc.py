@@ -25,7 +25,10 @@ import pandas as pd
 import torch
 from mlflow.pyfunc.model import PythonModel
 
-from inspectflow.names import MODEL_ARTIFACT, ONNX_ARTIFACT
+from inspectflow.names import MODEL_ARTIFACT, ONNX_ARTIFACT, ONNX_INT8_ARTIFACT
+
+#: The ONNX engines a pyfunc may carry, by ``model_config`` engine.
+ENGINE_ARTIFACTS = {"onnx": ONNX_ARTIFACT, "int8": ONNX_INT8_ARTIFACT}
 
 
 class ImageModel(PythonModel):
@@ -39,17 +42,19 @@ class ImageModel(PythonModel):
         """Loads the model directory logged as the ``model`` artifact, or its ONNX export.
 
         Raises:
-            FileNotFoundError: ``engine`` ``onnx`` for a model logged without an ONNX export.
+            FileNotFoundError: ``engine`` ``onnx`` or ``int8`` for a model logged without that engine.
         """
         from inspectflow.models.artifact import SPEC_FILE, Predictor, load_trained_model, read_spec
         from inspectflow.models.onnx import OnnxPredictor
 
         self.predictor: Predictor
         model_dir = Path(context.artifacts[MODEL_ARTIFACT])
-        if (context.model_config or {}).get("engine") == "onnx":
-            if ONNX_ARTIFACT not in context.artifacts:
-                raise FileNotFoundError(f"{ONNX_ARTIFACT}: this model was logged without an ONNX export")
-            self.predictor = OnnxPredictor(Path(context.artifacts[ONNX_ARTIFACT]))
+        engine = (context.model_config or {}).get("engine", "torch")
+        if engine in ENGINE_ARTIFACTS:
+            artifact = ENGINE_ARTIFACTS[engine]
+            if artifact not in context.artifacts:
+                raise FileNotFoundError(f"{artifact}: this model was logged without its {engine} engine")
+            self.predictor = OnnxPredictor(Path(context.artifacts[artifact]))
             self.spec = read_spec(model_dir / SPEC_FILE)
         else:
             self.predictor, self.spec = load_trained_model(model_dir)

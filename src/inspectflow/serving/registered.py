@@ -15,15 +15,24 @@ from typing import TYPE_CHECKING, Any, Literal
 from inspectflow.data.dataset import Dataset
 from inspectflow.errors import InspectflowError
 from inspectflow.models.artifact import ModelSpec, Predictor
-from inspectflow.names import MODEL_ARTIFACT, ONNX_ARTIFACT
+from inspectflow.models.onnx import ONNX_FILE
+from inspectflow.names import MODEL_ARTIFACT, ONNX_ARTIFACT, ONNX_INT8_ARTIFACT
+from inspectflow.serving.quantize import INT8_FILE
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import torch
 
-#: What runs a registered model: PyTorch, or ONNX Runtime on the ONNX export logged with it.
-Engine = Literal["torch", "onnx"]
-#: Where a pytorch-flavor model keeps its ONNX export (MLflow's ``extra_files``).
-PYTORCH_ONNX_PATH = "extra_files/model.onnx"
+    from inspectflow.serving.quantize import Int8Check
+
+#: What runs a registered model: PyTorch, or ONNX Runtime on the ONNX export logged with it (fp32), or on the
+#: int8 engine quantized from it (kept only where it decides as fp32 does).
+Engine = Literal["torch", "onnx", "int8"]
+#: Where a pytorch-flavor model keeps its ONNX exports (MLflow's ``extra_files``), by engine.
+PYTORCH_ONNX_PATHS = {"onnx": "extra_files/model.onnx", "int8": f"extra_files/{INT8_FILE}"}
+#: A pyfunc's artifacts of the ONNX exports, by file name.
+_ARTIFACTS = {ONNX_FILE: ONNX_ARTIFACT, INT8_FILE: ONNX_INT8_ARTIFACT}
 
 
 def load_registered(uri: str, engine: Engine = "torch") -> tuple[Predictor, ModelSpec]:
@@ -48,11 +57,11 @@ def load_registered(uri: str, engine: Engine = "torch") -> tuple[Predictor, Mode
     # Into a folder of our own: without one, a local store hands MLflow the version's own folder, and it
     # writes a `registered_model_meta` file into another run's artifacts. Every engine loads into memory.
     with tempfile.TemporaryDirectory(prefix="inspectflow-model-") as copy:
-        if "pytorch" in info.flavors and engine == "onnx":
+        if "pytorch" in info.flavors and engine != "torch":
             onnx_path = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=copy))
-            if not (onnx_path / PYTORCH_ONNX_PATH).is_file():
-                raise InspectflowError(_no_onnx(uri))
-            return OnnxPredictor(onnx_path / PYTORCH_ONNX_PATH), spec
+            if not (onnx_path / PYTORCH_ONNX_PATHS[engine]).is_file():
+                raise InspectflowError(_no_onnx(uri, engine))
+            return OnnxPredictor(onnx_path / PYTORCH_ONNX_PATHS[engine]), spec
         if "pytorch" in info.flavors:
             # A pt2 export (torch.export's program): already in inference mode, its layout fixed at export.
             predictor: Predictor = mlflow.pytorch.load_model(uri, dst_path=copy)
@@ -60,14 +69,19 @@ def load_registered(uri: str, engine: Engine = "torch") -> tuple[Predictor, Mode
         try:
             model = mlflow.pyfunc.load_model(uri, dst_path=copy, model_config={"engine": engine})
         except FileNotFoundError:
-            raise InspectflowError(_no_onnx(uri)) from None
+            raise InspectflowError(_no_onnx(uri, engine)) from None
         wrapper = model.unwrap_python_model()
     if not isinstance(wrapper, ImageModel):
         raise TypeError(f"{uri} is not an inspectflow model")
     return wrapper.predictor, spec
 
 
-def _no_onnx(uri: str) -> str:
+def _no_onnx(uri: str, engine: Engine) -> str:
+    if engine == "int8":
+        return (
+            f"{uri} has no int8 engine (its decisions did not agree with fp32's on the test split, "
+            "register.int8=false, no ONNX export, or an older version); use --engine onnx or torch"
+        )
     return (
         f"{uri} was registered without an ONNX export (a features+svm model, register.onnx=false, or an "
         "older version); predict with --engine torch"
@@ -92,17 +106,25 @@ def _spec_from_metadata(metadata: dict[str, Any]) -> ModelSpec:
 
 
 def log_model(
-    predictor: Predictor, spec: ModelSpec, model_dir: Path, dataset: Dataset, flavor: str, onnx: bool = True
-) -> Any:
+    predictor: Predictor,
+    spec: ModelSpec,
+    model_dir: Path,
+    dataset: Dataset,
+    flavor: str,
+    onnx: bool = True,
+    int8: Callable[[Path], tuple[Int8Check, Path]] | None = None,
+) -> tuple[Any, Int8Check | None]:
     """Logs the model to the active MLflow run.
 
     ``pytorch`` logs a pt2 export with its signature and input example, loadable without inspectflow;
     ``pyfunc`` logs the model directory behind :class:`~inspectflow.serving.pyfunc.ImageModel`, which
     takes image paths or arrays of any size. With ``onnx``, a network's ONNX export (dynamic batch, height and
     width) travels with it: in ``extra_files/`` of a pytorch model, as the ``onnx`` artifact of a pyfunc.
+    ``int8`` checks an int8 engine quantized from that export (``serving.quantize.check_int8``): one it
+    accepts travels with it too.
 
     Returns:
-        MLflow's ``ModelInfo``.
+        MLflow's ``ModelInfo``, and the int8 check (None without an ONNX export or ``int8``).
     """
     import tempfile
 
@@ -112,7 +134,9 @@ def log_model(
     example = to_tensor(dataset.split("test")[0][:2])
     with tempfile.TemporaryDirectory(prefix="inspectflow-onnx-") as folder:
         onnx_file = _export_onnx(predictor, example, Path(folder)) if onnx else None
-        return _log_model(predictor, spec, model_dir, example, flavor, onnx_file)
+        check, int8_file = int8(onnx_file) if int8 and onnx_file else (None, None)
+        files = [f for f in (onnx_file, int8_file if check and check.accepted else None) if f is not None]
+        return _log_model(predictor, spec, model_dir, example, flavor, files), check
 
 
 def _export_onnx(predictor: Predictor, example: torch.Tensor, folder: Path) -> Path | None:
@@ -132,7 +156,7 @@ def _log_model(
     model_dir: Path,
     tensor: torch.Tensor,
     flavor: str,
-    onnx_file: Path | None,
+    onnx_files: list[Path],
 ) -> Any:
     import mlflow
     import numpy as np
@@ -160,13 +184,13 @@ def _log_model(
                 python_model=ImageModel(),
                 artifacts={
                     MODEL_ARTIFACT: str(model_dir),
-                    **({ONNX_ARTIFACT: str(onnx_file)} if onnx_file else {}),
+                    **{_ARTIFACTS[f.name]: str(f) for f in onnx_files},
                 },
                 # The wrapper's code travels with the model, so serving needs no inspectflow install.
                 code_paths=[str(Path(inspectflow.__file__).parent)],
                 pip_requirements=[
                     *requirements,
-                    *([f"onnxruntime=={_version('onnxruntime')}"] if onnx_file else []),
+                    *([f"onnxruntime=={_version('onnxruntime')}"] if onnx_files else []),
                     "scikit-learn",
                     "pillow",
                     "pandas",
@@ -192,7 +216,7 @@ def _log_model(
         signature=signature,
         pip_requirements=requirements,
         metadata=metadata,
-        extra_files=[str(onnx_file)] if onnx_file else None,
+        extra_files=[str(f) for f in onnx_files] or None,
     )
 
 

@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import io
 import json
 import logging
 import random
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -54,7 +56,7 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
 
     from inspectflow.config import ServeConfig
-    from inspectflow.serving.predict import LoadedModel
+    from inspectflow.serving.predict import EngineChoice, LoadedModel
 
 log = logging.getLogger("inspectflow.serve")
 
@@ -102,7 +104,11 @@ class RegistryModel:
         self.served: Served | None = None
         self.last_error: str | None = None
         self._failed_version: str | None = None
+        self._registry_down = False
         self._sampler = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sample")
+        # Models are built and run in this one thread only: once PyTorch had run parallel work in two
+        # threads of a process, its convolutions ran 2-3x slower in both (benchmarks/README.md).
+        self._inference = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
 
     def load(self) -> bool:
         """Loads the version to serve; raises whatever stops it (the service does not start)."""
@@ -116,9 +122,14 @@ class RegistryModel:
         served = self.served
         try:
             version = self._target_version()
-        except Exception as exc:  # the registry unreachable: keep serving what we have
-            log.warning("registry not reachable", extra={"fields": {"error": _one_line(exc)}})
+        except Exception as exc:  # the registry unreachable: keep serving what we have, say so once
+            if not self._registry_down:
+                log.warning("registry not reachable", extra={"fields": {"error": _one_line(exc)}})
+            self._registry_down = True
             return
+        if self._registry_down:
+            log.info("registry reachable again", extra={"fields": {"alias_version": version}})
+        self._registry_down = False
         if served is None or version in (served.version, self._failed_version):
             return
         try:
@@ -146,10 +157,18 @@ class RegistryModel:
         return str(MlflowClient().get_model_version_by_alias(self.config.model, self.config.alias).version)
 
     def _load(self, version: str) -> Served:
-        from inspectflow.serving.predict import load_model
+        """Downloads a version here, then builds it and runs it once on a blank image in the inference thread.
+
+        A version that cannot predict is never swapped in, and the first request does not wait for the
+        engine's first-call planning. Requests wait only while it is built, not while it downloads.
+        """
+        import mlflow
 
         uri = self.config.uri or f"models:/{self.config.model}/{version}"
-        loaded = load_model(uri, self.config.engine)
+        with tempfile.TemporaryDirectory(prefix="inspectflow-serve-") as folder:
+            local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=folder)
+            loaded = self._inference.submit(_built, local, self.config.engine).result()
+        loaded = dataclasses.replace(loaded, uri=uri)
         LOADS.labels(self.name, version, "loaded").inc()
         if version.isdigit():
             SERVED_VERSION.labels(self.name).set(int(version))
@@ -167,8 +186,8 @@ class RegistryModel:
         return InferResponse(request_id, self.name, [output], model_version=served.version)
 
     async def answer(self, images: list[RequestImage]) -> tuple[Served, list[dict[str, Any]]]:
-        """The records of a request's images, off the event loop (the model runs in a worker thread)."""
-        return await asyncio.get_running_loop().run_in_executor(None, self._answer, images)
+        """The records of a request's images, off the event loop (in the inference thread)."""
+        return await asyncio.get_running_loop().run_in_executor(self._inference, self._answer, images)
 
     def _answer(self, images: list[RequestImage]) -> tuple[Served, list[dict[str, Any]]]:
         from inspectflow.serving.predict import predict_pixels
@@ -247,6 +266,18 @@ class RegistryModel:
         }
 
 
+def _built(local: str, engine: EngineChoice) -> LoadedModel:
+    """A downloaded version, built and run once on a blank image at its input size."""
+    from inspectflow.serving.predict import load_model, predict_pixels
+    from inspectflow.tasks.base import PredictedImage
+
+    loaded = load_model(local, engine)
+    preprocess = loaded.spec.preprocess
+    blank = np.zeros((preprocess.height, preprocess.width, preprocess.channels), dtype=np.uint8)
+    predict_pixels(loaded, [blank], [PredictedImage(Path("warm-up"), blank.shape[0], blank.shape[1], 0)])
+    return loaded
+
+
 def _decision(defective: object) -> str:
     """``defective`` or ``clean``; ``undecided`` for a classifier without a good class (no decision)."""
     return "undecided" if defective is None else "defective" if defective else "clean"
@@ -282,7 +313,7 @@ def _invalid(exc: Exception) -> BadRequest:
     """A request FastAPI refused: its status, and for a body it could not read its first problem and where."""
     if isinstance(exc, HTTPException):
         return BadRequest(exc.status_code, str(exc.detail))
-    errors = getattr(exc, "errors", lambda: [])()
+    errors: list[dict[str, Any]] = getattr(exc, "errors", list)()
     if not errors:
         return BadRequest(400, f"not a valid inference request: {exc}")
     first = errors[0]

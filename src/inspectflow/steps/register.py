@@ -60,8 +60,11 @@ from inspectflow.names import (
 from inspectflow.tasks.base import Scores, Task
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from inspectflow.data.dataset import Dataset
     from inspectflow.models.artifact import ModelSpec
+    from inspectflow.serving.quantize import Int8Check
 
 log = logging.getLogger(__name__)
 
@@ -239,13 +242,14 @@ def model_card(
     estimate: str | None = None,
     intervals: dict[str, Interval] | None = None,
     selection: str | None = None,
+    engines: str = "",
 ) -> str:
     """A version's description (Markdown): verdict, scores against the champion and baseline, data, use.
 
     ``operating`` is the operating point's line (:func:`inspectflow.metrics.operating_point.describe`), if
     any; ``estimate`` the method's own estimate (:func:`inspectflow.models.feature_svm.describe_cv`), shown
     as not judged; ``intervals`` the test scores' 95% bootstrap intervals, shown beside them; ``selection``
-    what ``train.method=auto`` compared and why the method won.
+    what ``train.method=auto`` compared and why the method won; ``engines`` the int8 engine's line.
     """
     name, metric = config.register_.model_name, config.register_.primary_metric
     champion = tags.get(GATE_CHAMPION_VERSION_TAG) or "none"
@@ -283,6 +287,7 @@ def model_card(
             *([f"Method: {selection}."] if selection else []),
             f"Weakest class: {worst[0]} ({scores.class_metric} {worst[1]:.4f})." if worst else "",
             *([operating] if operating else []),
+            *([engines] if engines else []),
             f"Data: {data}; code: {code}; MLflow run `{tags.get(MLFLOW_RUN_ID_TAG)}`.",
             "",
             f"Use: `inspectflow predict {config.workload} IMAGE... --model models:/{name}/{version}`, or "
@@ -391,8 +396,12 @@ def _describe(
     tags: dict[str, str],
     decision: GateDecision,
     evaluation_dir: Path,
+    engines: str = "",
 ) -> None:
-    """Writes the version's model card and the run's outcome (tags and the note's result line)."""
+    """Writes the version's model card and the run's outcome (tags and the note's result line).
+
+    ``engines`` is the int8 check's line, if any (:meth:`~inspectflow.serving.quantize.Int8Check.line`).
+    """
     import mlflow
     from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
 
@@ -409,7 +418,7 @@ def _describe(
     estimate = describe_cv(run.data.metrics, reg.config.train.repeats)
     card = model_card(
         reg.config, reg.task, version, alias, {**run.data.tags, **tags}, decision, scores, reg.baseline,
-        operating, estimate, reg.intervals, run.data.tags.get(SELECTION_TAG),
+        operating, estimate, reg.intervals, run.data.tags.get(SELECTION_TAG), engines,
     )  # fmt: skip
     reg.client.update_model_version(reg.name, version, description=card)
     mlflow.set_tags(
@@ -421,6 +430,23 @@ def _describe(
             MLFLOW_RUN_NOTE: f"{run.data.tags.get(MLFLOW_RUN_NOTE, '')}\n\n{result_note}".strip(),
         }
     )
+
+
+def _int8_check(reg: _Registration) -> Callable[[Path], tuple[Int8Check, Path]] | None:
+    """The int8 check of the version's ONNX export, at its thresholds, on the gate's metric; None if off."""
+    from functools import partial
+
+    from inspectflow.serving.quantize import check_int8
+
+    settings = reg.config.register_
+    if not settings.int8:
+        return None
+    config = reg.config.evaluate.applying(reg.spec.thresholds)
+    metric, agreement = settings.primary_metric, settings.int8_min_agreement
+    return partial(
+        check_int8, dataset=reg.dataset, spec=reg.spec, task=reg.task, config=config, metric=metric,
+        min_agreement=agreement,
+    )  # fmt: skip
 
 
 @pipeline_step("register")
@@ -457,7 +483,11 @@ def register_step(
         if flavor == "auto":  # the method trained decides: a features+svm model is logged only as pyfunc
             flavor = "pyfunc" if spec.architecture == FEATURE_SVM else "pytorch"
             mlflow.log_param("register.flavor_logged", flavor)
-        model_info = log_model(model, spec, model_dir, dataset, flavor, gate_config.onnx)
+        model_info, int8 = log_model(
+            model, spec, model_dir, dataset, flavor, gate_config.onnx, _int8_check(reg)
+        )
+        if int8 is not None:
+            mlflow.log_metrics(int8.metrics())
         # What the drift watch compares new images with travels with every version (inspectflow monitor).
         log_reference(reference_profile(reg.task, dataset, model, spec, config))
         version = str(mlflow.register_model(model_info.model_uri, name).version)
@@ -468,6 +498,7 @@ def register_step(
             MLFLOW_RUN_ID_TAG: run.info.run_id,
             # Lineage: data version, git commit, kfp pipeline and run, package versions.
             **{k: v for k, v in run.data.tags.items() if k.startswith(LINEAGE_TAG_PREFIXES)},
+            **(int8.tags() if int8 else {}),
         }
         # Judged and moved under the model's lock: the champion compared against is still the champion
         # when the alias moves, whatever other runs finish meanwhile.
@@ -479,7 +510,8 @@ def register_step(
             for key, value in tags.items():
                 reg.client.set_model_version_tag(name, version, key, value)
             move_alias(reg.client, name, alias, version, action="gate", reason=decision.reason)
-        _describe(reg, run, version, alias, tags, decision, evaluation_dir)
+        engines = int8.line(gate_config.int8_min_agreement) if int8 else ""
+        _describe(reg, run, version, alias, tags, decision, evaluation_dir, engines)
         summary = {
             "mlflow_run_id": run.info.run_id,
             "model_name": name,
