@@ -53,7 +53,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     for name in args.sets:
         task_name, metric, extra = SETS[name]
-        settings = [f"train.max_minutes={args.max_minutes}", *extra, f"register.primary_metric={metric}"]
+        settings = [f"train.max_minutes={args.max_minutes}", *extra]
         if task_name == "classification":
             settings.append("train.method=finetune")
         config = build_config(name.split("-")[0], [*settings], task=task_name)

@@ -6,7 +6,7 @@ on how well it learned) and registered in a store of this run. Then, on the same
 (PyTorch eager; ONNX Runtime where the version has its export):
 
 * in process: ``load_model`` + ``predict_pixels`` (decoding included, as the service does it), one request
-  after another: latency p50/p99 and images/s;
+  after another, in a fresh process: latency p50/p99 and images/s;
 * served: ``inspectflow serve`` on this machine, base64 JSON over HTTP (keep-alive connections), at
   concurrency 1, 4 and 16: latency p50/p99 and images/s, and the ratio to in-process at the same batch size.
 
@@ -109,6 +109,18 @@ def in_process(
     return (*percentiles(latencies), images / (time.perf_counter() - started))
 
 
+def in_fresh_process(uri: str, engine: str, folder: Path, batch: int, seconds: float) -> tuple[float, ...]:
+    """:func:`in_process` in a process of its own, as a line PC's program would run it.
+
+    Nothing else has run PyTorch or ONNX Runtime there (work in other threads of a process slows both, see
+    the README).
+    """
+    command = [sys.executable, __file__, "--in-process", uri, engine, str(folder)]
+    command += ["--batch", str(batch), "--seconds", str(seconds)]
+    result = subprocess.run(command, capture_output=True, text=True, check=True)
+    return tuple(json.loads(result.stdout.strip().splitlines()[-1]))
+
+
 def served(port: int, name: str, bodies: list[bytes], sizes: list[int], clients: int, seconds: float):
     """Latency p50, p99 (ms) and images/s of ``clients`` threads posting without pause, keep-alive."""
     latencies: list[float] = []
@@ -168,10 +180,14 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1, help="Images per request (and per in-process call).")
     parser.add_argument("--seconds", type=float, default=10.0, help="Per measurement.")
     parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS))
+    parser.add_argument("--in-process", nargs=3, metavar=("URI", "ENGINE", "FOLDER"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    import torch
-
-    torch.set_num_threads(os.cpu_count() or 1)
+    if args.in_process:  # the in-process figures, measured in a fresh process (in_fresh_process)
+        uri, engine, folder = args.in_process
+        contents = [path.read_bytes() for path in sorted(Path(folder).glob("*.png"))]
+        batches = [contents[n : n + args.batch] for n in range(0, len(contents) - args.batch + 1, args.batch)]
+        print(json.dumps(in_process(uri, engine, batches, args.seconds)))
+        return
     work = Path(tempfile.mkdtemp(prefix="inspectflow-serving-bench-"))
     store = f"sqlite:///{work / 'mlflow.db'}"
     os.environ["MLFLOW_TRACKING_URI"] = store
@@ -181,6 +197,10 @@ def main() -> None:
     for workload in args.workloads:
         name = WORKLOADS[workload]
         contents = register(workload, work)[:32]
+        folder = work / f"{workload}-images"
+        folder.mkdir()
+        for number, content in enumerate(contents):
+            (folder / f"{number:03d}.png").write_bytes(content)
         batches = [contents[n : n + args.batch] for n in range(0, len(contents) - args.batch + 1, args.batch)]
         bodies = [
             json.dumps(
@@ -206,7 +226,7 @@ def main() -> None:
                 load_model(uri, engine)  # type: ignore[arg-type]
             except InspectflowError:
                 continue  # no ONNX export (features+SVM)
-            p50, p99, rate = in_process(uri, engine, batches, args.seconds)
+            p50, p99, rate = in_fresh_process(uri, engine, folder, args.batch, args.seconds)
             print(
                 f"| {name} | {engine} | in process | 1 | {p50:.1f} | {p99:.1f} | {rate:.1f} | |", flush=True
             )
