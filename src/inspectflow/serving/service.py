@@ -186,25 +186,27 @@ class RegistryModel:
         return InferResponse(request_id, self.name, [output], model_version=served.version)
 
     async def answer(self, images: list[RequestImage]) -> tuple[Served, list[dict[str, Any]]]:
-        """The records of a request's images, off the event loop.
+        """The records of a request's images, decoded and predicted off the event loop.
 
-        Images are decoded in a worker thread, so that decoding one request overlaps the model's work on
-        another, and predicted in the inference thread.
+        Both happen in the inference thread: decoding in another thread took a core from a model whose
+        threads were meant to have both, and slowed served PyTorch models by a fifth (benchmarks/README.md).
         """
         loop = asyncio.get_running_loop()
         served = self.served  # one read: the whole request is answered by one version
         assert served is not None  # KServe routes no request before load() made the model ready
         started = time.perf_counter()
-        pixels = await loop.run_in_executor(None, self._decoded, served, images)
-        records = await loop.run_in_executor(self._inference, self._predicted, served, images, pixels)
+        records = await loop.run_in_executor(self._inference, self._predicted, served, images)
         self._count(served, records, time.perf_counter() - started)
         if self.config.sample_to:
             self._sample(served, images)
         return served, records
 
-    def _decoded(self, served: Served, images: list[RequestImage]) -> list[np.ndarray]:
+    def _predicted(self, served: Served, images: list[RequestImage]) -> list[dict[str, Any]]:
+        from inspectflow.serving.predict import predict_pixels
+        from inspectflow.tasks.base import PredictedImage
+
         try:
-            return [self._decode(image) for image in images]
+            pixels = [self._decode(image) for image in images]
         except BadRequest as exc:
             REQUESTS.labels(self.name, served.version, "refused").inc()
             log.info(
@@ -212,13 +214,6 @@ class RegistryModel:
                 extra={"fields": {"version": served.version, "status": exc.status, "error": exc.message}},
             )
             raise
-
-    def _predicted(
-        self, served: Served, images: list[RequestImage], pixels: list[np.ndarray]
-    ) -> list[dict[str, Any]]:
-        from inspectflow.serving.predict import predict_pixels
-        from inspectflow.tasks.base import PredictedImage
-
         described = [
             PredictedImage(Path(image.name), array.shape[0], array.shape[1], number)
             for number, (image, array) in enumerate(zip(images, pixels, strict=True))
