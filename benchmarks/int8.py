@@ -25,6 +25,7 @@ from quality import REAL, SETS, fit
 
 from inspectflow.config import build_config
 from inspectflow.imaging import to_tensor
+from inspectflow.models.artifact import ModelSpec
 from inspectflow.models.onnx import export_onnx
 from inspectflow.serving.quantize import check_int8
 from inspectflow.steps.ingest import ingest
@@ -83,10 +84,8 @@ def _rates(fp32: Path, int8: Path, images: object) -> tuple[float, float]:
     return eager_rate(OnnxPredictor(fp32), images), eager_rate(OnnxPredictor(int8), images)
 
 
-def _spec(task: object, dataset: object, config: object, thresholds: dict[str, float]) -> object:
+def _spec(task: object, dataset: object, config: object, thresholds: dict[str, float]) -> ModelSpec:
     """The spec the train step would keep: the classes, good class and thresholds decisions need."""
-    from inspectflow.models.artifact import ModelSpec
-
     info = dataset.info  # type: ignore[attr-defined]
     return ModelSpec(
         "benchmark",

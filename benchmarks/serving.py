@@ -99,7 +99,8 @@ def in_process(
         predict_pixels(model, pixels, images)
 
     once(batches[0])  # warm-up
-    latencies, images, started = [], 0, time.perf_counter()
+    latencies: list[float] = []
+    images, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds:
         batch = batches[len(latencies) % len(batches)]
         begun = time.perf_counter()
@@ -121,7 +122,9 @@ def in_fresh_process(uri: str, engine: str, folder: Path, batch: int, seconds: f
     return tuple(json.loads(result.stdout.strip().splitlines()[-1]))
 
 
-def served(port: int, name: str, bodies: list[bytes], sizes: list[int], clients: int, seconds: float):
+def served(
+    port: int, name: str, bodies: list[bytes], sizes: list[int], clients: int, seconds: float
+) -> tuple[float, float, float]:
     """Latency p50, p99 (ms) and images/s of ``clients`` threads posting without pause, keep-alive."""
     latencies: list[float] = []
     counted = [0]
