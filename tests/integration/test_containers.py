@@ -130,20 +130,7 @@ def k8s_mlflow(docker: Any, engine: tuple[str, Image], postgres: Postgres, s3: S
     server = hardened(docker, engine[1], [*container["command"], *arguments], environment=environment)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(url + probe, timeout=5) as answer:
-                    if answer.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            server.reload()
-            if server.status == "exited" or time.monotonic() > deadline:
-                pytest.fail(
-                    f"the image's mlflow server did not answer {probe}:\n{server.logs().decode()[-3000:]}"
-                )
-            time.sleep(1)
+        _wait_for(server, url + probe, seconds=120)
         yield url
     finally:
         server.remove(force=True)
@@ -204,8 +191,9 @@ def test_the_image_serves_as_its_manifest_runs_it(
         server.remove(force=True)
 
 
-def _wait_for(server: Any, url: str) -> None:
-    deadline = time.monotonic() + 180
+def _wait_for(server: Any, url: str, seconds: float = 180) -> None:
+    """Waits until the container ``server`` answers ``url`` with 200; fails with its log if it never does."""
+    deadline = time.monotonic() + seconds
     while True:
         try:
             with urllib.request.urlopen(url, timeout=5) as answer:
@@ -215,7 +203,7 @@ def _wait_for(server: Any, url: str) -> None:
             pass
         server.reload()
         if server.status == "exited" or time.monotonic() > deadline:
-            pytest.fail(f"the image's service did not answer {url}:\n{server.logs().decode()[-3000:]}")
+            pytest.fail(f"the image's server did not answer {url}:\n{server.logs().decode()[-3000:]}")
         time.sleep(1)
 
 
