@@ -272,6 +272,48 @@ def test_auto_serves_the_onnx_export_as_predict_runs_it(store: Store) -> None:
     _assert_same(_predictions(answer), onnx)
 
 
+def test_requests_that_wait_together_are_each_answered_with_their_own_records(
+    store: Store, textile: Service
+) -> None:
+    """Concurrent requests share forward passes, yet each gets its own images' records, and a request
+    with an undecodable image is refused without failing the others it waited with."""
+    expected = dict(
+        zip(store.textile, predict_files(f"models:/{CLASSIFIER}/2", store.textile, batch_size=8), strict=True)
+    )
+    answers: list[tuple[list[Path], int, Any]] = []
+    deadline = time.monotonic() + 20
+
+    def post_without_pause(offset: int) -> None:
+        number = offset
+        while time.monotonic() < deadline and _largest_batch(textile) <= 3:
+            if number % 5 == 0:
+                body = {"inputs": [_bytes_input([b"not an image", store.textile[0].read_bytes()])]}
+                answers.append(([], *textile.post_json(body)))
+            else:
+                files = [store.textile[(number + k) % len(store.textile)] for k in range(number % 3 + 1)]
+                answers.append((files, *textile.infer(files)))
+            number += 1
+
+    posters = [threading.Thread(target=post_without_pause, args=(n,)) for n in range(8)]
+    for poster in posters:
+        poster.start()
+    for poster in posters:
+        poster.join()
+    assert _largest_batch(textile) > 3, "no two requests of at most 3 images ever shared a forward pass"
+    for files, status, answer in answers:
+        if not files:
+            assert status == 400 and answer["error"].startswith("images[0]: cannot be decoded"), answer
+            continue
+        assert status == 200, answer
+        _assert_same(_predictions(answer), [expected[file] for file in files])
+
+
+def _largest_batch(service: Service) -> int:
+    """The most images the service has put through one forward pass (its ``predicted`` log lines)."""
+    lines = [json.loads(line) for line in service.log.read_text().splitlines() if '"predicted"' in line]
+    return max((line["batch"] for line in lines), default=0)
+
+
 def test_the_service_follows_the_alias_without_a_failed_request(store: Store, textile: Service) -> None:
     """Requests without pause while the champion is rolled back and promoted again."""
     client = MlflowClient(store.uri)

@@ -27,6 +27,13 @@ from inspectflow.cli.options import WORKDIR, WORKLOAD
     "--poll-seconds", type=float, default=5.0, show_default=True, help="How often the alias is read."
 )
 @click.option("--max-images", type=click.IntRange(min=1), default=64, show_default=True, help="Per request.")
+@click.option(
+    "--max-batch",
+    type=click.IntRange(min=1),
+    default=8,
+    show_default=True,
+    help="Most images per forward pass from requests waiting together.",
+)
 @click.option("--max-request-mb", type=float, default=32.0, show_default=True)
 @click.option(
     "--max-pixels", type=click.IntRange(min=1), default=40_000_000, show_default=True, help="Per image."
