@@ -14,7 +14,6 @@ import logging
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import ClassVar
 
 import numpy as np
 import torch
@@ -59,20 +58,21 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> Path:
 
 
 class OnnxPredictor:
-    """Maps float images ``(N, C, H, W)`` in ``[0, 1]`` to logits, as the exported network did."""
+    """Maps float images ``(N, C, H, W)`` in ``[0, 1]`` to logits, as the exported network did.
 
-    #: Whether ONNX Runtime's worker threads spin while they wait for the next run: fastest for a process
-    #: that only predicts; the inference service turns it off, as spinning workers took the core its event
-    #: loop needs (the textile CNN served 1.9x the images a second with four clients without, 0.87x with one).
-    idle_spin: ClassVar[bool] = True
+    ``idle_spin``: whether ONNX Runtime's worker threads spin while they wait for the next run. Spinning is
+    fastest for a process that only predicts; the inference service turns it off, as spinning workers took
+    the core its event loop needs (the textile CNN served 1.9x the images a second with four clients
+    without, 0.87x with one).
+    """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, idle_spin: bool = True) -> None:
         import onnxruntime
 
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
         options.log_severity_level = 3  # errors only
-        if not self.idle_spin:
+        if not idle_spin:
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name

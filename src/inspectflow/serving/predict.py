@@ -43,8 +43,10 @@ class LoadedModel:
     thresholds: EvaluateConfig
 
 
-def load_model(uri: str, engine: EngineChoice = "torch") -> LoadedModel:
+def load_model(uri: str, engine: EngineChoice = "torch", idle_spin: bool = True) -> LoadedModel:
     """Loads a registered model (any flavor) with its spec, task and thresholds.
+
+    ``idle_spin``: whether an ONNX engine's worker threads spin between runs (fastest alone in a process).
 
     Raises:
         InspectflowError: ``engine="onnx"`` for a version logged without an ONNX export.
@@ -56,7 +58,7 @@ def load_model(uri: str, engine: EngineChoice = "torch") -> LoadedModel:
 
     for chosen in AUTO_ENGINES if engine == "auto" else (engine,):
         try:
-            predictor, spec = load_registered(uri, chosen)
+            predictor, spec = load_registered(uri, chosen, idle_spin)
         except InspectflowError:
             if chosen == "torch" or engine != "auto":
                 raise

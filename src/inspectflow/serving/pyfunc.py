@@ -49,12 +49,14 @@ class ImageModel(PythonModel):
 
         self.predictor: Predictor
         model_dir = Path(context.artifacts[MODEL_ARTIFACT])
-        engine = (context.model_config or {}).get("engine", "torch")
+        model_config = context.model_config or {}
+        engine = model_config.get("engine", "torch")
         if engine in ENGINE_ARTIFACTS:
             artifact = ENGINE_ARTIFACTS[engine]
             if artifact not in context.artifacts:
                 raise FileNotFoundError(f"{artifact}: this model was logged without its {engine} engine")
-            self.predictor = OnnxPredictor(Path(context.artifacts[artifact]))
+            idle_spin = model_config.get("idle_spin", True)
+            self.predictor = OnnxPredictor(Path(context.artifacts[artifact]), idle_spin)
             self.spec = read_spec(model_dir / SPEC_FILE)
         else:
             self.predictor, self.spec = load_trained_model(model_dir)

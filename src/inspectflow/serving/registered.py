@@ -35,11 +35,14 @@ PYTORCH_ONNX_PATHS = {"onnx": "extra_files/model.onnx", "int8": f"extra_files/{I
 _ARTIFACTS = {ONNX_FILE: ONNX_ARTIFACT, INT8_FILE: ONNX_INT8_ARTIFACT}
 
 
-def load_registered(uri: str, engine: Engine = "torch") -> tuple[Predictor, ModelSpec]:
+def load_registered(
+    uri: str, engine: Engine = "torch", idle_spin: bool = True
+) -> tuple[Predictor, ModelSpec]:
     """Loads a registered model, whichever flavor it was logged in, and the spec it was logged with.
 
     The predictor is a callable on float image tensors; the spec says how images are brought to it and
-    which thresholds apply (see :func:`log_model`).
+    which thresholds apply (see :func:`log_model`). ``idle_spin`` is for an ONNX engine (see
+    :class:`~inspectflow.models.onnx.OnnxPredictor`).
 
     Raises:
         TypeError: The model is a pyfunc that inspectflow did not write.
@@ -61,13 +64,14 @@ def load_registered(uri: str, engine: Engine = "torch") -> tuple[Predictor, Mode
             onnx_path = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=copy))
             if not (onnx_path / PYTORCH_ONNX_PATHS[engine]).is_file():
                 raise InspectflowError(_no_onnx(uri, engine))
-            return OnnxPredictor(onnx_path / PYTORCH_ONNX_PATHS[engine]), spec
+            return OnnxPredictor(onnx_path / PYTORCH_ONNX_PATHS[engine], idle_spin), spec
         if "pytorch" in info.flavors:
             # A pt2 export (torch.export's program): already in inference mode, its layout fixed at export.
             predictor: Predictor = mlflow.pytorch.load_model(uri, dst_path=copy)
             return predictor, spec
         try:
-            model = mlflow.pyfunc.load_model(uri, dst_path=copy, model_config={"engine": engine})
+            config = {"engine": engine, "idle_spin": idle_spin}
+            model = mlflow.pyfunc.load_model(uri, dst_path=copy, model_config=config)
         except FileNotFoundError:
             raise InspectflowError(_no_onnx(uri, engine)) from None
         wrapper = model.unwrap_python_model()
@@ -197,8 +201,8 @@ def _log_model(
                     "torchvision==0.28.0",
                 ],
                 metadata=metadata,
-                # Declared so that loading may override it: ``model_config={"engine": "onnx"}``.
-                model_config={"engine": "torch"},
+                # Declared so that loading may override them: ``model_config={"engine": "onnx"}``.
+                model_config={"engine": "torch", "idle_spin": True},
             )
     with torch.no_grad():
         signature = infer_signature(tensor.numpy(), predictor(tensor).numpy())

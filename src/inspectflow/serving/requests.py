@@ -152,7 +152,11 @@ async def error_response(send: Send, error: BadRequest) -> None:
     """Sends ``{"error": ...}`` with the error's status, from ASGI middleware."""
     import orjson
 
-    body = orjson.dumps({"error": error.message})
+    await json_response(send, error.status, orjson.dumps({"error": error.message}))
+
+
+async def json_response(send: Send, status: int, body: bytes) -> None:
+    """Sends a JSON body with its status, from ASGI middleware."""
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": error.status, "headers": headers})
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

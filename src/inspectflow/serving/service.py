@@ -51,8 +51,10 @@ from inspectflow.serving.requests import (
     BadRequest,
     BodyLimit,
     RequestImage,
+    error_response,
     images_from_form,
     images_from_infer_request,
+    json_response,
 )
 
 if TYPE_CHECKING:
@@ -217,9 +219,10 @@ class RegistryModel:
 
         images = images_from_infer_request(payload.inputs, self.config.max_images)
         served, records = await self.answer(images)
-        output = InferOutput("predictions", [len(records)], "BYTES", [json.dumps(r) for r in records])
         request_id = payload.id or str(uuid.uuid4())
-        return InferResponse(request_id, self.name, [output], model_version=served.version)
+        return InferResponse(
+            request_id, self.name, [InferOutput(**predictions_output(records))], model_version=served.version
+        )
 
     async def answer(self, images: list[RequestImage]) -> tuple[Served, list[dict[str, Any]]]:
         """The records of a request's images, decoded and predicted in the inference thread.
@@ -375,13 +378,11 @@ class JsonInferRoute:
         except Exception as exc:
             error = _invalid(exc) if isinstance(exc, ValidationError) else exc
             if isinstance(error, BadRequest):
-                status, body = error.status, json.dumps({"error": error.message}).encode()
-            else:  # the model failed (logged and counted where it ran)
-                status, body = 500, json.dumps({"error": _one_line(exc)}).encode()
-        length = str(len(body)).encode()
-        response_headers = [(b"content-type", b"application/json"), (b"content-length", length)]
-        await send({"type": "http.response.start", "status": status, "headers": response_headers})
-        await send({"type": "http.response.body", "body": body})
+                await error_response(send, error)
+                return
+            # the model failed (logged and counted where it ran)
+            status, body = 500, json.dumps({"error": _one_line(exc)}).encode()
+        await json_response(send, status, body)
 
     async def _answer(self, body: bytes) -> bytes:
         from kserve.protocol.rest.v2_datamodels import InferenceRequest, InferenceResponse
@@ -389,14 +390,23 @@ class JsonInferRoute:
         request = InferenceRequest.model_validate_json(body)
         images = images_from_infer_request(request.inputs, self.model.config.max_images)
         served, records = await self.model.answer(images)
-        output = {"name": "predictions", "shape": [len(records)], "datatype": "BYTES"}
         response = InferenceResponse(
             model_name=self.model.name,
             model_version=served.version,
             id=request.id or str(uuid.uuid4()),
-            outputs=[{**output, "data": [json.dumps(record) for record in records]}],
+            outputs=[predictions_output(records)],
         )
         return response.model_dump_json(exclude_none=True).encode()
+
+
+def predictions_output(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The answer's one output: ``predictions``, a JSON record per image, in the request's order."""
+    return {
+        "name": "predictions",
+        "shape": [len(records)],
+        "datatype": "BYTES",
+        "data": [json.dumps(record) for record in records],
+    }
 
 
 async def _body(receive: Any) -> bytes:
@@ -417,7 +427,7 @@ def _built(local: str, engine: EngineChoice) -> LoadedModel:
     from inspectflow.serving.predict import load_model, predict_pixels
     from inspectflow.tasks.base import PredictedImage
 
-    loaded = load_model(local, engine)
+    loaded = load_model(local, engine, idle_spin=False)  # the event loop needs the core between runs
     preprocess = loaded.spec.preprocess
     blank = np.zeros((preprocess.height, preprocess.width, preprocess.channels), dtype=np.uint8)
     predict_pixels(loaded, [blank], [PredictedImage(Path("warm-up"), blank.shape[0], blank.shape[1], 0)])
@@ -498,9 +508,6 @@ def serve(config: ServeConfig) -> None:
     log.handlers, log.propagate = [handler], False
     log.setLevel(logging.INFO)
     kserve = _import_kserve()
-    from inspectflow.models.onnx import OnnxPredictor
-
-    OnnxPredictor.idle_spin = False  # the event loop needs the core between forward passes
     model_class = type("InspectionModel", (RegistryModel, kserve.Model), {})
     model = model_class(config)
     model.load()
