@@ -12,7 +12,7 @@ from inspectflow.data.layouts import Layout, get_layout, layout_names, layouts
 from inspectflow.errors import ConfigError
 
 #: The layouts inspectflow ships, in the order they are detected; a new layout may stand anywhere among them.
-DETECTION_ORDER = ["dagm", "images-masks", "kaggle-h5", "npy", "folders"]
+DETECTION_ORDER = ["dagm", "mvtec", "images-masks", "kaggle-h5", "npy", "folders"]
 
 
 def test_the_registry_finds_every_layout_in_detection_order() -> None:

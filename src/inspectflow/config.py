@@ -166,6 +166,8 @@ class TrainConfig(_Section):
             ``model``, all on the same held-out parts of the training split with the primary metric
             (macro-F1 where that is a rate), within ``max_minutes``; the winner is registered and the
             model card says what was compared. Otherwise (segmentation, small images) ``finetune``.
+            ``patchcore`` (the anomaly task's only method) keeps a memory bank of ImageNet patch features
+            of the good training images (``coreset_ratio``, ``max_bank``), nothing trained by gradient.
         small_set: Training splits of fewer images are compared (and fine-tuning's epochs chosen) by
             ``folds``-fold stratified cross-validation rather than on one validation split, whose few
             images would make the choice noise.
@@ -178,6 +180,10 @@ class TrainConfig(_Section):
         classifier: What ``features+svm`` fits on the features: ``svm`` or ``logistic`` (a class-balanced
             logistic regression).
         svm_kernel: SVM kernel (``rbf``, ``linear``, ``poly``, ``sigmoid``).
+        coreset_ratio: Share of the good training patches ``patchcore``'s bank keeps (its greedy coreset).
+        max_bank: The most patches the bank keeps, whatever the ratio; the coreset is chosen from at most
+            ``max_bank / coreset_ratio`` patches (a random sample of them), which bounds fit time, the bank's
+            memory (``max_bank`` x 152 floats) and the time a search takes.
         svm_c: SVM regularisation C.
         repeats: Repeated 70/30 splits of ``features+svm``, each an MLflow child run.
         feature_cache: Folder of cached features, keyed by backbone, layer, weights and data version.
@@ -215,7 +221,7 @@ class TrainConfig(_Section):
     loss: str = "cross_entropy"
     crop: int | None = Field(None, ge=16)
     weights: str = "auto"
-    method: Literal["auto", "finetune", "features+svm"] = "auto"
+    method: Literal["auto", "finetune", "features+svm", "patchcore"] = "auto"
     small_set: int = Field(1000, ge=0)
     folds: int = Field(5, ge=2)
     backbone: str = "efficientnet_lite0"
@@ -224,6 +230,8 @@ class TrainConfig(_Section):
     svm_kernel: Literal["rbf", "linear", "poly", "sigmoid"] = "rbf"
     svm_c: float = Field(1.0, gt=0.0)
     repeats: int = Field(5, ge=1)
+    coreset_ratio: float = Field(0.1, gt=0.0, le=1.0)
+    max_bank: int = Field(10000, ge=1)
     feature_cache: str = "~/.cache/inspectflow/features"
     freeze_backbone: bool = False
     frozen_share: float = Field(0.0, ge=0.0, lt=1.0)
@@ -459,10 +467,19 @@ _SVM_ONLY = [
     for k in ["backbone", "layer", "classifier", "svm_kernel", "svm_c", "repeats", "feature_cache"]
 ]
 _SELECTION_ONLY = ["train.small_set", "train.folds"]
+_PATCHCORE_ONLY = ["train.coreset_ratio", "train.max_bank"]
+#: What patchcore reads of fine-tuning's settings: the network, and the good images held out to validate.
+_PATCHCORE_SHARED = ["train.model", "train.val_fraction", "train.channels_last"]
 _UNUSED_BY_METHOD = {
-    "auto": [],
-    "finetune": [*_SVM_ONLY, *_SELECTION_ONLY],
-    "features+svm": [*_FINETUNE_ONLY, *_SELECTION_ONLY],
+    "auto": [*_PATCHCORE_ONLY],
+    "finetune": [*_SVM_ONLY, *_SELECTION_ONLY, *_PATCHCORE_ONLY],
+    "features+svm": [*_FINETUNE_ONLY, *_SELECTION_ONLY, *_PATCHCORE_ONLY],
+    "patchcore": [
+        *(key for key in _FINETUNE_ONLY if key not in _PATCHCORE_SHARED),
+        *_SVM_ONLY,
+        *_SELECTION_ONLY,
+        "train.weights",
+    ],
 }
 #: Names rather than settings: they say where a run goes, not how it learns.
 _NAMES = {"workload", "task", "register.model_name", "tracking.experiment", "monitor.experiment"}

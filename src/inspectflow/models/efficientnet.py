@@ -235,6 +235,20 @@ def build_lite0_extractor(weights: str, layer: str = "pool") -> nn.Module:
     return PyramidFeatures(net) if layer == "pyramid" else net
 
 
+def build_lite0_trunk(weights: str, blocks: int) -> nn.Sequential:
+    """The network's stem and first ``blocks`` blocks, ``weights`` as :func:`build_lite0_extractor`'s.
+
+    Returns:
+        ``stem`` (the stem convolution and its BatchNorm), then ``blocks.0`` ... in order; it maps
+        ImageNet-normalised ``(N, 3, H, W)`` images to the last block's map (in training mode: the caller
+        freezes it).
+    """
+    net: Any = _timm_model(num_classes=0)
+    _load_backbone(net, weights)
+    stem = nn.Sequential(net.conv_stem, net.bn1)
+    return nn.Sequential(OrderedDict(stem=stem, blocks=nn.Sequential(*list(net.blocks)[:blocks])))
+
+
 class PyramidFeatures(nn.Module):
     """Pooled features of several blocks, at the images' size and at half of it, side by side.
 

@@ -28,6 +28,7 @@ from inspectflow.imaging import to_tensor
 from inspectflow.models.artifact import FEATURE_SVM, ModelSpec, save_trained_model
 from inspectflow.models.feature_svm import FeatureSvmClassifier, SplitResult, SvmResult, describe_cv
 from inspectflow.models.networks import build_model, get_network
+from inspectflow.models.patchcore import BankSummary
 from inspectflow.models.selection import Candidate, Choice, Estimate, FoldScorer, choose
 from inspectflow.names import (
     CHECKPOINTS_ARTIFACTS,
@@ -781,6 +782,8 @@ def train_step(dataset_dir: Path, raw_config: dict[str, object], run_id: str, mo
             if requested.train.method == "auto":
                 name_run(run_id, config.title())  # the name says which method won
             _train_feature_svm_step(dataset, config, model_dir)
+        elif config.train.method == "patchcore":
+            _patchcore_step(task, dataset, config, model_dir)
         else:
             _finetune_step(task, dataset, config, requested.train, run_id, model_dir, trained)
 
@@ -840,6 +843,63 @@ def _train_feature_svm_step(dataset: Dataset, config: PipelineConfig, model_dir:
     learner = config.train.learner()
     log.info("%s %s", learner, estimate)
     console.note(f"{config.train.backbone} {config.train.layer or 'pool'} features + {learner}, {estimate}")
+
+
+def train_patchcore(task: Task, dataset: Dataset, config: TrainConfig) -> tuple[TrainResult, BankSummary]:
+    """The ``patchcore`` method: a memory bank of the good training images' patches.
+
+    The defective images of the training split, if any, never enter the bank: they go to validation, with
+    ``val_fraction`` of the good ones (stratified, seeded), where the threshold is picked.
+    """
+    from inspectflow.models.patchcore import PatchCore, fit
+
+    config = resolve(task, config, dataset)
+    images, _ = dataset.split("train")
+    targets = task.targets(dataset, "train")
+    held = targets.numpy() > 0
+    good = np.flatnonzero(~held)
+    if config.val_fraction > 0 and len(good) > 1:
+        strata = task.strata(dataset, "train")[good]
+        held[good[stratified_holdout(strata, config.val_fraction, config.seed)]] = True
+    bank = images[~held]
+    model = build_model(config.model, len(dataset.info.classes), dataset.info.channels, task=task.name)
+    assert isinstance(model, PatchCore)  # the anomaly task's networks are PatchCore models
+    starts = range(0, len(bank), config.batch_size)
+    batches = (to_tensor(bank[start : start + config.batch_size], config.channels_last) for start in starts)
+    summary = fit(model, batches, len(bank), config.coreset_ratio, config.max_bank, config.seed)
+    spec = ModelSpec(
+        architecture=config.model,
+        classes=list(dataset.info.classes),
+        preprocess=dataset.info.preprocess,
+        task=task.name,
+        good_class=dataset.info.good_class,
+    )
+    validation = (to_tensor(images[held], config.channels_last), targets[torch.from_numpy(held)])
+    return TrainResult(model.eval(), spec, config=config, validation=validation), summary
+
+
+def _patchcore_step(task: Task, dataset: Dataset, config: PipelineConfig, model_dir: Path) -> None:
+    """The patchcore method in the step: the bank's size and fit time, the threshold, the model."""
+    import mlflow
+
+    trained, bank = train_patchcore(task, dataset, config.train)
+    thresholds = task.thresholds(config.evaluate, trained.model, *trained.validation)
+    trained.spec.thresholds = thresholds
+    mlflow.log_metrics(
+        {
+            f"{TRAIN_METRICS}bank_patches": bank.kept,
+            f"{TRAIN_METRICS}good_patches": bank.patches,
+            f"{TRAIN_METRICS}bank_mb": bank.bytes / 2**20,
+            f"{TRAIN_METRICS}fit_seconds": bank.seconds,
+            **{f"{VAL_METRICS}{name}": value for name, value in thresholds.items()},
+        }
+    )
+    save_trained_model(trained.model, trained.spec, model_dir)
+    threshold, images = thresholds["detection_threshold"], len(trained.validation[0])
+    console.note(
+        f"PatchCore bank of {bank.kept} patches ({bank.bytes / 2**20:.1f} MB) of {bank.patches} good ones, "
+        f"{bank.seconds:.0f} s; threshold {threshold:.4f} on {images} validation images"
+    )
 
 
 def _finetune_step(

@@ -1,0 +1,62 @@
+"""The anomaly task: PatchCore learned from good parts only, end to end on a synthetic MVTec-style set."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import run_steps
+from inspectflow.config import build_config
+from inspectflow.models.networks import build_model
+from inspectflow.models.patchcore import PatchCore, fit, greedy_coreset
+from inspectflow.serving.predict import predict_files
+from inspectflow.synth.mvtec import write_mvtec
+
+
+def test_the_coreset_covers_every_cluster_before_it_repeats_one() -> None:
+    generator = torch.Generator().manual_seed(0)
+    centres = torch.eye(8) * 100  # eight far-apart clusters of 50 close points each
+    points = (centres[:, None, :] + torch.randn(8, 50, 8, generator=generator)).reshape(-1, 8)
+    chosen = greedy_coreset(points, 8, seed=1)
+    assert sorted((chosen // 50).tolist()) == list(range(8))
+
+
+def test_a_fitted_model_reloads_with_its_bank_and_scores_the_same() -> None:
+    torch.manual_seed(0)
+    model = build_model("patchcore_lite0", 1, 1, weights="imagenet", task="anomaly")
+    assert isinstance(model, PatchCore)
+    images = torch.rand(6, 1, 64, 64)
+    summary = fit(model, [images[:3], images[3:]], 6, coreset_ratio=0.5, max_bank=40, seed=0)
+    assert summary.patches == 6 * 8 * 8 and summary.kept == 40 and model.memory.shape == (40, 152)
+    reloaded = build_model("patchcore_lite0", 1, 1, weights="none", task="anomaly")
+    reloaded.load_state_dict(model.state_dict())
+    probe = torch.rand(2, 1, 64, 96)  # any size: the maps follow the image
+    with torch.no_grad():
+        maps = model.eval()(probe)
+        assert maps.shape == (2, 1, 64, 96) and 0 <= float(maps.min()) <= float(maps.max()) < 1
+        assert torch.allclose(reloaded.eval()(probe), maps)
+
+
+@pytest.mark.usefixtures("tracking")
+def test_a_synthetic_mvtec_category_registers_a_detector_whose_predict_agrees_with_evaluation(
+    tmp_path: Path,
+) -> None:
+    data = write_mvtec(tmp_path / "category")
+    config = build_config("bottle", ["register.min_score=0"], task="anomaly").to_dict()
+    summary = run_steps(data, tmp_path / "run", config)
+    assert summary["model_name"] == "bottle-detector" and summary["alias"] == "champion"
+    assert {"test/image_auroc", "test/pixel_auroc", "test/aupro"} <= set(summary["metrics"])
+    dataset = pd.read_csv(tmp_path / "run" / "dataset" / "manifest.csv")
+    assert set(dataset.loc[dataset["split"] == "train", "label"]) == {"good"}  # no defect seen in training
+    table = pd.read_csv(tmp_path / "run" / "evaluation" / "per_image.csv")
+    picked = [table.index[table["defective"]][0], table.index[~table["defective"]][0]]
+    paths = [data / str(table.loc[i, "image"]) for i in picked]
+    uri = "models:/bottle-detector@champion"
+    records = list(predict_files(uri, paths, 2, mask_dir=tmp_path / "masks", engine="torch"))
+    for i, record in zip(picked, records, strict=True):
+        assert record["defect_score"] == pytest.approx(table.loc[i, "defect_score"], abs=1e-5)
+        assert record["defective"] == table.loc[i, "detected"]
+        assert Path(record["anomaly_map"]).is_file() and Path(record["mask"]).is_file()
+    assert np.isfinite([r["threshold"] for r in records]).all()
