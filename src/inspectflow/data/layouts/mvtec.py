@@ -25,8 +25,14 @@ MASK_DIR = "ground_truth"
 
 
 def detect(root: Path) -> bool:
-    """True when ``root`` holds a ``train/good/`` folder and a ``test/`` folder."""
-    return (root / "train" / GOOD).is_dir() and (root / "test").is_dir()
+    """True when ``root`` holds ``train/good/`` as its only training folder, and a ``test/`` folder.
+
+    Class folders split into ``train/`` and ``test/`` with a ``good`` class among others stay the
+    class-folder layout's.
+    """
+    if not ((root / "train" / GOOD).is_dir() and (root / "test").is_dir()):
+        return False
+    return all(folder.name == GOOD for folder in _kind_dirs(root / "train"))
 
 
 def read(root: Path, classes: list[str]) -> list[SourceImage]:
