@@ -238,13 +238,7 @@ def train(
     kept = f", kept epoch {best_epoch} ({key} {history[best_epoch - 1][key]:.4f})" if best_epoch else ""
     console.note(f"{len(history)} epoch{'s' if len(history) != 1 else ''} of {config.model}{kept}")
     model = model.to("cpu", memory_format=torch.contiguous_format).eval()  # type: ignore[call-overload]
-    spec = ModelSpec(
-        architecture=config.model,
-        classes=list(dataset.info.classes),
-        preprocess=dataset.info.preprocess,
-        task=task.name,
-        good_class=dataset.info.good_class,
-    )
+    spec = _spec(task, dataset, config.model)
     return TrainResult(
         model=model,
         spec=spec,
@@ -252,6 +246,17 @@ def train(
         config=config,
         validation=(x_val, y_val),
         best_epoch=best_epoch,
+    )
+
+
+def _spec(task: Task, dataset: Dataset, architecture: str) -> ModelSpec:
+    """The spec of a network trained on ``dataset`` for ``task`` (its thresholds are set after)."""
+    return ModelSpec(
+        architecture=architecture,
+        classes=list(dataset.info.classes),
+        preprocess=dataset.info.preprocess,
+        task=task.name,
+        good_class=dataset.info.good_class,
     )
 
 
@@ -867,13 +872,7 @@ def train_patchcore(task: Task, dataset: Dataset, config: TrainConfig) -> tuple[
     starts = range(0, len(bank), config.batch_size)
     batches = (to_tensor(bank[start : start + config.batch_size], config.channels_last) for start in starts)
     summary = fit(model, batches, len(bank), config.coreset_ratio, config.max_bank, config.seed)
-    spec = ModelSpec(
-        architecture=config.model,
-        classes=list(dataset.info.classes),
-        preprocess=dataset.info.preprocess,
-        task=task.name,
-        good_class=dataset.info.good_class,
-    )
+    spec = _spec(task, dataset, config.model)
     validation = (to_tensor(images[held], config.channels_last), targets[torch.from_numpy(held)])
     return TrainResult(model.eval(), spec, config=config, validation=validation), summary
 

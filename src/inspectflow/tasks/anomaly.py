@@ -33,7 +33,7 @@ from inspectflow.tasks.base import (
     write_per_image,
 )
 from inspectflow.tasks.segmentation import TASK as SEGMENTATION
-from inspectflow.tasks.segmentation import draw_overlays, inference_batch
+from inspectflow.tasks.segmentation import detection_from_validation, draw_overlays, inference_batch
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -52,6 +52,7 @@ GOOD_QUANTILE = 0.99
 #: The false-positive rate AUPRO integrates up to (MVTec AD's).
 AUPRO_FPR_LIMIT = 0.3
 OVERLAYS_DIR = "overlays"
+NO_GRADIENT = "the anomaly task trains nothing by gradient (train.method=patchcore)"
 
 
 @dataclass
@@ -181,7 +182,7 @@ def score_maps(
     """Scores the test split's anomaly maps ``(n, H, W)``; also returns the thresholded maps."""
     scores = maps.reshape(len(maps), -1).max(axis=1) if len(maps) else np.zeros(0)
     defective = defective_images(dataset, "test")
-    flagged = scores > config.detection_threshold if config.detection_threshold is not None else scores > 1
+    flagged = scores > _cut(config)
     labels = dataset.manifest.loc[dataset.manifest["split"] == "test", "label"].astype(str).to_numpy()
     per_class = {
         name: {
@@ -271,17 +272,17 @@ class Anomaly(Task):
 
     def loss(self, config: TrainSettings, targets: torch.Tensor, classes: int) -> LossFn:
         """None: the anomaly task's model learns no weights (``patchcore``)."""
-        raise NotImplementedError("the anomaly task trains nothing by gradient (train.method=patchcore)")
+        raise NotImplementedError(NO_GRADIENT)
 
     def training_batch(
         self, images: torch.Tensor, targets: torch.Tensor, config: TrainSettings, generator: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """None: see :meth:`loss`."""
-        raise NotImplementedError("the anomaly task trains nothing by gradient (train.method=patchcore)")
+        raise NotImplementedError(NO_GRADIENT)
 
     def meter(self) -> Meter:
         """None: see :meth:`loss`."""
-        raise NotImplementedError("the anomaly task trains nothing by gradient (train.method=patchcore)")
+        raise NotImplementedError(NO_GRADIENT)
 
     def thresholds(
         self,
@@ -305,12 +306,7 @@ class Anomaly(Task):
             values = logits.flatten(1).amax(1).numpy() if len(logits) else np.zeros(0)
             defective = targets.numpy() > 0
             if defective.any() and (~defective).any():
-                picked = (
-                    operating_point.pick_threshold(values, defective, config.target_recall)
-                    if config.target_recall is not None
-                    else seg.pick_detection_threshold(values, defective, default=config.mask_threshold)
-                )
-                detection = config.mask_threshold if picked is None else picked
+                detection = detection_from_validation(values, defective, config)
             else:
                 good = values[~defective]
                 detection = float(np.quantile(good, GOOD_QUANTILE)) if len(good) else config.mask_threshold
@@ -393,7 +389,7 @@ class Anomaly(Task):
     ) -> list[tuple[dict[str, Any], np.ndarray, np.ndarray]]:
         """Per image: its record, its mask and its 8-bit map, both restored to its stored size."""
         maps = logits[:, 0].float().numpy()
-        cut = config.detection_threshold if config.detection_threshold is not None else 1.0
+        cut = _cut(config)
         found = []
         for values, (height, width) in zip(maps, sizes, strict=True):
             mask = spec.preprocess.restore(values > config.mask_threshold, height, width)
@@ -410,8 +406,13 @@ class Anomaly(Task):
 
     def outcomes(self, logits: torch.Tensor, spec: ModelSpec, config: EvaluateSettings) -> list[str]:
         """``defective`` where the image's score is above the model's threshold, else ``clean``."""
-        cut = config.detection_threshold if config.detection_threshold is not None else 1.0
+        cut = _cut(config)
         return ["defective" if value > cut else "clean" for value in logits.flatten(1).amax(1).tolist()]
+
+
+def _cut(config: EvaluateSettings) -> float:
+    """The score above which an image is defective: the model's threshold (none set: nothing is)."""
+    return config.detection_threshold if config.detection_threshold is not None else 1.0
 
 
 def _png(pixels: np.ndarray) -> bytes:

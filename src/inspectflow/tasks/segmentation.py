@@ -162,6 +162,18 @@ def detection_cut(config: EvaluateSettings) -> float:
     return config.mask_threshold if config.detection_threshold is None else config.detection_threshold
 
 
+def detection_from_validation(values: np.ndarray, defective: np.ndarray, config: EvaluateSettings) -> float:
+    """The detection threshold picked on validation image scores.
+
+    For ``target_recall`` if set, else the best separation of defective from clean images;
+    ``mask_threshold`` when neither can be picked.
+    """
+    if config.target_recall is None:
+        return seg.pick_detection_threshold(values, defective, default=config.mask_threshold)
+    picked = operating_point.pick_threshold(values, defective, config.target_recall)
+    return config.mask_threshold if picked is None else picked
+
+
 def image_scores(probabilities: torch.Tensor) -> torch.Tensor:
     """Each image's defect score: its highest pixel probability (``(N, 1, H, W)`` -> ``(N,)``).
 
@@ -613,11 +625,7 @@ class Segmentation(Task):
             logits = logits_in_batches(predictor, images, size)
             defective = (targets.flatten(1).amax(1) > 0).numpy()
             values = image_scores(torch.sigmoid(logits)).numpy() if len(logits) else np.zeros(0)
-            if config.target_recall is None:
-                detection = seg.pick_detection_threshold(values, defective, default=config.mask_threshold)
-            else:
-                picked = operating_point.pick_threshold(values, defective, config.target_recall)
-                detection = config.mask_threshold if picked is None else picked
+            detection = detection_from_validation(values, defective, config)
         return {"mask_threshold": config.mask_threshold, "detection_threshold": detection}
 
     def training_batch(
