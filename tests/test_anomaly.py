@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from mlflow import MlflowClient
 
 from conftest import run_steps
 from inspectflow.config import build_config
@@ -50,7 +51,13 @@ def test_a_synthetic_mvtec_category_registers_a_detector_whose_predict_agrees_wi
     assert {"test/image_auroc", "test/pixel_auroc", "test/aupro"} <= set(summary["metrics"])
     dataset = pd.read_csv(tmp_path / "run" / "dataset" / "manifest.csv")
     assert set(dataset.loc[dataset["split"] == "train", "label"]) == {"good"}  # no defect seen in training
-    table = pd.read_csv(tmp_path / "run" / "evaluation" / "per_image.csv")
+    evaluation = tmp_path / "run" / "evaluation"
+    drawn = {"curves.png", *(f"overlays/{kind}_1.png" for kind in ("best", "escape", "false_reject"))}
+    assert all((evaluation / name).is_file() for name in drawn)
+    # No defective validation image (train/ holds good parts only): the card says how the threshold was set.
+    card = MlflowClient().get_model_version("bottle-detector", summary["version"]).description
+    assert "0.99 quantile of good validation images' scores" in card
+    table = pd.read_csv(evaluation / "per_image.csv")
     picked = [table.index[table["defective"]][0], table.index[~table["defective"]][0]]
     paths = [data / str(table.loc[i, "image"]) for i in picked]
     uri = "models:/bottle-detector@champion"

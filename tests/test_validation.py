@@ -252,3 +252,19 @@ def test_write_report_round_trips(dataset: Dataset, tmp_path: Path) -> None:
     assert page.count("<tr>") == 1 + report.checks
     assert 'class="fail">fail' in page and 'class="pass">pass' in page
     assert "stain/&lt;0001&gt;.png" in page
+
+
+def test_good_parts_need_enough_good_training_images_and_both_kinds_under_test() -> None:
+    dataset = make_dataset()
+    dataset.info.good_class = "good"
+    assert validate_dataset(dataset, CLASSES, CONFIG, rules=("good_parts",)).success
+    # Only the good class's test images left: nothing defective to score the detector on.
+    kept = (dataset.manifest["split"] == "train") | (dataset.manifest["label"] == "good")
+    dataset = Dataset(
+        dataset.images[kept.to_numpy()], dataset.manifest[kept].reset_index(drop=True), dataset.info
+    )
+    report = validate_dataset(dataset, CLASSES, ValidateConfig(min_per_class=4), rules=("good_parts",))
+    assert not report.success
+    (failure,) = report.failures
+    assert failure.values == ["good/train", "defective/test"]
+    assert "good/train has 3, needs 4; defective/test has 0, needs 1" in failure.problem

@@ -297,8 +297,11 @@ class EvaluateConfig(_Section):
     overlays: int = Field(4, ge=0)
 
     def applying(self, thresholds: dict[str, float]) -> EvaluateConfig:
-        """These settings with the thresholds a trained model keeps (see ``ModelSpec.thresholds``)."""
-        return self.model_copy(update=thresholds)
+        """These settings with the thresholds a trained model keeps (see ``ModelSpec.thresholds``).
+
+        Keys that are not settings (how a threshold was picked) are left out.
+        """
+        return self.model_copy(update={k: v for k, v in thresholds.items() if k in type(self).model_fields})
 
 
 class RegisterConfig(_Section):

@@ -39,6 +39,9 @@ LINEAGE_TAG_PREFIXES = (
 TEST_METRICS = "test/"
 VAL_METRICS = "val/"
 TRAIN_METRICS = "train/"
+#: A model's thresholds (``ModelSpec.thresholds``) hold this key when the detection threshold is a quantile
+#: of good validation images' scores (no defective validation image to pick it on): the quantile.
+GOOD_QUANTILE_THRESHOLD = "good_quantile"
 #: The trivial model's test scores, in the same chart section as the model's: ``test/baseline_macro_f1``.
 BASELINE_METRICS = f"{TEST_METRICS}baseline_"
 #: The ends of a test score's 95% bootstrap interval over the test images: ``test_ci95/macro_f1_low``.

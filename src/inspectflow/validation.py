@@ -137,8 +137,9 @@ class _Check:
     explain: _Explain
 
 
-#: The rule sets a task may ask for (``Task.data_rules``): per image, per class and split, per mask.
-RULE_SETS = ("manifest", "counts", "masks")
+#: The rule sets a task may ask for (``Task.data_rules``): per image, per class and split, per mask, and
+#: good and defective parts per split (a task that learns from good parts only).
+RULE_SETS = ("manifest", "counts", "masks", "good_parts")
 
 
 def validate_dataset(
@@ -161,7 +162,9 @@ def validate_dataset(
         config: The validate section of the pipeline config.
         rules: The rule sets of :data:`RULE_SETS` the run's task applies (``Task.data_rules``): ``masks``
             adds that every mask decodes, fits its image, agrees with the source's defect flag and covers
-            a share of the image within the configured bounds.
+            a share of the image within the configured bounds; ``good_parts`` that the training split holds
+            at least ``config.min_per_class`` good parts to learn from and the test split both good and
+            defective ones (:meth:`Dataset.defective`) to be scored on.
 
     Returns:
         The report; ``success`` is False when any check failed.
@@ -185,6 +188,9 @@ def validate_dataset(
     suites = [("manifest", manifest, checks, _FILE)]
     if "counts" in rules:
         suites.append(("class_counts", counts, _count_checks(config.min_per_class), _GROUP))
+    if "good_parts" in rules:
+        needed = {"good/train": config.min_per_class, "good/test": 1, "defective/test": 1}
+        suites.append(("good_parts", _parts_frame(dataset, needed), _parts_checks(needed), _GROUP))
     outcomes = _run_suites(suites)
     failures = [outcome for outcome in outcomes if isinstance(outcome, Failure)]
     passed = [outcome for outcome in outcomes if isinstance(outcome, Passed)]
@@ -248,6 +254,35 @@ def _count_frame(manifest: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
         for split in SPLITS
     ]
     return pd.DataFrame(rows, columns=[_GROUP, "count"])
+
+
+def _parts_frame(dataset: Dataset, needed: dict[str, int]) -> pd.DataFrame:
+    """Good and defective images per split, less the number each group needs (``spare``)."""
+    found = {
+        f"{kind}/{split}": int((flags if kind == "defective" else ~flags).sum())
+        for split in SPLITS
+        for flags in [dataset.defective(split)]
+        for kind in ("good", "defective")
+    }
+    rows = [{_GROUP: group, "spare": found[group] - least} for group, least in needed.items()]
+    return pd.DataFrame(rows, columns=[_GROUP, "spare"])
+
+
+def _parts_checks(needed: dict[str, int]) -> list[_Check]:
+    """Builds the check over :func:`_parts_frame`'s table: every group has the images it needs."""
+    from great_expectations.expectations.core.expect_column_values_to_be_between import (
+        ExpectColumnValuesToBeBetween,
+    )
+
+    def explain(groups: list[str], spare: list[Any]) -> tuple[str, list[str], list[str]]:
+        items = [
+            f"{group} has {needed[group] + int(s)}, needs {needed[group]}"
+            for group, s in zip(groups, spare, strict=True)
+        ]
+        return f"too few parts to learn from good ones and be scored: {_listing(items, '; ')}", [], groups
+
+    rule = ", ".join(f"{group} >= {least}" for group, least in needed.items())
+    return [_Check(ExpectColumnValuesToBeBetween(column="spare", min_value=0), f"images: {rule}", explain)]
 
 
 def _expectations() -> SimpleNamespace:

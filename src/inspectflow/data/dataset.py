@@ -113,6 +113,19 @@ class Dataset:
             raise ValueError("this dataset has no masks")
         return self.masks[(self.manifest["split"] == name).to_numpy()]
 
+    def defective(self, name: str) -> np.ndarray:
+        """Whether each image of one split is defective.
+
+        It is when its mask shows a defect, or its label is not the good class (when the dataset has one).
+        """
+        rows = self.manifest[self.manifest["split"] == name]
+        flagged = np.zeros(len(rows), dtype=bool)
+        if "defect_fraction" in rows:
+            flagged |= rows["defect_fraction"].fillna(0).to_numpy(float) > 0
+        if self.info.good_class is not None:
+            flagged |= rows["label"].astype(str).to_numpy() != self.info.good_class
+        return flagged
+
     def file_names(self, name: str) -> list[str]:
         """Returns the display names (:func:`file_name`) of one split's images, in order."""
         rows = self.manifest[self.manifest["split"] == name]

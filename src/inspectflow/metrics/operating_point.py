@@ -221,6 +221,7 @@ def report(
     found: dict[str, Rate],
     threshold: float | None,
     target_recall: float | None,
+    good_quantile: float | None = None,
 ) -> dict[str, float]:
     """The test split's operating point: its rates, and curves from the per-image table an evaluation wrote.
 
@@ -235,6 +236,8 @@ def report(
             (:meth:`DecisionRates.rates`).
         threshold: The decision threshold the decisions were made with, for the summary and the figure.
         target_recall: The defect recall it was set for on validation, if it was.
+        good_quantile: The quantile of good validation images' scores it was set at instead, if it was
+            (no defective validation image).
 
     Returns:
         Test metrics: the ``_ci_low`` and ``_ci_high`` bounds of ``test/escape_rate`` and
@@ -264,10 +267,11 @@ def report(
         pd.DataFrame({"recall": drawn.recall, "precision": drawn.precision}).to_csv(
             out_dir / PRECISION_RECALL_FILE, index=False
         )
-        _plot(drawn, found, out_dir / CURVES_FIGURE)
+        _plot(drawn, found, scores, defective, threshold, out_dir / CURVES_FIGURE)
     summary = {
         "threshold": threshold,
-        "target_recall": target_recall,
+        "target_recall": None if good_quantile is not None else target_recall,
+        "good_quantile": good_quantile,
         **{name: rate.as_dict() for name, rate in found.items()},
         "roc_auc": None if drawn is None else drawn.roc_auc,
         "average_precision": None if drawn is None else drawn.average_precision,
@@ -284,19 +288,29 @@ def describe(summary: dict[str, object]) -> str:
         if isinstance(fields, dict) and fields.get("total"):
             parts.append(f"{label} {Rate.from_dict(fields)}")
     threshold = summary.get("threshold")
-    target = summary.get("target_recall")
+    target, quantile = summary.get("target_recall"), summary.get("good_quantile")
     at = f" at defect score > {threshold:.4g}" if isinstance(threshold, float) else ""
     why = f", set on validation for defect recall {target}" if target is not None else ""
+    if quantile is not None:
+        why = f", set at the {quantile} quantile of good validation images' scores (no defective one)"
     return f"Test{at}{why}: " + "; ".join(parts) + "." if parts else ""
 
 
-def _plot(drawn: Curves, found: dict[str, Rate], path: Path) -> None:
+def _plot(
+    drawn: Curves,
+    found: dict[str, Rate],
+    scores: np.ndarray,
+    defective: np.ndarray,
+    threshold: float | None,
+    path: Path,
+) -> None:
+    """The ROC and precision-recall curves, and the histograms of good and defective images' scores."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (roc, pr) = plt.subplots(1, 2, figsize=(9, 4))
+    fig, (roc, pr, spread) = plt.subplots(1, 3, figsize=(13.5, 4))
     roc.plot(drawn.false_positive_rate, drawn.true_positive_rate)
     escape, false_reject = found["escape_rate"], found["false_reject_rate"]
     if not (math.isnan(escape.value) or math.isnan(false_reject.value)):
@@ -307,6 +321,14 @@ def _plot(drawn: Curves, found: dict[str, Rate], path: Path) -> None:
     pr.plot(drawn.recall, drawn.precision)
     pr.set(xlabel="defect recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02),
            title=f"precision-recall, AP {drawn.average_precision:.3f}")  # fmt: skip
+    # One set of bins for both kinds, so that their overlap reads as it is.
+    bins = np.histogram_bin_edges(scores, bins=30)
+    for kind, label, color in ((~defective, "good", "tab:green"), (defective, "defective", "tab:red")):
+        spread.hist(scores[kind], bins=bins, alpha=0.6, color=color, label=f"{label} ({int(kind.sum())})")
+    if threshold is not None:
+        spread.axvline(threshold, color="black", linestyle="--", label="threshold")
+    spread.set(xlabel="defect score", ylabel="test images", title="defect scores of the test images")
+    spread.legend(loc="upper center")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

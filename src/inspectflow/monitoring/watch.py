@@ -106,7 +106,7 @@ def predict_outcomes(task: Task, predictor: Predictor, images: np.ndarray, spec:
     from inspectflow.config import EvaluateConfig
     from inspectflow.tasks.base import batched
 
-    config = EvaluateConfig.model_validate(spec.thresholds)
+    config = EvaluateConfig().applying(spec.thresholds)
     size = task.inference_batch(config.batch_size, *images.shape[1:3])
     return [
         label for logits in batched(predictor, images, size) for label in task.outcomes(logits, spec, config)

@@ -63,7 +63,7 @@ def load_model(uri: str, engine: EngineChoice = "torch", idle_spin: bool = True)
             if chosen == "torch" or engine != "auto":
                 raise
             continue  # a features+svm model, a version logged without its ONNX export or int8 engine
-        thresholds = EvaluateConfig.model_validate(spec.thresholds)
+        thresholds = EvaluateConfig().applying(spec.thresholds)
         return LoadedModel(uri, chosen, predictor, spec, get_task(spec.task), thresholds)
     raise AssertionError("unreachable: auto ends with torch, which loads or raises")
 

@@ -20,6 +20,7 @@ from inspectflow.names import (
     BASELINE_FILE,
     BASELINE_METRICS,
     EVALUATION_ARTIFACTS,
+    GOOD_QUANTILE_THRESHOLD,
     INTERVALS_FILE,
     SCORES_FILE,
     TEST_INTERVALS,
@@ -91,7 +92,8 @@ def evaluate_step(
         headline = {k: v for k, v in baseline.metrics(prefix=BASELINE_METRICS).items() if k.count("/") == 1}
         table = pd.read_csv(out_dir / PER_IMAGE_FILE)  # every task's evaluation writes it
         threshold, target = evaluate_config.detection_threshold, evaluate_config.target_recall
-        rates = operating_point.report(out_dir, table, scores.rates(), threshold, target)
+        quantile = spec.thresholds.get(GOOD_QUANTILE_THRESHOLD)
+        rates = operating_point.report(out_dir, table, scores.rates(), threshold, target, quantile)
         mlflow.log_metrics({**scores.metrics(), **interval_metrics(intervals), **headline, **rates})
         mlflow.log_artifacts(str(out_dir), artifact_path=EVALUATION_ARTIFACTS)
         # A table the UI can sort and filter.

@@ -23,7 +23,7 @@ import numpy as np
 from inspectflow.metrics import anomaly as maps_metrics
 from inspectflow.metrics import operating_point
 from inspectflow.metrics import segmentation as seg
-from inspectflow.names import TEST_METRICS
+from inspectflow.names import GOOD_QUANTILE_THRESHOLD, TEST_METRICS
 from inspectflow.tasks.base import (
     PredictedImage,
     Prediction,
@@ -33,7 +33,7 @@ from inspectflow.tasks.base import (
     write_per_image,
 )
 from inspectflow.tasks.segmentation import TASK as SEGMENTATION
-from inspectflow.tasks.segmentation import detection_from_validation, draw_overlays, inference_batch
+from inspectflow.tasks.segmentation import detection_from_validation, inference_batch, overlay_panels
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -150,20 +150,6 @@ def _image_figure(metric: str, scores: np.ndarray, defective: np.ndarray) -> flo
     return float(average_precision_score(defective, scores))
 
 
-def defective_images(dataset: Dataset, split: str) -> np.ndarray:
-    """Whether each image of ``split`` is defective.
-
-    It is when its mask shows a defect, or its label is not the good class (when the dataset has one).
-    """
-    rows = dataset.manifest[dataset.manifest["split"] == split]
-    flagged = np.zeros(len(rows), dtype=bool)
-    if "defect_fraction" in rows:
-        flagged |= rows["defect_fraction"].fillna(0).to_numpy(float) > 0
-    if dataset.info.good_class is not None:
-        flagged |= rows["label"].astype(str).to_numpy() != dataset.info.good_class
-    return flagged
-
-
 def test_labels(dataset: Dataset) -> np.ndarray:
     """The test images' labels, in order."""
     return dataset.manifest.loc[dataset.manifest["split"] == "test", "label"].astype(str).to_numpy()
@@ -176,12 +162,10 @@ def anomaly_maps(predictor: Predictor, images: np.ndarray, batch_size: int) -> n
     return np.concatenate(maps) if maps else np.zeros((0, *images.shape[1:3]), np.float32)
 
 
-def score_maps(
-    dataset: Dataset, maps: np.ndarray, config: EvaluateSettings
-) -> tuple[AnomalyScores, np.ndarray]:
-    """Scores the test split's anomaly maps ``(n, H, W)``; also returns the thresholded maps."""
+def score_maps(dataset: Dataset, maps: np.ndarray, config: EvaluateSettings) -> AnomalyScores:
+    """Scores the test split's anomaly maps ``(n, H, W)``."""
     scores = maps.reshape(len(maps), -1).max(axis=1) if len(maps) else np.zeros(0)
-    defective = defective_images(dataset, "test")
+    defective = dataset.defective("test")
     flagged = scores > _cut(config)
     labels = dataset.manifest.loc[dataset.manifest["split"] == "test", "label"].astype(str).to_numpy()
     per_class = {
@@ -207,7 +191,7 @@ def score_maps(
         result.aupro = maps_metrics.aupro(maps, truth, AUPRO_FPR_LIMIT)
         result.dice = seg.foreground_dice(predicted, truth)
         result.iou = seg.foreground_iou(predicted, truth)
-    return result, predicted
+    return result
 
 
 class Anomaly(Task):
@@ -237,8 +221,8 @@ class Anomaly(Task):
         "image_ap",
     )
     baseline_description: ClassVar[str] = "the same score for every image"
-    # Not ``counts``: defect kinds are absent from an MVTec training split by design.
-    data_rules: ClassVar[tuple[str, ...]] = ("manifest",)
+    # Not ``counts``: defect kinds are absent from an MVTec training split by design; ``good_parts`` instead.
+    data_rules: ClassVar[tuple[str, ...]] = ("manifest", "good_parts")
 
     def working_size(self, shapes: np.ndarray, config: DataSettings, count: int) -> Preprocess:
         """The segmenter's: one shape of the images' median aspect, sides a multiple of 32, nothing padded."""
@@ -268,7 +252,7 @@ class Anomaly(Task):
         """Whether each image is defective, as floats ``(n,)``."""
         import torch
 
-        return torch.from_numpy(defective_images(dataset, split).astype(np.float32))
+        return torch.from_numpy(dataset.defective(split).astype(np.float32))
 
     def loss(self, config: TrainSettings, targets: torch.Tensor, classes: int) -> LossFn:
         """None: the anomaly task's model learns no weights (``patchcore``)."""
@@ -298,7 +282,7 @@ class Anomaly(Task):
         false rejects, or without a target the one that best separates them from the good ones; with none,
         the :data:`GOOD_QUANTILE` quantile of the good images' scores.
         """
-        detection = config.detection_threshold
+        detection, basis = config.detection_threshold, {}
         if detection is None:
             logits = logits_in_batches(
                 predictor, images, inference_batch(config.batch_size, *images.shape[2:])
@@ -307,11 +291,13 @@ class Anomaly(Task):
             defective = targets.numpy() > 0
             if defective.any() and (~defective).any():
                 detection = detection_from_validation(values, defective, config)
+            elif len(good := values[~defective]):
+                detection = float(np.quantile(good, GOOD_QUANTILE))
+                basis = {GOOD_QUANTILE_THRESHOLD: GOOD_QUANTILE}
             else:
-                good = values[~defective]
-                detection = float(np.quantile(good, GOOD_QUANTILE)) if len(good) else config.mask_threshold
+                detection = config.mask_threshold
         detection = min(max(float(detection), 1e-6), 1 - 1e-6)
-        return {"mask_threshold": detection, "detection_threshold": detection}
+        return {"mask_threshold": detection, "detection_threshold": detection, **basis}
 
     def evaluate(
         self, predictor: Predictor, dataset: Dataset, config: EvaluateSettings, out_dir: Path | None = None
@@ -319,10 +305,9 @@ class Anomaly(Task):
         """Scores the test split; writes overlays of the best and worst images and the per-image table."""
         images, _ = dataset.split("test")
         maps = anomaly_maps(predictor, images, config.batch_size)
-        scores, predicted = score_maps(dataset, maps, config)
+        scores = score_maps(dataset, maps, config)
         if out_dir is not None:
-            if dataset.masks is not None:
-                draw_overlays(dataset, predicted, config.overlays, out_dir / OVERLAYS_DIR)
+            draw_map_overlays(dataset, maps, scores, config.overlays, out_dir / OVERLAYS_DIR)
             rows = {
                 "image": dataset.file_names("test"),
                 "label": dataset.manifest.loc[dataset.manifest["split"] == "test", "label"]
@@ -338,8 +323,7 @@ class Anomaly(Task):
     def baseline(self, dataset: Dataset, config: EvaluateSettings) -> AnomalyScores:
         """Scores giving every image and pixel the same score (every part passed)."""
         images, _ = dataset.split("test")
-        scores, _ = score_maps(dataset, np.zeros(images.shape[:3], np.float32), config)
-        return scores
+        return score_maps(dataset, np.zeros(images.shape[:3], np.float32), config)
 
     def scores_from_dict(self, data: dict[str, Any]) -> AnomalyScores:
         """Rebuilds :class:`AnomalyScores`."""
@@ -408,6 +392,44 @@ class Anomaly(Task):
         """``defective`` where the image's score is above the model's threshold, else ``clean``."""
         cut = _cut(config)
         return ["defective" if value > cut else "clean" for value in logits.flatten(1).amax(1).tolist()]
+
+
+def draw_map_overlays(
+    dataset: Dataset, maps: np.ndarray, scores: AnomalyScores, count: int, out_dir: Path
+) -> list[Path]:
+    """Draws the anomaly maps of the test images the model is surest and least sure about, one PNG each.
+
+    ``best_<k>``: the defective images with the highest scores; ``escape_<k>``: the defective ones with the
+    lowest; ``false_reject_<k>``: the good ones with the highest. Each shows the image and its map (the
+    ``inferno`` colour scale over scores 0-1) with the true defect, where known, outlined in green.
+    """
+    import matplotlib
+    from PIL import Image
+
+    images, _ = dataset.split("test")
+    truth = dataset.split_masks("test") > 0 if dataset.masks is not None else np.zeros(maps.shape, bool)
+    image_scores = np.asarray(scores.image_score)
+    defective = np.asarray(scores.defective, bool)
+    by_score = np.argsort(image_scores, kind="stable")
+    ranked = {
+        "best": [i for i in by_score[::-1] if defective[i]],
+        "escape": [i for i in by_score if defective[i]],
+        "false_reject": [i for i in by_score[::-1] if not defective[i]],
+    }
+    colours = matplotlib.colormaps["inferno"]
+    names = dataset.file_names("test")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for kind, order in ranked.items():
+        for rank, i in enumerate(order[:count], start=1):
+            gray = np.repeat(images[i][..., :1], 3, axis=2).astype(np.float32)
+            heat = colours(np.clip(maps[i], 0, 1))[..., :3] * 255.0
+            caption = f"{kind} {rank}: score {image_scores[i]:.4f}  {names[i]}"
+            panels = overlay_panels(gray, 0.5 * gray + 0.5 * heat, truth[i], caption, "anomaly map")
+            path = out_dir / f"{kind}_{rank}.png"  # by rank: the MLflow UI lines runs' overlays up
+            Image.fromarray(panels).save(path)
+            paths.append(path)
+    return paths
 
 
 def _cut(config: EvaluateSettings) -> float:

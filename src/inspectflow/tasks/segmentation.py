@@ -350,12 +350,24 @@ def draw_overlays(dataset: Dataset, pred: np.ndarray, count: int, out_dir: Path)
 
 def _overlay(image: np.ndarray, truth: np.ndarray, pred: np.ndarray, caption: str) -> np.ndarray:
     """``caption`` over two titled panels: the image; truth outlined in green, prediction filled in red."""
-    from PIL import Image, ImageDraw
-
-    scale = max(1, -(-OVERLAY_MIN_SIDE // min(truth.shape)))  # ceiling division
     gray = np.repeat(image[..., :1], 3, axis=2).astype(np.float32)
     marked = gray.copy()
     marked[pred] = 0.55 * marked[pred] + 0.45 * np.array([255.0, 0.0, 0.0])
+    return overlay_panels(gray, marked, truth, caption, "truth: green outline; prediction: red")
+
+
+def overlay_panels(
+    gray: np.ndarray, marked: np.ndarray, truth: np.ndarray, caption: str, title: str
+) -> np.ndarray:
+    """``caption`` over two panels: the RGB image ``gray``, and ``marked`` titled ``title``.
+
+    The true defect is outlined in green on ``marked``; both are enlarged to at least
+    :data:`OVERLAY_MIN_SIDE` pixels.
+    """
+    from PIL import Image, ImageDraw
+
+    scale = max(1, -(-OVERLAY_MIN_SIDE // min(truth.shape)))  # ceiling division
+    marked = marked.copy()
     eroded = truth.copy()
     eroded[1:, :] &= truth[:-1, :]
     eroded[:-1, :] &= truth[1:, :]
@@ -368,11 +380,10 @@ def _overlay(image: np.ndarray, truth: np.ndarray, pred: np.ndarray, caption: st
     canvas = Image.new("RGB", (2 * width + gap, height + header), "white")
     draw = ImageDraw.Draw(canvas)
     draw.text((4, 2), caption, fill="black")
-    titles = ("image", "truth: green outline; prediction: red")
-    for number, (panel, title) in enumerate(zip(panels, titles, strict=True)):
+    for number, (panel, heading) in enumerate(zip(panels, ("image", title), strict=True)):
         left = number * (width + gap)
         canvas.paste(Image.fromarray(panel), (left, header))
-        draw.text((left + 4, 18), title, fill="black")
+        draw.text((left + 4, 18), heading, fill="black")
     return np.asarray(canvas)
 
 
