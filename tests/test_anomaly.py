@@ -51,6 +51,10 @@ def test_a_synthetic_mvtec_category_registers_a_detector_whose_predict_agrees_wi
     assert {"test/image_auroc", "test/pixel_auroc", "test/aupro"} <= set(summary["metrics"])
     dataset = pd.read_csv(tmp_path / "run" / "dataset" / "manifest.csv")
     assert set(dataset.loc[dataset["split"] == "train", "label"]) == {"good"}  # no defect seen in training
+    # The bank holds ImageNet features: the fitted backbone is the pip package's, untouched.
+    fitted = torch.load(tmp_path / "run" / "model" / "model.pt")
+    imagenet = PatchCore("imagenet").state_dict()
+    assert all(torch.equal(fitted[name], imagenet[name]) for name in imagenet if name.startswith("trunk."))
     evaluation = tmp_path / "run" / "evaluation"
     drawn = {"curves.png", *(f"overlays/{kind}_1.png" for kind in ("best", "escape", "false_reject"))}
     assert all((evaluation / name).is_file() for name in drawn)

@@ -867,7 +867,9 @@ def train_patchcore(task: Task, dataset: Dataset, config: TrainConfig) -> tuple[
         strata = task.strata(dataset, "train")[good]
         held[good[stratified_holdout(strata, config.val_fraction, config.seed)]] = True
     bank = images[~held]
-    model = build_model(config.model, len(dataset.info.classes), dataset.info.channels, task=task.name)
+    seed_everything(config.seed)  # random weights (weights=random) must be the same in every run
+    classes, channels = len(dataset.info.classes), dataset.info.channels
+    model = build_model(config.model, classes, channels, config.weights, task=task.name)
     assert isinstance(model, PatchCore)  # the anomaly task's networks are PatchCore models
     starts = range(0, len(bank), config.batch_size)
     batches = (to_tensor(bank[start : start + config.batch_size], config.channels_last) for start in starts)
