@@ -3,7 +3,8 @@
 For each set (``../shared/data/real``) this runs what ``inspectflow run NAME --task anomaly`` runs, in-process
 (ingest, fit, threshold on validation, evaluate), and prints one row: image AUROC with its 95% bootstrap
 interval, image AP, pixel AUROC and AUPRO (sets with masks), the escape and false-reject rates at the
-threshold, fit seconds, the bank's patches and megabytes, and PatchCore's inference images/s. Beside it, at
+threshold, fit seconds, the map fitting chose (absolute or relative, with both maps' validation AUROC), the
+bank's patches and megabytes, and PatchCore's inference images/s. Beside it, at
 the same working size, the supervised segmenter of the same backbone (``unet_lite0``, what the segmentation
 task trains): its training images/s (forward and backward, batch 8) and inference images/s, both eager.
 Usage::
@@ -86,6 +87,8 @@ def measure(name: str, extra: list[str]) -> dict[str, str]:
         "escape": f"{scores.escape_rate:.3f}",
         "false reject": f"{scores.false_reject_rate:.3f}",
         "fit s": f"{bank.seconds:.0f}",
+        "map": ("relative" if bank.relative else "absolute")
+        + "".join(f", validation {kind} {auroc:.3f}" for kind, auroc in bank.validation_auroc.items()),
         "bank": f"{bank.kept} of {bank.patches} patches, {bank.bytes / 2**20:.1f} MB",
         "evaluate s": f"{evaluate_seconds:.0f} ({len(test_images)} images)",
         "patchcore infer img/s": f"{images_per_second(trained.model, sample):.1f}",

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
@@ -9,9 +10,10 @@ import torch
 from mlflow import MlflowClient
 
 from conftest import run_steps
-from inspectflow.config import build_config
+from inspectflow.config import build_config, validate_config
 from inspectflow.models.networks import build_model
 from inspectflow.models.patchcore import PatchCore, fit, greedy_coreset
+from inspectflow.monitoring.watch import monitor
 from inspectflow.serving.predict import predict_files
 from inspectflow.synth.mvtec import write_mvtec
 
@@ -29,8 +31,17 @@ def test_a_fitted_model_reloads_with_its_bank_and_scores_the_same() -> None:
     model = build_model("patchcore_lite0", 1, 1, weights="imagenet", task="anomaly")
     assert isinstance(model, PatchCore)
     images = torch.rand(6, 1, 64, 64)
-    summary = fit(model, [images[:3], images[3:]], 6, coreset_ratio=0.5, max_bank=40, seed=0)
+    # Validation images of both kinds: fitting compares the absolute and relative maps on them.
+    validation = (torch.rand(4, 1, 64, 64), np.array([False, False, True, True]))
+    validation[0][2:, :, 20:30, 20:30] = 1.0
+    summary = fit(
+        model, [images[:3], images[3:]], 6, coreset_ratio=0.5, max_bank=40, seed=0, validation=validation
+    )
     assert summary.patches == 6 * 8 * 8 and summary.kept == 40 and model.memory.shape == (40, 152)
+    assert set(summary.validation_auroc) == {"absolute", "relative"}
+    won = summary.validation_auroc["relative"] > summary.validation_auroc["absolute"]
+    assert summary.relative == won == bool(model.relative)
+    model.relative.fill_(1.0)  # the choice travels in the state dict
     reloaded = build_model("patchcore_lite0", 1, 1, weights="none", task="anomaly")
     reloaded.load_state_dict(model.state_dict())
     probe = torch.rand(2, 1, 64, 96)  # any size: the maps follow the image
@@ -71,3 +82,8 @@ def test_a_synthetic_mvtec_category_registers_a_detector_whose_predict_agrees_wi
         assert record["defective"] == table.loc[i, "detected"]
         assert Path(record["anomaly_map"]).is_file() and Path(record["mask"]).is_file()
     assert np.isfinite([r["threshold"] for r in records]).all()
+    # The drift watch checks new parts against the champion's training sample, with its decisions' mix.
+    check = monitor(validate_config(config), str(data / "test"))
+    mix = {k: v for k, v in mlflow.get_run(check.run_id).data.metrics.items() if k.startswith("mix/")}
+    assert check.images == len(table) and set(mix) <= {"mix/defective", "mix/clean"}
+    assert sum(mix.values()) == pytest.approx(1.0)

@@ -8,6 +8,11 @@ still cover them all. A new image's distance map is each patch's distance to its
 bank, resized to the image and smoothed with a Gaussian of sigma 8 pixels; its anomaly score is the map's
 maximum.
 
+Fitting also chooses, on the validation images when both good and defective ones are there, whether the map
+is taken as it is or less each image's own median distance (zero below it). On textures whose good parts
+differ in roughness (KolektorSDD's commutators) a rough good part's whole map sits higher, and the relative
+map ranks better; on parts whose defects raise much of the map (casting's impellers) the absolute one does.
+
 The map is returned as a score in ``[0, 1)``: ``1 - exp(-distance / scale)``, the ``scale`` a high quantile
 of good images' own maps, kept with the model. The order of the scores (and so every AUROC) is the
 distance's; the range lets a model's thresholds live where every other model's do.
@@ -21,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -47,6 +52,8 @@ PROJECTION_DIM = 64
 SCALE_QUANTILE = 0.99
 #: Good training images whose maps set the scale.
 SCALE_IMAGES = 16
+#: Validation images mapped at once when the absolute and relative maps are compared.
+COMPARE_BATCH = 8
 
 
 class PatchCore(nn.Module):
@@ -57,6 +64,7 @@ class PatchCore(nn.Module):
 
     memory: torch.Tensor
     scale: torch.Tensor
+    relative: torch.Tensor  # 1.0: each map less its image's median; 0.0: as it is
     kernel: torch.Tensor
 
     def __init__(self, weights: str = "imagenet") -> None:
@@ -65,6 +73,7 @@ class PatchCore(nn.Module):
         self.trunk = build_lite0_trunk(weights, max(FEATURE_BLOCKS) + 1)
         self.register_buffer("memory", torch.zeros(0, FEATURE_DIM))
         self.register_buffer("scale", torch.ones(()))
+        self.register_buffer("relative", torch.zeros(()))
         self.register_buffer("kernel", _gaussian(SMOOTHING_SIGMA), persistent=False)
         self.requires_grad_(False)
 
@@ -96,7 +105,13 @@ class PatchCore(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """The anomaly map of each image, as a score in ``[0, 1)``."""
-        return 1 - torch.exp(-self.distance_map(images) / self.scale)
+        return 1 - torch.exp(-self.anomaly_map(images) / self.scale)
+
+    def anomaly_map(self, images: torch.Tensor) -> torch.Tensor:
+        """The distance map, less each image's median where ``relative`` is set (zero below it)."""
+        distances = self.distance_map(images)
+        # A product, not a branch: the exported graph holds both ways, the buffer picks.
+        return (distances - self.relative * _median(distances)).clamp_min(0)
 
     def distance_map(self, images: torch.Tensor) -> torch.Tensor:
         """Each pixel's smoothed distance to the bank, ``(N, 1, H, W)``."""
@@ -118,7 +133,14 @@ class PatchCore(nn.Module):
         memory = state_dict.get(f"{prefix}memory")
         if memory is not None:  # the bank's size is the fitted model's
             self.memory = torch.empty_like(memory)
+        state_dict.setdefault(f"{prefix}relative", torch.zeros(()))  # saved before the choice existed
         super()._load_from_state_dict(state_dict, prefix, *args)
+
+
+def _median(maps: torch.Tensor) -> torch.Tensor:
+    """Each map's median value, ``(N, 1, 1, 1)``: by sorting, which ONNX exports (it has no median)."""
+    ordered = maps.flatten(1).sort(dim=1).values
+    return ordered[:, ordered.shape[1] // 2].view(-1, 1, 1, 1)
 
 
 def _gaussian(sigma: float) -> torch.Tensor:
@@ -131,13 +153,19 @@ def _gaussian(sigma: float) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class BankSummary:
-    """What fitting kept: good patches seen, patches kept in the bank, its bytes, the score scale, seconds."""
+    """What fitting kept: good patches seen, patches kept in the bank, its bytes, the score scale, seconds.
+
+    ``validation_auroc`` holds the validation images' AUROC of the ``absolute`` and ``relative`` maps when
+    they were compared (empty when the validation images were not of both kinds); ``relative`` which won.
+    """
 
     patches: int
     kept: int
     bytes: int
     scale: float
     seconds: float
+    relative: bool = False
+    validation_auroc: dict[str, float] = field(default_factory=dict)
 
 
 def fit(
@@ -147,6 +175,7 @@ def fit(
     coreset_ratio: float,
     max_bank: int,
     seed: int,
+    validation: tuple[torch.Tensor, np.ndarray] | None = None,
 ) -> BankSummary:
     """Fills the model's bank from the patches of good training images.
 
@@ -160,6 +189,8 @@ def fit(
         coreset_ratio: Share of the patches chosen from that the bank keeps.
         max_bank: The most patches it keeps, whatever the ratio (bounds memory and the time a search takes).
         seed: Seed of the patch sample, the projection and the coreset's first patch.
+        validation: Float images and whether each is defective, on which the absolute and relative maps
+            are compared (the better image AUROC wins; a tie keeps the absolute one).
     """
     import time
 
@@ -184,9 +215,11 @@ def fit(
     size = max(1, min(max_bank, math.ceil(coreset_ratio * len(features))))
     chosen = greedy_coreset(features, size, seed)
     model.memory = features[chosen].contiguous()
+    compared = _compare_maps(model, *validation) if validation is not None else {}
+    model.relative = torch.tensor(float(compared.get("relative", 0.0) > compared.get("absolute", 0.0)))
     # Good images' own maps set the scale of the scores.
     with torch.no_grad():
-        spread = model.distance_map(torch.cat(probe)[:SCALE_IMAGES]).numpy()
+        spread = model.anomaly_map(torch.cat(probe)[:SCALE_IMAGES]).numpy()
     model.scale = torch.tensor(max(float(np.quantile(spread, SCALE_QUANTILE)), 1e-6))
     return BankSummary(
         patches=seen,
@@ -194,7 +227,28 @@ def fit(
         bytes=model.memory.numel() * model.memory.element_size(),
         scale=float(model.scale),
         seconds=time.perf_counter() - started,
+        relative=bool(model.relative),
+        validation_auroc=compared,
     )
+
+
+def _compare_maps(model: PatchCore, images: torch.Tensor, defective: np.ndarray) -> dict[str, float]:
+    """The image AUROC of the absolute and of the relative map on ``images``; empty without both kinds."""
+    from sklearn.metrics import roc_auc_score
+
+    if defective.all() or not defective.any():
+        return {}
+    highest, medians = [], []
+    with torch.no_grad():
+        for start in range(0, len(images), COMPARE_BATCH):
+            maps = model.distance_map(images[start : start + COMPARE_BATCH])
+            highest.append(maps.flatten(1).amax(1))
+            medians.append(_median(maps).flatten())
+    absolute = torch.cat(highest)
+    return {
+        "absolute": float(roc_auc_score(defective, absolute.numpy())),
+        "relative": float(roc_auc_score(defective, (absolute - torch.cat(medians)).numpy())),
+    }
 
 
 def greedy_coreset(features: torch.Tensor, size: int, seed: int) -> torch.Tensor:

@@ -873,9 +873,10 @@ def train_patchcore(task: Task, dataset: Dataset, config: TrainConfig) -> tuple[
     assert isinstance(model, PatchCore)  # the anomaly task's networks are PatchCore models
     starts = range(0, len(bank), config.batch_size)
     batches = (to_tensor(bank[start : start + config.batch_size], config.channels_last) for start in starts)
-    summary = fit(model, batches, len(bank), config.coreset_ratio, config.max_bank, config.seed)
-    spec = _spec(task, dataset, config.model)
     validation = (to_tensor(images[held], config.channels_last), targets[torch.from_numpy(held)])
+    compare_on = (validation[0], validation[1].numpy() > 0)
+    summary = fit(model, batches, len(bank), config.coreset_ratio, config.max_bank, config.seed, compare_on)
+    spec = _spec(task, dataset, config.model)
     return TrainResult(model.eval(), spec, config=config, validation=validation), summary
 
 
@@ -892,14 +893,23 @@ def _patchcore_step(task: Task, dataset: Dataset, config: PipelineConfig, model_
             f"{TRAIN_METRICS}good_patches": bank.patches,
             f"{TRAIN_METRICS}bank_mb": bank.bytes / 2**20,
             f"{TRAIN_METRICS}fit_seconds": bank.seconds,
+            f"{TRAIN_METRICS}relative_map": float(bank.relative),
+            **{f"{VAL_METRICS}image_auroc_{kind}": value for kind, value in bank.validation_auroc.items()},
             **{f"{VAL_METRICS}{name}": value for name, value in thresholds.items()},
         }
     )
     save_trained_model(trained.model, trained.spec, model_dir)
     threshold, images = thresholds["detection_threshold"], len(trained.validation[0])
+    compared = bank.validation_auroc
+    chosen = (
+        f"; {'relative' if bank.relative else 'absolute'} map (validation image AUROC absolute "
+        f"{compared['absolute']:.4f}, relative {compared['relative']:.4f})"
+        if compared
+        else ""
+    )
     console.note(
         f"PatchCore bank of {bank.kept} patches ({bank.bytes / 2**20:.1f} MB) of {bank.patches} good ones, "
-        f"{bank.seconds:.0f} s; threshold {threshold:.4f} on {images} validation images"
+        f"{bank.seconds:.0f} s{chosen}; threshold {threshold:.4f} on {images} validation images"
     )
 
 
