@@ -113,6 +113,10 @@ class Dataset:
             raise ValueError("this dataset has no masks")
         return self.masks[(self.manifest["split"] == name).to_numpy()]
 
+    def labels(self, name: str) -> np.ndarray:
+        """The class names (str) of one split's images, in order."""
+        return self.manifest.loc[self.manifest["split"] == name, "label"].astype(str).to_numpy()
+
     def defective(self, name: str) -> np.ndarray:
         """Whether each image of one split is defective.
 

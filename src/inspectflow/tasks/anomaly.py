@@ -150,11 +150,6 @@ def _image_figure(metric: str, scores: np.ndarray, defective: np.ndarray) -> flo
     return float(average_precision_score(defective, scores))
 
 
-def test_labels(dataset: Dataset) -> np.ndarray:
-    """The test images' labels, in order."""
-    return dataset.manifest.loc[dataset.manifest["split"] == "test", "label"].astype(str).to_numpy()
-
-
 def anomaly_maps(predictor: Predictor, images: np.ndarray, batch_size: int) -> np.ndarray:
     """The model's anomaly maps ``(N, H, W)`` float32 of uint8 images, in batches."""
     size = inference_batch(batch_size, *images.shape[1:3])
@@ -167,7 +162,7 @@ def score_maps(dataset: Dataset, maps: np.ndarray, config: EvaluateSettings) -> 
     scores = maps.reshape(len(maps), -1).max(axis=1) if len(maps) else np.zeros(0)
     defective = dataset.defective("test")
     flagged = scores > _cut(config)
-    labels = dataset.manifest.loc[dataset.manifest["split"] == "test", "label"].astype(str).to_numpy()
+    labels = dataset.labels("test")
     per_class = {
         name: {
             "images": float((labels == name).sum()),
@@ -310,9 +305,7 @@ class Anomaly(Task):
             draw_map_overlays(dataset, maps, scores, config.overlays, out_dir / OVERLAYS_DIR)
             rows = {
                 "image": dataset.file_names("test"),
-                "label": dataset.manifest.loc[dataset.manifest["split"] == "test", "label"]
-                .astype(str)
-                .to_numpy(),
+                "label": dataset.labels("test"),
                 "defective": np.asarray(scores.defective, bool),
                 "defect_score": np.asarray(scores.image_score),
                 "detected": np.asarray(scores.flagged, bool),

@@ -303,7 +303,7 @@ def score_segmentation(
 
     Pooled figures count each image at its own size (:func:`native_pixels`).
     """
-    groups = dataset.manifest.loc[dataset.manifest["split"] == "test", "label"].astype(str).to_numpy()
+    groups = dataset.labels("test")
     truth = dataset.split_masks("test") > 0
     return score_masks(pred, scores, truth, groups, config, native_pixels(dataset, "test"))
 
@@ -667,10 +667,9 @@ class Segmentation(Task):
         if out_dir is not None:
             draw_overlays(dataset, pred, config.overlays, out_dir / OVERLAYS_DIR)
             truth = dataset.split_masks("test") > 0
-            groups = dataset.manifest.loc[dataset.manifest["split"] == "test", "label"].astype(str)
             rows = {
                 "image": dataset.file_names("test"),
-                "group": groups.to_numpy(),
+                "group": dataset.labels("test"),
                 "defective": truth.reshape(len(truth), -1).any(axis=1),
                 "defect_score": image_score,
                 "detected": image_score > detection_cut(config),
