@@ -115,3 +115,26 @@ def test_a_classifier_can_be_gated_on_false_rejects_at_a_signed_recall() -> None
     )
 
     assert config.used()["data.good_class"] == "good" and "evaluate.detection_threshold" in config.used()
+
+
+def test_every_dvc_stage_reads_a_demo_set_with_a_valid_section_and_declares_its_plots() -> None:
+    from pathlib import Path
+
+    import yaml
+
+    from inspectflow.config import WORKLOAD_DEFAULTS, read_params
+
+    root = Path(__file__).resolve().parents[1]
+    params_file = root / "params.yaml"
+    workloads = yaml.safe_load(params_file.read_text())["workloads"]
+    plots = {next(iter(entry)) for entry in yaml.safe_load((root / "dvc.yaml").read_text())["plots"]}
+    assert {"textile", "dagm", "inserts", "dagm-anomaly"} <= set(workloads)
+    tasks = {}
+    for workload, folder in workloads.items():
+        assert folder in WORKLOAD_DEFAULTS, f"{workload}: data/{folder} is no demo set"
+        config = build_config(workload, params=read_params(params_file, workload))  # raises if invalid
+        tasks[workload] = config.task
+        decided_per_image = config.task != "classification" or config.data.good_class is not None
+        assert f"plots/{workload}/confusion.csv" in plots
+        assert (f"plots/{workload}/roc.csv" in plots) == decided_per_image, workload
+    assert tasks["dagm-anomaly"] == "anomaly"
