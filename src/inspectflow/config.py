@@ -361,19 +361,24 @@ class MonitorConfig(_Section):
     """The drift watch: new images against a sample of the champion's training images.
 
     Attributes:
-        reference_size: Training images (a seeded sample) whose features and statistics every registered
-            version keeps as its reference.
+        reference_size: Training images, in file order, whose features and statistics every registered
+            version keeps as its reference (whole runs of consecutive images where there are more): the
+            normal lots a new batch is judged against.
         max_images: The most new images a check reads (a seeded sample of the source).
-        alpha: Family-wise significance level of the verdict: drift when any test's p-value is below
-            ``alpha`` divided by the number of tests (Bonferroni).
-        permutations: Permutations of the feature test's p-value.
+        alpha: The false-alarm rate of a day's checks of images like the training ones: each check gets
+            ``alpha / checks_per_day``, divided again among its tests (Bonferroni).
+        checks_per_day: How many checks a day's stream makes (a batch an hour: 24).
+        lots: What the reference's lots are: ``order`` (runs of consecutive files, the default),
+            ``folder`` (each folder: a DAGM class, a day's folder) or ``prefix`` (the file name up to the
+            first ``_`` or ``-``: KolektorSDD's commutators). Reference windows start where a lot does.
         experiment: MLflow experiment of the checks; default ``<workload>-monitoring``.
     """
 
-    reference_size: int = Field(256, ge=10)
+    reference_size: int = Field(512, ge=10)
     max_images: int = Field(500, ge=10)
-    alpha: float = Field(0.01, gt=0.0, lt=1.0)
-    permutations: int = Field(1000, ge=99)
+    alpha: float = Field(0.05, gt=0.0, lt=1.0)
+    checks_per_day: int = Field(24, ge=1)
+    lots: Literal["order", "folder", "prefix"] = "order"
     experiment: str = ""
 
 
