@@ -120,6 +120,7 @@ class Comparison:
     mix: dict[str, tuple[float, float]]  # outcome -> (share among reference, share among new images)
     window: int  # images in each reference window of the lot null
     windows: int  # reference windows the lot null was built from
+    unlike: list[int]  # the new images, those that move the features most (the MMD's witness) first
 
     @property
     def level(self) -> float:
@@ -143,12 +144,13 @@ def check_level(daily_alpha: float, checks_per_day: int) -> float:
     return daily_alpha / checks_per_day
 
 
-def bandwidth(features: np.ndarray) -> float:
-    """The Gaussian kernel's bandwidth: the median squared distance between the reference's features."""
+def _reference_kernel(features: np.ndarray) -> tuple[np.ndarray, float]:
+    """The Gaussian kernel among the reference's features, and its bandwidth (median squared distance)."""
     from sklearn.metrics.pairwise import euclidean_distances
 
     distances = euclidean_distances(features, squared=True)
-    return float(np.median(distances[np.triu_indices(len(features), 1)])) or 1.0
+    width = float(np.median(distances[np.triu_indices(len(features), 1)])) or 1.0
+    return np.exp(-distances / width), width
 
 
 def _kernel(first: np.ndarray, second: np.ndarray, width: float) -> np.ndarray:
@@ -174,15 +176,15 @@ def _outside(sizes: np.ndarray, reference: np.ndarray) -> float:
     return float(outside.any(axis=1).mean())
 
 
-def lot_null(reference: Profile, size: int, width: float) -> dict[str, np.ndarray]:
+def lot_null(reference: Profile, size: int, kernel: np.ndarray) -> dict[str, np.ndarray]:
     """Each statistic of windows of ``size`` consecutive reference images, each against the rest of it.
 
     Windows start where a lot starts, when the reference knows its lots, else anywhere; at most
     :data:`MAX_WINDOWS` of them, evenly spaced. So the variation between runs of the line's parts, not only
-    between single parts, is what a new batch is judged against.
+    between single parts, is what a new batch is judged against. ``kernel`` is the reference's
+    (:func:`_reference_kernel`).
     """
     count = len(reference)
-    kernel = _kernel(reference.features, reference.features, width)
     sizes = np.column_stack([reference.width, reference.height])
     starts = np.arange(count - size + 1)
     lot_starts = np.flatnonzero(np.r_[True, reference.lots[1:] != reference.lots[:-1]])
@@ -231,15 +233,15 @@ def compare(reference: Profile, new: Profile, level: float = 0.01) -> Comparison
     """
     from scipy.stats import chi2_contingency
 
-    width = bandwidth(reference.features)
+    kernel, width = _reference_kernel(reference.features)
     size = max(2, min(len(new), len(reference) // 2))
-    null = lot_null(reference, size, width)
+    null = lot_null(reference, size, kernel)
+    within = _kernel(new.features, new.features, width)
+    between = _kernel(new.features, reference.features, width)
+    # The MMD's witness at each new image: high where new images crowd what the reference hardly visits.
+    witness = within.mean(axis=1) - between.mean(axis=1)
     observed = {
-        "features": _mmd2(
-            _kernel(new.features, new.features, width),
-            _kernel(reference.features, reference.features, width),
-            _kernel(new.features, reference.features, width),
-        ),
+        "features": _mmd2(within, kernel, between),
         **{name: _mean_shift(getattr(new, name), getattr(reference, name)) for name in STATISTICS},
         "size": _outside(
             np.column_stack([new.width, new.height]), np.column_stack([reference.width, reference.height])
@@ -257,20 +259,8 @@ def compare(reference: Profile, new: Profile, level: float = 0.01) -> Comparison
         chi2 = chi2_contingency(seen)
         tests.append(Test("prediction mix", float(chi2.statistic), float(chi2.pvalue), decides=False))
     new_channels = sorted(set(new.channels.tolist()) - set(reference.channels.tolist()))
-    return Comparison(tests, level, [int(c) for c in new_channels], mix, size, len(null["features"]))
-
-
-def most_unlike(reference: Profile, new: Profile, count: int) -> np.ndarray:
-    """The new images that move the feature statistic most: the highest values of the MMD's witness.
-
-    The witness of an image is its mean kernel to the new images less its mean kernel to the reference:
-    high where new images crowd a region the reference hardly visits.
-    """
-    width = bandwidth(reference.features)
-    witness = _kernel(new.features, new.features, width).mean(axis=1) - _kernel(
-        new.features, reference.features, width
-    ).mean(axis=1)
-    return np.argsort(-witness, kind="stable")[:count]
+    unlike = np.argsort(-witness, kind="stable").tolist()
+    return Comparison(tests, level, [int(c) for c in new_channels], mix, size, len(null["features"]), unlike)
 
 
 def describe(comparison: Comparison) -> str:

@@ -28,7 +28,6 @@ from inspectflow.monitoring.drift import (
     check_level,
     compare,
     describe,
-    most_unlike,
 )
 from inspectflow.names import (
     CHAMPION,
@@ -435,14 +434,13 @@ def _log(check: Check, reference: Profile, new: Profile, images: np.ndarray, con
         out = Path(folder)
         _plot(reference, new, out / DRIFT_FIGURE_FILE)
         figure = (out / DRIFT_FIGURE_FILE).read_bytes()
-        unlike = most_unlike(reference, new, THUMBNAILS)
         (out / DRIFT_REPORT_FILE).write_text(
             _report_html(
                 check,
                 reference,
                 new,
                 figure,
-                images[unlike],
+                images[comparison.unlike[:THUMBNAILS]],
                 config.monitor.alpha,
                 config.monitor.checks_per_day,
             )
