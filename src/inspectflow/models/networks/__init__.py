@@ -140,7 +140,7 @@ def check_weights(name: str, weights: str) -> None:
         return
     network = None if name == "auto" else get_network(name)
     if network is None or network.weights == "package":
-        load_state_file(packaged_imagenet_file())
+        load_state_file(packaged_imagenet_file(network.package if network else "lite0"))
     elif network.weights == "torchvision" and network.torchvision_weights:
         from inspectflow.models.torchvision_compat import import_torchvision
 

