@@ -49,6 +49,10 @@ def test_a_fitted_model_reloads_with_its_bank_and_scores_the_same() -> None:
         maps = model.eval()(probe)
         assert maps.shape == (2, 1, 64, 96) and 0 <= float(maps.min()) <= float(maps.max()) < 1
         assert torch.allclose(reloaded.eval()(probe), maps)
+    # A bank fitted before block maps were standardised per image keeps reading them unstandardised.
+    older = build_model("patchcore_lite1", 1, 1, weights="none", task="anomaly")
+    older.load_state_dict({k: v for k, v in model.state_dict().items() if k != "standardized"})
+    assert bool(model.standardized) and not bool(older.standardized)
 
 
 @pytest.mark.usefixtures("tracking")

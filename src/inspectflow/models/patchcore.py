@@ -13,6 +13,12 @@ still cover them all. A new image's distance map is each patch's distance to its
 bank, resized to the image and smoothed with a Gaussian of sigma 8 pixels; its anomaly score is the map's
 maximum.
 
+Each image's block maps are first standardised channel by channel over the image's own positions. A part's
+overall roughness or lighting, which differs from lot to lot, then no longer reads as an anomaly all over it;
+a defect still stands out from the rest of its own image. On KolektorSDD this raised the test image AUROC by
+0.02-0.04 over three bank samples (and that of all 52 defective images against the test's good ones by
+0.01-0.015); on casting it moved by 0.001-0.005.
+
 Fitting also chooses, on the validation images when both good and defective ones are there, whether the map
 is taken as it is or less each image's own median distance (zero below it). On textures whose good parts
 differ in roughness (KolektorSDD's commutators) a rough good part's whole map sits higher, and the relative
@@ -61,6 +67,8 @@ SCALE_QUANTILE = 0.99
 SCALE_IMAGES = 16
 #: Validation images mapped at once when the absolute and relative maps are compared.
 COMPARE_BATCH = 8
+#: Added to each channel's spread when a block's map is standardised (a flat channel stays finite).
+SPREAD_FLOOR = 1e-3
 
 
 class PatchCore(nn.Module):
@@ -72,6 +80,7 @@ class PatchCore(nn.Module):
     memory: torch.Tensor
     scale: torch.Tensor
     relative: torch.Tensor  # 1.0: each map less its image's median; 0.0: as it is
+    standardized: torch.Tensor  # 1.0: block maps standardised per image; 0.0: as the backbone gives them
     kernel: torch.Tensor
 
     def __init__(self, weights: str = "imagenet", variant: str = "lite1") -> None:
@@ -81,6 +90,7 @@ class PatchCore(nn.Module):
         self.register_buffer("memory", torch.zeros(0, FEATURE_DIM))
         self.register_buffer("scale", torch.ones(()))
         self.register_buffer("relative", torch.zeros(()))
+        self.register_buffer("standardized", torch.ones(()))
         self.register_buffer("kernel", _gaussian(SMOOTHING_SIGMA), persistent=False)
         self.requires_grad_(False)
 
@@ -92,12 +102,19 @@ class PatchCore(nn.Module):
         for index, block in enumerate(trunk.blocks):
             x = block(x)
             if index in FEATURE_BLOCKS:
-                maps.append(functional.avg_pool2d(x, 3, stride=1, padding=1))
+                maps.append(functional.avg_pool2d(self._standardize(x), 3, stride=1, padding=1))
         size = maps[0].shape[-2:]
         deeper = [
             functional.interpolate(m, size=size, mode="bilinear", align_corners=False) for m in maps[1:]
         ]
         return torch.cat([maps[0], *deeper], dim=1)
+
+    def _standardize(self, maps: torch.Tensor) -> torch.Tensor:
+        """Each channel of each image less its mean over the image, over its spread, if ``standardized``."""
+        centred = maps - maps.mean((2, 3), keepdim=True)
+        spread = centred.pow(2).mean((2, 3), keepdim=True).sqrt() + SPREAD_FLOOR
+        # A product, not a branch, as for ``relative``: banks fitted before this step keep their features.
+        return maps + self.standardized * (centred / spread - maps)
 
     def distances(self, features: torch.Tensor) -> torch.Tensor:
         """Each patch's Euclidean distance to its nearest neighbour in the bank: ``(P, D)`` -> ``(P,)``."""
@@ -141,6 +158,7 @@ class PatchCore(nn.Module):
         if memory is not None:  # the bank's size is the fitted model's
             self.memory = torch.empty_like(memory)
         state_dict.setdefault(f"{prefix}relative", torch.zeros(()))  # saved before the choice existed
+        state_dict.setdefault(f"{prefix}standardized", torch.zeros(()))  # fitted on unstandardised maps
         super()._load_from_state_dict(state_dict, prefix, *args)
 
 

@@ -16,7 +16,7 @@ from inspectflow.data.dataset import Dataset
 from inspectflow.errors import InspectflowError
 from inspectflow.models.artifact import ModelSpec, Predictor
 from inspectflow.models.onnx import ONNX_FILE
-from inspectflow.names import MODEL_ARTIFACT, ONNX_ARTIFACT, ONNX_INT8_ARTIFACT
+from inspectflow.names import MODEL_ARTIFACT
 from inspectflow.serving.quantize import INT8_FILE
 
 if TYPE_CHECKING:
@@ -29,10 +29,9 @@ if TYPE_CHECKING:
 #: What runs a registered model: PyTorch, or ONNX Runtime on the ONNX export logged with it (fp32), or on the
 #: int8 engine quantized from it (kept only where it decides as fp32 does).
 Engine = Literal["torch", "onnx", "int8"]
-#: Where a pytorch-flavor model keeps its ONNX exports (MLflow's ``extra_files``), by engine.
-PYTORCH_ONNX_PATHS = {"onnx": "extra_files/model.onnx", "int8": f"extra_files/{INT8_FILE}"}
-#: A pyfunc's artifacts of the ONNX exports, by file name.
-_ARTIFACTS = {ONNX_FILE: ONNX_ARTIFACT, INT8_FILE: ONNX_INT8_ARTIFACT}
+#: Each ONNX engine's file: a pytorch-flavor model keeps it in MLflow's ``extra_files/``, a pyfunc as its
+#: artifact ``pyfunc.ENGINE_ARTIFACTS[engine]``.
+ENGINE_FILES = {"onnx": ONNX_FILE, "int8": INT8_FILE}
 
 
 def load_registered(
@@ -62,9 +61,10 @@ def load_registered(
     with tempfile.TemporaryDirectory(prefix="inspectflow-model-") as copy:
         if "pytorch" in info.flavors and engine != "torch":
             onnx_path = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=copy))
-            if not (onnx_path / PYTORCH_ONNX_PATHS[engine]).is_file():
+            engine_file = onnx_path / "extra_files" / ENGINE_FILES[engine]
+            if not engine_file.is_file():
                 raise InspectflowError(_no_onnx(uri, engine))
-            return OnnxPredictor(onnx_path / PYTORCH_ONNX_PATHS[engine], idle_spin), spec
+            return OnnxPredictor(engine_file, idle_spin), spec
         if "pytorch" in info.flavors:
             # A pt2 export (torch.export's program): already in inference mode, its layout fixed at export.
             predictor: Predictor = mlflow.pytorch.load_model(uri, dst_path=copy)
@@ -139,7 +139,8 @@ def log_model(
     with tempfile.TemporaryDirectory(prefix="inspectflow-onnx-") as folder:
         onnx_file = _export_onnx(predictor, example, Path(folder)) if onnx else None
         check, int8_file = int8(onnx_file) if int8 and onnx_file else (None, None)
-        files = [f for f in (onnx_file, int8_file if check and check.accepted else None) if f is not None]
+        engines = {"onnx": onnx_file, "int8": int8_file if check and check.accepted else None}
+        files = {engine: f for engine, f in engines.items() if f is not None}
         return _log_model(predictor, spec, model_dir, example, flavor, files), check
 
 
@@ -147,7 +148,7 @@ def _export_onnx(predictor: Predictor, example: torch.Tensor, folder: Path) -> P
     """The network's ONNX export in ``folder``; None for a model that is not one network (features+svm)."""
     from torch import nn
 
-    from inspectflow.models.onnx import ONNX_FILE, export_onnx
+    from inspectflow.models.onnx import export_onnx
 
     if not isinstance(predictor, nn.Module):
         return None
@@ -160,7 +161,7 @@ def _log_model(
     model_dir: Path,
     tensor: torch.Tensor,
     flavor: str,
-    onnx_files: list[Path],
+    onnx_files: dict[str, Path],
 ) -> Any:
     import mlflow
     import numpy as np
@@ -169,7 +170,7 @@ def _log_model(
     from mlflow.types import Schema, TensorSpec
 
     import inspectflow
-    from inspectflow.serving.pyfunc import ImageModel
+    from inspectflow.serving.pyfunc import ENGINE_ARTIFACTS, ImageModel
     from inspectflow.tasks import get_task
 
     # The +cpu local tag of the installed torch is not installable from PyPI: name the release.
@@ -188,7 +189,7 @@ def _log_model(
                 python_model=ImageModel(),
                 artifacts={
                     MODEL_ARTIFACT: str(model_dir),
-                    **{_ARTIFACTS[f.name]: str(f) for f in onnx_files},
+                    **{ENGINE_ARTIFACTS[engine]: str(f) for engine, f in onnx_files.items()},
                 },
                 # The wrapper's code travels with the model, so serving needs no inspectflow install.
                 code_paths=[str(Path(inspectflow.__file__).parent)],
@@ -220,7 +221,7 @@ def _log_model(
         signature=signature,
         pip_requirements=requirements,
         metadata=metadata,
-        extra_files=[str(f) for f in onnx_files] or None,
+        extra_files=[str(f) for f in onnx_files.values()] or None,
     )
 
 
