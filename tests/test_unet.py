@@ -15,6 +15,9 @@ from inspectflow.metrics.segmentation import (
     foreground_iou,
     per_image_iou,
     pick_detection_threshold,
+    pixel_counts,
+    pooled_dice,
+    pooled_iou,
 )
 from inspectflow.models.losses import (
     SegmentationLossName,
@@ -176,6 +179,16 @@ def test_pooled_dice_and_iou_on_hand_made_masks() -> None:
     assert foreground_dice(pred, pred) == 1.0 and foreground_iou(truth, truth) == 1.0
     with pytest.raises(ValueError, match="differ in shape"):
         foreground_iou(pred, truth[:2])
+
+
+def test_pooled_scores_weigh_each_image_by_its_weight() -> None:
+    pred, truth = _masks()
+    both, predicted, true = pixel_counts(pred, truth)
+    np.testing.assert_array_equal(both, [2, 0, 0])
+    # The third image (one missed pixel) stands for 4 of its own pixels per mask pixel: union 4 + 4.
+    weights = np.array([1.0, 1.0, 4.0])
+    assert pooled_iou(both * weights, predicted * weights, true * weights) == pytest.approx(2 / 8)
+    assert pooled_dice(both * weights, predicted * weights, true * weights) == pytest.approx(2 * 2 / 10)
 
 
 def test_per_image_iou_on_hand_made_masks() -> None:

@@ -24,47 +24,61 @@ def _as_masks(pred: npt.ArrayLike, truth: npt.ArrayLike) -> tuple[np.ndarray, np
     return pred_mask, truth_mask
 
 
-def foreground_dice(pred: npt.ArrayLike, truth: npt.ArrayLike) -> float:
-    """Dice of the defect class pooled over all pixels of the set: ``2 * |P & T| / (|P| + |T|)``.
-
-    Pooling (rather than averaging per image) weights images by their defect area and keeps clean
-    images, whose per-image Dice is 0/0, from dominating.
-
-    Args:
-        pred: Predicted masks, boolean ``(N, H, W)``.
-        truth: Ground-truth masks, same shape.
-
-    Returns:
-        Dice in ``[0, 1]``; 1.0 when both are empty everywhere.
+def pixel_counts(pred: npt.ArrayLike, truth: npt.ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each image's pixels in both masks, in the prediction and in the truth: three ``(N,)`` arrays.
 
     Raises:
         ValueError: If the shapes differ or are not ``(N, H, W)``.
     """
     pred_mask, truth_mask = _as_masks(pred, truth)
-    total = int(pred_mask.sum()) + int(truth_mask.sum())
-    if total == 0:
-        return 1.0
-    return 2.0 * int(np.logical_and(pred_mask, truth_mask).sum()) / total
+    flat_pred, flat_truth = pred_mask.reshape(len(pred_mask), -1), truth_mask.reshape(len(truth_mask), -1)
+    return (flat_pred & flat_truth).sum(axis=1), flat_pred.sum(axis=1), flat_truth.sum(axis=1)
+
+
+def pooled_dice(both: npt.ArrayLike, predicted: npt.ArrayLike, true: npt.ArrayLike) -> float:
+    """Foreground Dice pooled over images from their counts: ``2 * sum |P & T| / sum (|P| + |T|)``.
+
+    Pooling (rather than averaging per image) weights images by their defect area and keeps clean
+    images, whose per-image Dice is 0/0, from dominating. The counts may be weighted (an image's own
+    pixels per mask pixel). 1.0 when both are empty everywhere.
+    """
+    total = float(np.sum(predicted) + np.sum(true))
+    return 2 * float(np.sum(both)) / total if total else 1.0
+
+
+def pooled_iou(both: npt.ArrayLike, predicted: npt.ArrayLike, true: npt.ArrayLike) -> float:
+    """Foreground IoU pooled over images from their counts: sum of intersections over sum of unions.
+
+    1.0 when both are empty everywhere.
+    """
+    union = float(np.sum(predicted) + np.sum(true) - np.sum(both))
+    return float(np.sum(both)) / union if union else 1.0
+
+
+def foreground_dice(pred: npt.ArrayLike, truth: npt.ArrayLike) -> float:
+    """Dice of the defect class pooled over all pixels of the set (:func:`pooled_dice`).
+
+    Args:
+        pred: Predicted masks, boolean ``(N, H, W)``.
+        truth: Ground-truth masks, same shape.
+
+    Raises:
+        ValueError: If the shapes differ or are not ``(N, H, W)``.
+    """
+    return pooled_dice(*pixel_counts(pred, truth))
 
 
 def foreground_iou(pred: npt.ArrayLike, truth: npt.ArrayLike) -> float:
-    """IoU of the defect class pooled over all pixels of the set: sum of intersections / sum of unions.
+    """IoU of the defect class pooled over all pixels of the set (:func:`pooled_iou`).
 
     Args:
         pred: Predicted masks, boolean ``(N, H, W)``.
         truth: Ground-truth masks, same shape.
 
-    Returns:
-        IoU in ``[0, 1]``; 1.0 when both are empty everywhere.
-
     Raises:
         ValueError: If the shapes differ or are not ``(N, H, W)``.
     """
-    pred_mask, truth_mask = _as_masks(pred, truth)
-    union = int(np.logical_or(pred_mask, truth_mask).sum())
-    if union == 0:
-        return 1.0
-    return int(np.logical_and(pred_mask, truth_mask).sum()) / union
+    return pooled_iou(*pixel_counts(pred, truth))
 
 
 def per_image_iou(pred: npt.ArrayLike, truth: npt.ArrayLike) -> np.ndarray:

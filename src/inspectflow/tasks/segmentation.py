@@ -228,21 +228,18 @@ def score_masks(
     small image enlarged to the working size weighs what it holds.
     """
     weights = np.ones(len(truth)) if native_pixels is None else np.asarray(native_pixels, float)
-    flat_pred, flat_truth = pred.reshape(len(pred), -1), truth.reshape(len(truth), -1)
-    both = (flat_pred & flat_truth).sum(axis=1) * weights
-    predicted = flat_pred.sum(axis=1) * weights
-    true = flat_truth.sum(axis=1) * weights
-    defective = np.asarray(flat_truth.any(axis=1), dtype=bool)
+    both, predicted, true = (counts * weights for counts in seg.pixel_counts(pred, truth))
+    defective = np.asarray(true > 0, dtype=bool)
 
     def figures(rows: np.ndarray) -> dict[str, float]:
         on_defects = np.asarray(rows & defective, dtype=bool)
         rates = seg.detection_rates(scores[rows], defective[rows], detection_cut(config))
         per_image = seg.per_image_iou(pred[on_defects], truth[on_defects])
         return {
-            "dice": _pooled_dice(both[rows], predicted[rows], true[rows]),
-            "iou": _pooled_iou(both[rows], predicted[rows], true[rows]),
+            "dice": seg.pooled_dice(both[rows], predicted[rows], true[rows]),
+            "iou": seg.pooled_iou(both[rows], predicted[rows], true[rows]),
             "mean_defect_iou": float(per_image.mean()) if on_defects.any() else 1.0,
-            "defect_dice": _pooled_dice(both[on_defects], predicted[on_defects], true[on_defects]),
+            "defect_dice": seg.pooled_dice(both[on_defects], predicted[on_defects], true[on_defects]),
             "detection_tpr": float(rates["true_positive_rate"]),
             "detection_fpr": float(rates["false_positive_rate"]),
             "images": float(rows.sum()),
@@ -266,18 +263,6 @@ def score_masks(
         flagged=(scores > detection_cut(config)).tolist(),
         per_class={name: figures(groups == name) for name in names},
     )
-
-
-def _pooled_dice(both: np.ndarray, predicted: np.ndarray, truth: np.ndarray) -> float:
-    """Foreground Dice pooled over images: ``2 * sum |P & T| / sum (|P| + |T|)``; 1 when all are empty."""
-    total = float(predicted.sum() + truth.sum())
-    return 2 * float(both.sum()) / total if total else 1.0
-
-
-def _pooled_iou(both: np.ndarray, predicted: np.ndarray, truth: np.ndarray) -> float:
-    """Foreground IoU pooled over images: sum of intersections over sum of unions; 1 when all are empty."""
-    union = float(predicted.sum() + truth.sum() - both.sum())
-    return float(both.sum()) / union if union else 1.0
 
 
 def native_pixels(dataset: Dataset, split: str) -> np.ndarray | None:
