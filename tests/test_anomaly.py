@@ -12,9 +12,10 @@ from mlflow import MlflowClient
 from conftest import run_steps
 from inspectflow.config import build_config, validate_config
 from inspectflow.models.networks import build_model
-from inspectflow.models.patchcore import PatchCore, fit, greedy_coreset
+from inspectflow.models.patchcore import PatchCore, fit, fit_head, greedy_coreset
 from inspectflow.monitoring.watch import monitor
 from inspectflow.serving.predict import predict_files
+from inspectflow.synth.defects import draw_defect
 from inspectflow.synth.mvtec import write_mvtec
 
 
@@ -53,6 +54,45 @@ def test_a_fitted_model_reloads_with_its_bank_and_scores_the_same() -> None:
     older = build_model("patchcore_lite1", 1, 1, weights="none", task="anomaly")
     older.load_state_dict({k: v for k, v in model.state_dict().items() if k != "standardized"})
     assert bool(model.standardized) and not bool(older.standardized)
+
+
+def test_a_synthetic_defect_changes_the_image_only_where_its_mask_lies() -> None:
+    image = np.random.default_rng(0).integers(90, 160, (64, 96, 1), dtype=np.uint8)
+    for seed in range(6):
+        drawn, mask = draw_defect(image, np.random.default_rng(seed))
+        assert drawn.shape == image.shape and drawn.dtype == np.uint8 and 0 < mask.sum() < mask.size / 4
+        changed = np.abs(drawn.astype(int) - image.astype(int))[..., 0] > 0
+        assert changed[mask].mean() > 0.9
+        again, _ = draw_defect(image, np.random.default_rng(seed))
+        assert np.array_equal(again, drawn)  # the seed decides it all
+
+
+def test_the_defect_head_adds_to_the_map_and_travels_in_the_state_dict() -> None:
+    torch.manual_seed(0)
+    model = build_model("patchcore_lite1", 1, 1, weights="imagenet", task="anomaly")
+    assert isinstance(model, PatchCore)
+    good = np.random.default_rng(0).integers(80, 170, (6, 64, 64, 1), dtype=np.uint8)
+    batches = [torch.from_numpy(good).permute(0, 3, 1, 2).float() / 255]
+    fit(model, batches, 6, coreset_ratio=0.5, max_bank=40, seed=0)
+    summary = fit_head(model, good, epochs=1, seed=0)
+    assert summary.epochs == 1 and summary.gain == pytest.approx(float(model.head_gain)) and summary.gain > 0
+    assert not any(p.requires_grad for p in model.parameters())  # frozen again once fitted
+    probe = torch.rand(2, 1, 64, 96)
+    reloaded = build_model("patchcore_lite1", 1, 1, weights="none", task="anomaly")
+    reloaded.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        assert torch.allclose(reloaded.eval()(probe), model.eval()(probe))
+        with_head = model.anomaly_map(probe)
+        # A model fitted before the head loads with none: its map is the bank's distances alone.
+        older = build_model("patchcore_lite1", 1, 1, weights="none", task="anomaly")
+        older.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("head")})
+        older.eval()
+        model.head_gain.zero_()
+        assert float(older.head_gain) == 0 and torch.allclose(
+            older.anomaly_map(probe), model.anomaly_map(probe)
+        )
+        assert bool((with_head >= model.anomaly_map(probe)).all())
+    assert fit_head(model, good, epochs=0, seed=0).gain == 0 == float(model.head_gain)
 
 
 @pytest.mark.usefixtures("tracking")

@@ -24,13 +24,22 @@ is taken as it is or less each image's own median distance (zero below it). On t
 differ in roughness (KolektorSDD's commutators) a rough good part's whole map sits higher, and the relative
 map ranks better; on parts whose defects raise much of the map (casting's impellers) the absolute one does.
 
+A defect head then sharpens the map. The bank's patches see 8x8 pixels and the map is smoothed, so a crack a
+few pixels wide is smeared over its neighbourhood, and some thin cracks barely move the ImageNet features at
+all. :class:`DefectHead`, two convolutions on blocks 1 and 2 (standardised the same way) and the image's own
+intensity at stride 4, learns to segment synthetic defects drawn on the good training images (thin curves
+and blotches, :mod:`inspectflow.synth.defects`): no real defect is seen. Its probability map is added to the
+distance map weighted by the image's highest distance and by ``head_gain``, :data:`HEAD_WEIGHT` over the
+head's 99th percentile on good validation images. A good image whose distances are all low stays low
+wherever the head fires, and a defect the bank finds is outlined where it lies.
+
 The map is returned as a score in ``[0, 1)``: ``1 - exp(-distance / scale)``, the ``scale`` a high quantile
 of good images' own maps, kept with the model. The order of the scores (and so every AUROC) is the
 distance's; the range lets a model's thresholds live where every other model's do.
 
-Everything (backbone, bank, scale) is one ``nn.Module`` whose state dict is the artifact; the forward pass is
-plain tensor algebra (the nearest-neighbour search is ``x^2 - 2xy + y^2`` over slices of the bank), so it
-exports to ONNX like any network.
+Everything (backbone, bank, head, scale) is one ``nn.Module`` whose state dict is the artifact; the forward
+pass is plain tensor algebra (the nearest-neighbour search is ``x^2 - 2xy + y^2`` over slices of the bank),
+so it exports to ONNX like any network.
 """
 
 from __future__ import annotations
@@ -69,6 +78,19 @@ SCALE_IMAGES = 16
 COMPARE_BATCH = 8
 #: Added to each channel's spread when a block's map is standardised (a flat channel stays finite).
 SPREAD_FLOOR = 1e-3
+#: Blocks the defect head reads (24 channels at stride 4, 40 at stride 8), with the image's own intensity
+#: at stride 4: its darkest and its mean value in each 4x4 cell (a crack 1-3 pixels wide survives the first).
+HEAD_BLOCKS = (1, 2)
+HEAD_INPUT = 24 + 40 + 2
+#: What the head adds where it is sure of a defect, in the image's own highest distance: at the good
+#: validation images' 99th percentile of the head's probability, as much again as the image's peak.
+HEAD_WEIGHT = 1.0
+#: Synthetic defects drawn per good image and epoch when the head is fitted (the rest stay clean).
+DEFECT_SHARE = 0.8
+#: The positive pixels' weight in the head's loss: a defect covers well under 1% of an image.
+DEFECT_PIXEL_WEIGHT = 20.0
+HEAD_BATCH = 8
+HEAD_LEARNING_RATE = 2e-3
 
 
 class PatchCore(nn.Module):
@@ -81,33 +103,45 @@ class PatchCore(nn.Module):
     scale: torch.Tensor
     relative: torch.Tensor  # 1.0: each map less its image's median; 0.0: as it is
     standardized: torch.Tensor  # 1.0: block maps standardised per image; 0.0: as the backbone gives them
+    head_gain: torch.Tensor  # the defect head's weight in the map; 0.0: the distance map alone
     kernel: torch.Tensor
 
     def __init__(self, weights: str = "imagenet", variant: str = "lite1") -> None:
         super().__init__()
         self.input = ImageNetInput()
         self.trunk = build_lite_trunk(weights, max(FEATURE_BLOCKS) + 1, variant)
+        self.head = DefectHead()
         self.register_buffer("memory", torch.zeros(0, FEATURE_DIM))
         self.register_buffer("scale", torch.ones(()))
         self.register_buffer("relative", torch.zeros(()))
         self.register_buffer("standardized", torch.ones(()))
+        self.register_buffer("head_gain", torch.zeros(()))
         self.register_buffer("kernel", _gaussian(SMOOTHING_SIGMA), persistent=False)
         self.requires_grad_(False)
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """Patch features ``(N, FEATURE_DIM, H/8, W/8)`` of float images."""
+        return self._features(images)[0]
+
+    def head_input(self, images: torch.Tensor) -> torch.Tensor:
+        """What the defect head reads, ``(N, HEAD_INPUT, H/4, W/4)``, of float images."""
+        return self._features(images, patches=False)[1]
+
+    def _features(self, images: torch.Tensor, patches: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """Patch features (without ``patches``: an empty tensor) and the head's input, from one pass."""
         trunk: Any = self.trunk  # nn.Sequential of stem and blocks
         x = trunk.stem(self.input(images))
-        maps = []
-        for index, block in enumerate(trunk.blocks):
+        maps, fine = [], []
+        last = max(FEATURE_BLOCKS) if patches else max(HEAD_BLOCKS)
+        for index, block in enumerate(trunk.blocks[: last + 1]):
             x = block(x)
-            if index in FEATURE_BLOCKS:
-                maps.append(functional.avg_pool2d(self._standardize(x), 3, stride=1, padding=1))
-        size = maps[0].shape[-2:]
-        deeper = [
-            functional.interpolate(m, size=size, mode="bilinear", align_corners=False) for m in maps[1:]
-        ]
-        return torch.cat([maps[0], *deeper], dim=1)
+            standardized = self._standardize(x) if index in (*FEATURE_BLOCKS, *HEAD_BLOCKS) else x
+            if index in FEATURE_BLOCKS and patches:
+                maps.append(functional.avg_pool2d(standardized, 3, stride=1, padding=1))
+            if index in HEAD_BLOCKS:
+                fine.append(standardized)
+        fine.append(_intensity(images))
+        return _stacked(maps) if maps else torch.zeros(0), _stacked(fine)
 
     def _standardize(self, maps: torch.Tensor) -> torch.Tensor:
         """Each channel of each image less its mean over the image, over its spread, if ``standardized``."""
@@ -132,19 +166,37 @@ class PatchCore(nn.Module):
         return 1 - torch.exp(-self.anomaly_map(images) / self.scale)
 
     def anomaly_map(self, images: torch.Tensor) -> torch.Tensor:
-        """The distance map, less each image's median where ``relative`` is set (zero below it)."""
-        distances = self.distance_map(images)
-        # A product, not a branch: the exported graph holds both ways, the buffer picks.
-        return (distances - self.relative * _median(distances)).clamp_min(0)
+        """The distance map (less each image's median where ``relative`` is set), plus the head's map.
+
+        The defect head's map is weighted by ``head_gain`` and by the image's highest distance. Weighted by
+        that peak, the head sharpens where a defect lies without lifting a good image whose distances are all
+        low: the image's score stays mostly the bank's judgement.
+        """
+        features, fine = self._features(images.float())
+        distances = self._distance_map(features, images.shape[-2:])
+        # Products, not branches: the exported graph holds every way, the buffers pick.
+        relative = (distances - self.relative * _median(distances)).clamp_min(0)
+        peak = relative.flatten(1).amax(1).view(-1, 1, 1, 1)
+        return relative + self.head_gain * peak * self._head_map(fine, images.shape[-2:])
 
     def distance_map(self, images: torch.Tensor) -> torch.Tensor:
         """Each pixel's smoothed distance to the bank, ``(N, 1, H, W)``."""
-        features = self.embed(images.float())
+        return self._distance_map(self.embed(images.float()), images.shape[-2:])
+
+    def defect_map(self, images: torch.Tensor) -> torch.Tensor:
+        """The defect head's probability of a defect at each pixel, ``(N, 1, H, W)``."""
+        return self._head_map(self.head_input(images.float()), images.shape[-2:])
+
+    def _distance_map(self, features: torch.Tensor, size: torch.Size) -> torch.Tensor:
         count, depth, height, width = features.shape
         flat = features.permute(0, 2, 3, 1).reshape(-1, depth)
         patches = self.distances(flat).reshape(count, 1, height, width)
-        full = functional.interpolate(patches, size=images.shape[-2:], mode="bilinear", align_corners=False)
+        full = functional.interpolate(patches, size=size, mode="bilinear", align_corners=False)
         return self._smooth(full)
+
+    def _head_map(self, fine: torch.Tensor, size: torch.Size) -> torch.Tensor:
+        probability = torch.sigmoid(self.head(fine))
+        return functional.interpolate(probability, size=size, mode="bilinear", align_corners=False)
 
     def _smooth(self, maps: torch.Tensor) -> torch.Tensor:
         """The separable Gaussian blur of ``(N, 1, H, W)`` maps, edges reflected."""
@@ -159,7 +211,56 @@ class PatchCore(nn.Module):
             self.memory = torch.empty_like(memory)
         state_dict.setdefault(f"{prefix}relative", torch.zeros(()))  # saved before the choice existed
         state_dict.setdefault(f"{prefix}standardized", torch.zeros(()))  # fitted on unstandardised maps
+        state_dict.setdefault(f"{prefix}head_gain", torch.zeros(()))  # fitted before the head: map unchanged
+        for name, value in self.head.state_dict(prefix=f"{prefix}head.").items():
+            state_dict.setdefault(name, value)  # a head its zero gain never reads
         super()._load_from_state_dict(state_dict, prefix, *args)
+
+
+class DefectHead(nn.Module):
+    """A small segmenter on the backbone's early blocks: ``(N, HEAD_INPUT, h, w)`` to logits ``(N, 1, h, w)``.
+
+    Two 3x3 convolutions, the second dilated, see 7x7 cells of 4x4 pixels: a crack's course, not the part.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(
+            nn.Conv2d(HEAD_INPUT, 64, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(64, 32, 3, padding=2, dilation=2),
+            nn.ReLU(),
+            nn.Conv2d(32, 1, 1),
+        )
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """Defect logits at the features' resolution."""
+        return self.layers(features)
+
+
+def _stacked(maps: list[torch.Tensor]) -> torch.Tensor:
+    """Maps of one image resized to the first's size and stacked along the channels."""
+    size = maps[0].shape[-2:]
+    return torch.cat(
+        [
+            maps[0],
+            *(functional.interpolate(m, size=size, mode="bilinear", align_corners=False) for m in maps[1:]),
+        ],
+        dim=1,
+    )
+
+
+def _intensity(images: torch.Tensor) -> torch.Tensor:
+    """The image's intensity standardised over its own pixels, ``(N, 2, H/4, W/4)``.
+
+    Its darkest and its mean value in each 4x4 cell, of the mean over channels.
+    """
+    gray = images.mean(1, keepdim=True)
+    centred = gray - gray.mean((2, 3), keepdim=True)
+    standardized = centred / (centred.pow(2).mean((2, 3), keepdim=True).sqrt() + SPREAD_FLOOR)
+    return torch.cat(
+        [-functional.max_pool2d(-standardized, 4), functional.avg_pool2d(standardized, 4)], dim=1
+    )
 
 
 def _median(maps: torch.Tensor) -> torch.Tensor:
@@ -242,10 +343,7 @@ def fit(
     model.memory = features[chosen].contiguous()
     compared = _compare_maps(model, *validation) if validation is not None else {}
     model.relative = torch.tensor(float(compared.get("relative", 0.0) > compared.get("absolute", 0.0)))
-    # Good images' own maps set the scale of the scores.
-    with torch.no_grad():
-        spread = model.anomaly_map(torch.cat(probe)[:SCALE_IMAGES]).numpy()
-    model.scale = torch.tensor(max(float(np.quantile(spread, SCALE_QUANTILE)), 1e-6))
+    _set_scale(model, torch.cat(probe)[:SCALE_IMAGES])
     return BankSummary(
         patches=seen,
         kept=size,
@@ -255,6 +353,102 @@ def fit(
         relative=bool(model.relative),
         validation_auroc=compared,
     )
+
+
+def _set_scale(model: PatchCore, good: torch.Tensor) -> None:
+    """Sets the scale of the scores from good images' own maps (float ``(n, C, H, W)``)."""
+    with torch.no_grad():
+        spread = model.anomaly_map(good).numpy()
+    model.scale = torch.tensor(max(float(np.quantile(spread, SCALE_QUANTILE)), 1e-6))
+
+
+@dataclass(frozen=True)
+class HeadSummary:
+    """What fitting the defect head did: epochs, its last epoch's mean loss, the gain it got, seconds."""
+
+    epochs: int
+    loss: float
+    gain: float
+    seconds: float
+
+
+def fit_head(
+    model: PatchCore,
+    images: np.ndarray,
+    epochs: int,
+    seed: int,
+    good: torch.Tensor | None = None,
+    channels_last: bool = False,
+) -> HeadSummary:
+    """Trains the defect head on synthetic defects drawn on good images, then weighs it into the map.
+
+    Each epoch draws a defect (:func:`inspectflow.synth.defects.draw_defect`) on :data:`DEFECT_SHARE` of the
+    images, at random; the head learns to segment them (pixel-weighted BCE at stride 4) on the frozen
+    backbone. Its gain is :data:`HEAD_WEIGHT` over the 99th percentile of its probabilities on ``good``
+    images it never saw (the validation split's good parts; without them, the first training images), and
+    the scale of the scores is set again on the first training images.
+
+    Args:
+        model: A fitted :class:`PatchCore` (its bank filled).
+        images: The good training images, uint8 ``(n, H, W, C)``.
+        epochs: Passes over ``images``; 0 leaves the head out of the map.
+        seed: Seed of the defects drawn, the images' order and the head's first weights.
+        good: Float good images ``(n, C, H, W)`` the head was not trained on.
+        channels_last: Give the backbone its images channels-last (for a model converted to that format).
+    """
+    import time
+
+    from inspectflow.imaging import to_tensor
+    from inspectflow.synth.defects import draw_defect
+
+    started = time.perf_counter()
+    if epochs == 0 or len(images) == 0:
+        model.head_gain = torch.zeros(())
+        return HeadSummary(0, math.nan, 0.0, 0.0)
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    for layer in model.head.layers:
+        if isinstance(layer, nn.Conv2d):
+            layer.reset_parameters()
+    head = model.head.requires_grad_(True).train()
+    optimizer = torch.optim.AdamW(head.parameters(), lr=HEAD_LEARNING_RATE, weight_decay=1e-4)
+    steps = epochs * math.ceil(len(images) / HEAD_BATCH)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=HEAD_LEARNING_RATE, total_steps=steps)
+    weight = torch.tensor(DEFECT_PIXEL_WEIGHT)
+    losses: list[float] = []
+    for _ in range(epochs):
+        losses = []
+        order = rng.permutation(len(images))
+        for start in range(0, len(order), HEAD_BATCH):
+            drawn, masks = [], []
+            for image in images[order[start : start + HEAD_BATCH]]:
+                mask = np.zeros(image.shape[:2], bool)
+                if rng.random() < DEFECT_SHARE:
+                    image, mask = draw_defect(image, rng)
+                drawn.append(image)
+                masks.append(mask)
+            with torch.no_grad():
+                features = model.head_input(to_tensor(np.stack(drawn), channels_last))
+            targets = torch.from_numpy(np.stack(masks)[:, None]).float()
+            targets = functional.adaptive_max_pool2d(targets, features.shape[-2:])
+            logits = head(features)
+            loss = functional.binary_cross_entropy_with_logits(logits, targets, pos_weight=weight)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            losses.append(loss.item())
+    head.requires_grad_(False).eval()
+    probe = to_tensor(images[:SCALE_IMAGES])
+    with torch.no_grad():
+        unseen = good if good is not None and len(good) else probe
+        found = torch.cat(
+            [model.defect_map(unseen[i : i + COMPARE_BATCH]) for i in range(0, len(unseen), COMPARE_BATCH)]
+        )
+    level = max(float(np.quantile(found.numpy(), SCALE_QUANTILE)), 1e-6)
+    model.head_gain = torch.tensor(HEAD_WEIGHT / level)
+    _set_scale(model, probe)
+    return HeadSummary(epochs, float(np.mean(losses)), float(model.head_gain), time.perf_counter() - started)
 
 
 def _compare_maps(model: PatchCore, images: torch.Tensor, defective: np.ndarray) -> dict[str, float]:

@@ -28,7 +28,7 @@ from inspectflow.imaging import to_tensor
 from inspectflow.models.artifact import FEATURE_SVM, ModelSpec, save_trained_model
 from inspectflow.models.feature_svm import FeatureSvmClassifier, SplitResult, SvmResult, describe_cv
 from inspectflow.models.networks import build_model, get_network
-from inspectflow.models.patchcore import BankSummary
+from inspectflow.models.patchcore import BankSummary, HeadSummary
 from inspectflow.models.selection import Candidate, Choice, Estimate, FoldScorer, choose
 from inspectflow.names import (
     CHECKPOINTS_ARTIFACTS,
@@ -850,13 +850,16 @@ def _train_feature_svm_step(dataset: Dataset, config: PipelineConfig, model_dir:
     console.note(f"{config.train.backbone} {config.train.layer or 'pool'} features + {learner}, {estimate}")
 
 
-def train_patchcore(task: Task, dataset: Dataset, config: TrainConfig) -> tuple[TrainResult, BankSummary]:
-    """The ``patchcore`` method: a memory bank of the good training images' patches.
+def train_patchcore(
+    task: Task, dataset: Dataset, config: TrainConfig
+) -> tuple[TrainResult, BankSummary, HeadSummary]:
+    """The ``patchcore`` method: a memory bank of the good training images' patches, and the defect head.
 
-    The defective images of the training split, if any, never enter the bank: they go to validation, with
-    ``val_fraction`` of the good ones (stratified, seeded), where the threshold is picked.
+    The defective images of the training split, if any, never enter the bank nor the head's training: they
+    go to validation, with ``val_fraction`` of the good ones (stratified, seeded), where the map is chosen
+    and the threshold picked; the head learns from synthetic defects on the bank's images.
     """
-    from inspectflow.models.patchcore import PatchCore, fit
+    from inspectflow.models.patchcore import PatchCore, fit, fit_head
 
     config = resolve(task, config, dataset)
     images, _ = dataset.split("train")
@@ -871,20 +874,26 @@ def train_patchcore(task: Task, dataset: Dataset, config: TrainConfig) -> tuple[
     classes, channels = len(dataset.info.classes), dataset.info.channels
     model = build_model(config.model, classes, channels, config.weights, task=task.name)
     assert isinstance(model, PatchCore)  # the anomaly task's networks are PatchCore models
+    # Channels-last: the backbone's pass, most of fitting's time, runs about 1.8x faster on this CPU.
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format)  # type: ignore[call-overload]
     starts = range(0, len(bank), config.batch_size)
     batches = (to_tensor(bank[start : start + config.batch_size], config.channels_last) for start in starts)
     validation = (to_tensor(images[held], config.channels_last), targets[torch.from_numpy(held)])
     compare_on = (validation[0], validation[1].numpy() > 0)
     summary = fit(model, batches, len(bank), config.coreset_ratio, config.max_bank, config.seed, compare_on)
+    unseen = validation[0][~compare_on[1]]  # good parts the head never trains on: they set its gain
+    head = fit_head(model, bank, config.head_epochs, config.seed, unseen, config.channels_last)
+    model = model.to(memory_format=torch.contiguous_format).eval()
     spec = _spec(task, dataset, config.model)
-    return TrainResult(model.eval(), spec, config=config, validation=validation), summary
+    return TrainResult(model, spec, config=config, validation=validation), summary, head
 
 
 def _patchcore_step(task: Task, dataset: Dataset, config: PipelineConfig, model_dir: Path) -> None:
     """The patchcore method in the step: the bank's size and fit time, the threshold, the model."""
     import mlflow
 
-    trained, bank = train_patchcore(task, dataset, config.train)
+    trained, bank, head = train_patchcore(task, dataset, config.train)
     thresholds = task.thresholds(config.evaluate, trained.model, *trained.validation)
     trained.spec.thresholds = thresholds
     mlflow.log_metrics(
@@ -892,7 +901,9 @@ def _patchcore_step(task: Task, dataset: Dataset, config: PipelineConfig, model_
             f"{TRAIN_METRICS}bank_patches": bank.kept,
             f"{TRAIN_METRICS}good_patches": bank.patches,
             f"{TRAIN_METRICS}bank_mb": bank.bytes / 2**20,
-            f"{TRAIN_METRICS}fit_seconds": bank.seconds,
+            f"{TRAIN_METRICS}fit_seconds": bank.seconds + head.seconds,
+            f"{TRAIN_METRICS}head_seconds": head.seconds,
+            f"{TRAIN_METRICS}head_gain": head.gain,
             f"{TRAIN_METRICS}relative_map": float(bank.relative),
             **{f"{VAL_METRICS}image_auroc_{kind}": value for kind, value in bank.validation_auroc.items()},
             **{f"{VAL_METRICS}{name}": value for name, value in thresholds.items()},
@@ -907,9 +918,15 @@ def _patchcore_step(task: Task, dataset: Dataset, config: PipelineConfig, model_
         if compared
         else ""
     )
+    trained_head = (
+        f"defect head {head.epochs} epochs on synthetic defects (loss {head.loss:.3f}), "
+        f"{head.seconds:.0f} s; "
+        if head.epochs
+        else ""
+    )
     console.note(
         f"PatchCore bank of {bank.kept} patches ({bank.bytes / 2**20:.1f} MB) of {bank.patches} good ones, "
-        f"{bank.seconds:.0f} s{chosen}; threshold {threshold:.4f} on {images} validation images"
+        f"{bank.seconds:.0f} s{chosen}; {trained_head}threshold {threshold:.4f} on {images} validation images"
     )
 
 

@@ -52,7 +52,7 @@ GOOD_QUANTILE = 0.99
 #: The false-positive rate AUPRO integrates up to (MVTec AD's).
 AUPRO_FPR_LIMIT = 0.3
 OVERLAYS_DIR = "overlays"
-NO_GRADIENT = "the anomaly task trains nothing by gradient (train.method=patchcore)"
+NO_GRADIENT = "the anomaly task is not fine-tuned: train.method=patchcore fits its bank and defect head"
 
 
 @dataclass
@@ -250,7 +250,7 @@ class Anomaly(Task):
         return torch.from_numpy(dataset.defective(split).astype(np.float32))
 
     def loss(self, config: TrainSettings, targets: torch.Tensor, classes: int) -> LossFn:
-        """None: the anomaly task's model learns no weights (``patchcore``)."""
+        """None: the anomaly task's model is fitted by ``patchcore``, not by the fine-tuning loop."""
         raise NotImplementedError(NO_GRADIENT)
 
     def training_batch(
