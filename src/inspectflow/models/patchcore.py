@@ -121,27 +121,22 @@ class PatchCore(nn.Module):
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """Patch features ``(N, FEATURE_DIM, H/8, W/8)`` of float images."""
-        return self._features(images)[0]
+        return _patch_features(self._blocks(images, FEATURE_BLOCKS))
 
     def head_input(self, images: torch.Tensor) -> torch.Tensor:
         """What the defect head reads, ``(N, HEAD_INPUT, H/4, W/4)``, of float images."""
-        return self._features(images, patches=False)[1]
+        return _head_features(self._blocks(images, HEAD_BLOCKS), images)
 
-    def _features(self, images: torch.Tensor, patches: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-        """Patch features (without ``patches``: an empty tensor) and the head's input, from one pass."""
+    def _blocks(self, images: torch.Tensor, wanted: tuple[int, ...]) -> dict[int, torch.Tensor]:
+        """The standardised maps of the ``wanted`` blocks, from one pass that stops at the last of them."""
         trunk: Any = self.trunk  # nn.Sequential of stem and blocks
         x = trunk.stem(self.input(images))
-        maps, fine = [], []
-        last = max(FEATURE_BLOCKS) if patches else max(HEAD_BLOCKS)
-        for index, block in enumerate(trunk.blocks[: last + 1]):
+        maps = {}
+        for index, block in enumerate(trunk.blocks[: max(wanted) + 1]):
             x = block(x)
-            standardized = self._standardize(x) if index in (*FEATURE_BLOCKS, *HEAD_BLOCKS) else x
-            if index in FEATURE_BLOCKS and patches:
-                maps.append(functional.avg_pool2d(standardized, 3, stride=1, padding=1))
-            if index in HEAD_BLOCKS:
-                fine.append(standardized)
-        fine.append(_intensity(images))
-        return _stacked(maps) if maps else torch.zeros(0), _stacked(fine)
+            if index in wanted:
+                maps[index] = self._standardize(x)
+        return maps
 
     def _standardize(self, maps: torch.Tensor) -> torch.Tensor:
         """Each channel of each image less its mean over the image, over its spread, if ``standardized``."""
@@ -172,12 +167,14 @@ class PatchCore(nn.Module):
         that peak, the head sharpens where a defect lies without lifting a good image whose distances are all
         low: the image's score stays mostly the bank's judgement.
         """
-        features, fine = self._features(images.float())
-        distances = self._distance_map(features, images.shape[-2:])
+        images = images.float()
+        blocks = self._blocks(images, FEATURE_BLOCKS + HEAD_BLOCKS)  # one pass for both
+        distances = self._distance_map(_patch_features(blocks), images.shape[-2:])
         # Products, not branches: the exported graph holds every way, the buffers pick.
         relative = (distances - self.relative * _median(distances)).clamp_min(0)
         peak = relative.flatten(1).amax(1).view(-1, 1, 1, 1)
-        return relative + self.head_gain * peak * self._head_map(fine, images.shape[-2:])
+        defects = self._head_map(_head_features(blocks, images), images.shape[-2:])
+        return relative + self.head_gain * peak * defects
 
     def distance_map(self, images: torch.Tensor) -> torch.Tensor:
         """Each pixel's smoothed distance to the bank, ``(N, 1, H, W)``."""
@@ -236,6 +233,16 @@ class DefectHead(nn.Module):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """Defect logits at the features' resolution."""
         return self.layers(features)
+
+
+def _patch_features(blocks: dict[int, torch.Tensor]) -> torch.Tensor:
+    """The bank's patch features: each feature block's map averaged over 3x3 neighbourhoods, stacked."""
+    return _stacked([functional.avg_pool2d(blocks[i], 3, stride=1, padding=1) for i in FEATURE_BLOCKS])
+
+
+def _head_features(blocks: dict[int, torch.Tensor], images: torch.Tensor) -> torch.Tensor:
+    """The defect head's input: its blocks' maps and the image's own intensity, stacked at stride 4."""
+    return _stacked([*(blocks[i] for i in HEAD_BLOCKS), _intensity(images)])
 
 
 def _stacked(maps: list[torch.Tensor]) -> torch.Tensor:
